@@ -1,0 +1,107 @@
+"""Cost of one lms_activity_sensor tick on a large PostgreSQL LMS.
+
+    python benchmarks/sensor_tick.py --skip-generate      # reuse lms_bench from backfill.py
+
+Evaluates the real sensor (build_sensor_context + evaluate_tick) with a cursor
+at the LMS's head: N ticks with no change, then ticks after inserting 1,000
+new attempts (removed again afterwards). Prints median and p95 per tick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import sqlalchemy as sa  # noqa: E402
+from dagster import DagsterInstance, build_sensor_context  # noqa: E402
+
+from benchmarks.common import DEFAULT_SERVER, Report, database_url, ensure_database, timer  # noqa: E402
+from lms_activity_pipeline import db  # noqa: E402
+from lms_activity_pipeline.config import load_settings  # noqa: E402
+from lms_activity_pipeline.definitions import build_definitions  # noqa: E402
+from lms_activity_pipeline.lms.demo import generate_demo_lms  # noqa: E402
+from lms_activity_pipeline.resources.factory import build_resources  # noqa: E402
+from lms_activity_pipeline.sensors import SENSOR_NAME  # noqa: E402
+
+NEW_ROWS = 1_000
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", default=DEFAULT_SERVER)
+    parser.add_argument("--students", type=int, default=20_000)
+    parser.add_argument("--days", type=int, default=100)
+    parser.add_argument("--skip-generate", action="store_true")
+    parser.add_argument("--ticks", type=int, default=30)
+    args = parser.parse_args()
+
+    lms_url = ensure_database(database_url(args.server, "lms_bench"))
+    if not args.skip_generate:
+        generate_demo_lms(lms_url, students=args.students, days=args.days)
+    wh_url = ensure_database(database_url(args.server, "lms_bench_tick_wh"))
+    settings = load_settings({"LMS_DATABASE_URL": lms_url, "LMS_WAREHOUSE_URL": wh_url})
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    resources = build_resources(settings, env_vars=False)
+    instance = DagsterInstance.ephemeral()
+    repo = defs.get_repository_def()
+    writer = db.create_engine(lms_url)
+    with writer.connect() as conn:
+        attempts = conn.execute(sa.text('SELECT count(*) FROM "Attempts"')).scalar_one()
+    report = Report(f"Sensor tick on a PostgreSQL LMS with {attempts:,} attempts")
+
+    def tick(cursor: str | None):  # noqa: ANN202
+        context = build_sensor_context(instance=instance, cursor=cursor, resources=resources, repository_def=repo)
+        with timer() as t:
+            data = sensor.evaluate_tick(context)
+        return data, t["seconds"] * 1000
+
+    data, first_ms = tick(None)
+    report.add("first tick (no cursor: plans the history run)", f"{first_ms:,.0f} ms")
+    cursor = data.cursor
+    idle = []
+    for _ in range(args.ticks):
+        data, ms = tick(cursor)
+        assert not data.run_requests
+        idle.append(ms)
+    report.add("no-change tick, median", f"{statistics.median(idle):.1f} ms", f"p95 {percentile(idle, 0.95):.1f} ms over {args.ticks} ticks; target < 50 ms")
+
+    now = dt.datetime.now(dt.UTC)
+    busy = []
+    with writer.begin() as conn:
+        base = conn.execute(sa.text('SELECT max(id) FROM "Attempts"')).scalar_one()
+    try:
+        for round_ in range(5):
+            start = base + 1 + round_ * NEW_ROWS
+            with writer.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        """INSERT INTO "Attempts" (id, user_id, exam_id, status, started_at, updated_at)
+                           SELECT g, 1 + g % 1000, 1, 'in_progress', :t - interval '10 minutes', :t + g * interval '1 millisecond'
+                           FROM generate_series(CAST(:a AS bigint), CAST(:b AS bigint)) AS g"""
+                    ),
+                    {"a": start, "b": start + NEW_ROWS - 1, "t": now + dt.timedelta(minutes=round_)},
+                )
+            data, ms = tick(cursor)
+            assert len(data.run_requests) == 1
+            cursor = data.cursor
+            busy.append(ms)
+    finally:
+        with writer.begin() as conn:
+            conn.execute(sa.text('DELETE FROM "Attempts" WHERE id > :b'), {"b": base})
+    report.add(f"tick after {NEW_ROWS:,} new attempts, median", f"{statistics.median(busy):.1f} ms", f"max {max(busy):.1f} ms over {len(busy)} rounds")
+    report.print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Thin Dagster assets composing the domain logic and the resources."""

@@ -1,0 +1,221 @@
+"""Ingest assets: LMS attempts -> staged copies -> classified ``lms_activity_events``.
+
+Every asset is daily-partitioned and runs multi-day ranges as one run. With
+no config a run *recomputes* its partitions; the sensor passes
+``changed_since``/``changed_until`` for *incremental* runs that read only the
+changed rows. Both upsert, so both end in the same table state.
+"""
+
+
+import datetime as dt
+
+import pandas as pd
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    Config,
+    MaterializeResult,
+    PartitionsDefinition,
+    asset,
+)
+
+from lms_activity_pipeline.assets import metadata as md
+from lms_activity_pipeline.domain import classification as cls
+from lms_activity_pipeline.domain import cleaning
+from lms_activity_pipeline.domain.mentor_pairs import notification_pairs
+from lms_activity_pipeline.lms.queries import ExtractWindow
+from lms_activity_pipeline.partitions import SINGLE_RUN
+from lms_activity_pipeline.resources.lms import LMSResource
+from lms_activity_pipeline.resources.settings import PipelineSettings
+from lms_activity_pipeline.resources.warehouse import WarehouseResource
+from lms_activity_pipeline.warehouse import schema as wh
+from lms_activity_pipeline.warehouse.load import UpsertResult
+
+GROUP = "lms_activity"
+MAX_LOGGED_REJECTS = 20
+
+
+#: A multi-day run works through its range this many days at a time (bounded memory).
+DEFAULT_CHUNK_DAYS = 7
+
+
+class IngestConfig(Config):
+    """Incremental window (ISO-8601, set by the sensor). Empty: recompute the partitions."""
+
+    changed_since: str | None = None
+    changed_until: str | None = None
+    chunk_days: int = DEFAULT_CHUNK_DAYS
+
+
+def extract_window(context: AssetExecutionContext, config: IngestConfig) -> ExtractWindow:
+    """The run's partition window (one day or a range) plus the incremental bounds."""
+    window = context.partition_time_window
+
+    def parse(value: str | None) -> dt.datetime | None:
+        return None if value is None else dt.datetime.fromisoformat(value)
+
+    return ExtractWindow(
+        start=window.start,
+        end=window.end,
+        changed_since=parse(config.changed_since),
+        changed_until=parse(config.changed_until),
+    )
+
+
+def _is_incremental(config: IngestConfig) -> bool:
+    return config.changed_since is not None or config.changed_until is not None
+
+
+def log_rejects(context: AssetExecutionContext, rejected: pd.DataFrame) -> None:
+    """One warning per rejected row (up to a limit) and a summary line."""
+    if rejected.empty:
+        return
+    for row in rejected.head(MAX_LOGGED_REJECTS).itertuples(index=False):
+        context.log.warning(f"skipped {row.source} row id={row.id}: {row.reason}")
+    if len(rejected) > MAX_LOGGED_REJECTS:
+        context.log.warning(f"... and {len(rejected) - MAX_LOGGED_REJECTS} more rejected rows")
+
+
+def classify_piece(
+    lms: LMSResource,
+    warehouse: WarehouseResource,
+    dims: cls.Dimensions,
+    piece: ExtractWindow,
+    numbers: pd.Series | None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Events of one piece of the window from the staged attempts, and the rows rejected."""
+    exams, bad_exams = cleaning.clean_exam_attempts(warehouse.attempts_in_window(wh.raw_exam_attempts, piece))
+    contents, bad_contents = cleaning.clean_content_attempts(warehouse.attempts_in_window(wh.raw_content_attempts, piece))
+    if numbers is None and not exams.empty:
+        numbers = cls.attempt_numbers(lms.exam_attempt_history(set(exams["user_id"].tolist()), piece.end))
+    exam_events, bad_exam_refs = cls.classify_exam_attempts(exams, dims, numbers)
+    content_events, bad_content_refs = cls.classify_content_attempts(contents, dims)
+    events = pd.concat([exam_events, content_events], ignore_index=True)
+    rejected = pd.concat([bad_exams, bad_contents, bad_exam_refs, bad_content_refs], ignore_index=True)
+    return cls.in_window(events, piece.start, piece.end), rejected
+
+
+def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefinition]:
+    """The three ingest assets on ``partitions_def``."""
+
+    def stage_raw(
+        context: AssetExecutionContext,
+        config: IngestConfig,
+        warehouse: WarehouseResource,
+        table,  # noqa: ANN001 - a warehouse Table
+        extract,  # noqa: ANN001 - ExtractWindow -> raw LMS rows
+        clean_fn,  # noqa: ANN001 - cleaning function
+    ) -> MaterializeResult:
+        window = extract_window(context, config)
+        result, extracted, rejects, first = UpsertResult(0, 0, 0), 0, [], None
+        for piece in window.chunks(config.chunk_days):
+            raw = extract(piece)
+            clean, rejected = clean_fn(raw)
+            result += warehouse.upsert(table, clean, key="id", touch="_extracted_at")
+            extracted += len(raw)
+            rejects.append(rejected)
+            first = clean if first is None or first.empty else first
+        rejected = pd.concat(rejects, ignore_index=True).drop_duplicates(["source", "id"])
+        log_rejects(context, rejected)
+        context.log.info(
+            f"{table.name}: {extracted} LMS rows, {result.inserted} new, {result.updated} changed, "
+            f"{len(rejected)} rejected"
+        )
+        return MaterializeResult(
+            metadata={
+                **md.window_metadata(window, _is_incremental(config)),
+                "rows_extracted": extracted,
+                **md.upsert_metadata(result),
+                **md.rejects_metadata(rejected),
+                **md.table_metadata(table),
+                "preview": md.preview(first if first is not None else pd.DataFrame()),
+            }
+        )
+
+    @asset(
+        partitions_def=partitions_def,
+        backfill_policy=SINGLE_RUN,
+        group_name=GROUP,
+        kinds={"sql", "pandas"},
+        metadata=md.table_metadata(wh.raw_exam_attempts),
+        description="Staged copy of the LMS `Attempts` rows touching the partition's days.",
+    )
+    def raw_exam_attempts(
+        context: AssetExecutionContext, config: IngestConfig, lms: LMSResource, warehouse: WarehouseResource
+    ) -> MaterializeResult:
+        return stage_raw(context, config, warehouse, wh.raw_exam_attempts, lms.exam_attempts, cleaning.clean_exam_attempts)
+
+    @asset(
+        partitions_def=partitions_def,
+        backfill_policy=SINGLE_RUN,
+        group_name=GROUP,
+        kinds={"sql", "pandas"},
+        metadata=md.table_metadata(wh.raw_content_attempts),
+        description="Staged copy of the LMS `ContentAttempts` rows touching the partition's days.",
+    )
+    def raw_content_attempts(
+        context: AssetExecutionContext, config: IngestConfig, lms: LMSResource, warehouse: WarehouseResource
+    ) -> MaterializeResult:
+        return stage_raw(
+            context, config, warehouse, wh.raw_content_attempts, lms.content_attempts, cleaning.clean_content_attempts
+        )
+
+    @asset(
+        partitions_def=partitions_def,
+        backfill_policy=SINGLE_RUN,
+        group_name=GROUP,
+        kinds={"sql", "pandas"},
+        deps=[raw_exam_attempts, raw_content_attempts],
+        metadata=md.table_metadata(wh.lms_activity_events),
+        description="One row per classified activity event (DESIGN.md §4), upserted by `event_key`.",
+    )
+    def lms_activity_events(
+        context: AssetExecutionContext,
+        config: IngestConfig,
+        lms: LMSResource,
+        warehouse: WarehouseResource,
+        settings: PipelineSettings,
+    ) -> MaterializeResult:
+        window = extract_window(context, config)
+        pieces = window.chunks(config.chunk_days)
+        dims, bad_dims = lms.dimensions()
+        # Attempt numbers need every earlier attempt: read once for a multi-piece range.
+        numbers = cls.attempt_numbers(lms.exam_attempt_history(None, window.end)) if len(pieces) > 1 else None
+        result, enqueued, counts = UpsertResult(0, 0, 0), 0, cls.counts_by_type(cls.empty_events())
+        rejects, shown = [bad_dims], cls.empty_events()
+        for piece in pieces:
+            events, rejected = classify_piece(lms, warehouse, dims, piece, numbers)
+            events = cls.of_types(events, settings.monitored_event_types)
+            result += warehouse.upsert_events(events)
+            pairs = notification_pairs(
+                events,
+                dims.assignments,
+                now=dt.datetime.now(dt.UTC),
+                max_age=dt.timedelta(hours=settings.notify_max_age_hours),
+            )
+            enqueued += warehouse.outbox().enqueue(pairs)
+            counts = {k: counts[k] + v for k, v in cls.counts_by_type(events).items()}
+            rejects.append(rejected)
+            shown = events if shown.empty else shown
+        rejected = pd.concat(rejects, ignore_index=True).drop_duplicates(["source", "id", "reason"])
+        log_rejects(context, rejected)
+        context.log.info(
+            f"lms_activity_events: {sum(counts.values())} events ({result.inserted} new, {result.updated} changed), "
+            f"{len(rejected)} rows rejected, {enqueued} mentor notifications enqueued"
+        )
+        return MaterializeResult(
+            metadata={
+                **md.window_metadata(window, _is_incremental(config)),
+                **md.upsert_metadata(result),
+                "notifications_enqueued": enqueued,
+                **md.counts_metadata(counts),
+                **md.rejects_metadata(rejected),
+                **md.table_metadata(wh.lms_activity_events),
+                "preview": md.preview(
+                    shown.sort_values("timestamp"),
+                    ["event_key", "event_type", "student_username", "activity_title", "mentor_username", "timestamp"],
+                ),
+            }
+        )
+
+    return [raw_exam_attempts, raw_content_attempts, lms_activity_events]

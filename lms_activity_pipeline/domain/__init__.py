@@ -1,0 +1,1 @@
+"""Pure domain logic (no Dagster, no database): event types, classification, messages."""

@@ -1,0 +1,69 @@
+"""Pending (event, mentor) pairs -> per-mentor batches -> the messages that carry them.
+
+Pure Python: no Dagster, no database, no Zulip client.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from lms_activity_pipeline.domain.messages import DIGEST_LIMIT, render_digest_parts, render_event_message
+from lms_activity_pipeline.domain.notification_event import NotificationEvent
+
+
+@dataclass(frozen=True)
+class PendingPair:
+    """One outbox row waiting to be sent: ``log_id`` is ``lms_event_log.id``."""
+
+    log_id: int
+    event_id: int
+    mentor_id: int
+
+
+@dataclass(frozen=True)
+class MentorBatch:
+    """The pairs of one mentor handled together (one message or one digest)."""
+
+    mentor_id: int
+    pairs: tuple[PendingPair, ...]
+
+    @property
+    def log_ids(self) -> list[int]:
+        return [p.log_id for p in self.pairs]
+
+
+@dataclass(frozen=True)
+class PlannedMessage:
+    """One Zulip message and the events it tells about."""
+
+    content: str
+    event_ids: tuple[int, ...]
+
+    @property
+    def is_digest(self) -> bool:
+        return len(self.event_ids) > 1
+
+
+def mentor_batches(pairs: Iterable[PendingPair], max_pairs: int | None = None) -> list[MentorBatch]:
+    """Group pairs by mentor, mentors in order of their oldest pair (lowest ``log_id``).
+
+    With ``max_pairs`` at most that many pairs are taken, oldest first; a
+    mentor cut by the limit gets the rest in a later run.
+    """
+    ordered = sorted(pairs, key=lambda p: p.log_id)
+    if max_pairs is not None:
+        ordered = ordered[: max(max_pairs, 0)]
+    grouped: dict[int, list[PendingPair]] = {}
+    for pair in ordered:
+        grouped.setdefault(pair.mentor_id, []).append(pair)
+    return [MentorBatch(mentor, tuple(items)) for mentor, items in grouped.items()]
+
+
+def plan_messages(events: Sequence[NotificationEvent], *, limit: int = DIGEST_LIMIT) -> list[PlannedMessage]:
+    """One rich message for a single event; otherwise a digest, split into parts under ``limit``."""
+    if not events:
+        return []
+    if len(events) == 1:
+        return [PlannedMessage(render_event_message(events[0]), (events[0].event_id,))]
+    return [PlannedMessage(part.text, part.event_ids) for part in render_digest_parts(events, limit=limit)]

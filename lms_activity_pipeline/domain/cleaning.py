@@ -1,0 +1,190 @@
+"""Typing and validation of raw LMS rows, vectorised.
+
+Each ``clean_*`` function takes a frame as the database handed it (strings
+from a PostgreSQL ``COPY``, whatever SQLite stored) and returns
+``(clean, rejected)``: ``clean`` has proper dtypes (nullable ``Int64``,
+``float64``, UTC ``datetime64``), ``rejected`` has one row per bad input row
+with its ``id`` and a readable ``reason``. A bad row never sinks its batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+EXAM_STATUSES = ("in_progress", "submitted", "graded", "abandoned")
+CONTENT_STATUSES = ("started", "in_progress", "completed")
+CONTENT_TYPES = ("video", "audio", "article", "document", "interactive")
+REJECT_COLUMNS = ["source", "id", "reason"]
+
+
+@dataclass(frozen=True)
+class Column:
+    """How to type one column: ``kind`` is ``int``, ``float``, ``time``, ``text`` or ``bool``."""
+
+    name: str
+    kind: str
+    required: bool = False
+
+
+EXAM_ATTEMPT_COLUMNS = (
+    Column("id", "int", True),
+    Column("user_id", "int", True),
+    Column("exam_id", "int", True),
+    Column("status", "text", True),
+    Column("started_at", "time", True),
+    Column("submitted_at", "time"),
+    Column("graded_at", "time"),
+    Column("score", "float"),
+    Column("updated_at", "time", True),
+)
+CONTENT_ATTEMPT_COLUMNS = (
+    Column("id", "int", True),
+    Column("user_id", "int", True),
+    Column("content_id", "int", True),
+    Column("status", "text", True),
+    Column("progress_percent", "float", True),
+    Column("time_spent_seconds", "int", True),
+    Column("started_at", "time", True),
+    Column("completed_at", "time"),
+    Column("updated_at", "time", True),
+)
+USER_COLUMNS = (
+    Column("id", "int", True),
+    Column("username", "text", True),
+    Column("email", "text"),
+    Column("full_name", "text"),
+    Column("role", "text", True),
+    Column("is_active", "bool"),
+)
+COURSE_COLUMNS = (Column("id", "int", True), Column("title", "text"))
+EXAM_COLUMNS = (
+    Column("id", "int", True),
+    Column("course_id", "int"),
+    Column("title", "text"),
+    Column("max_score", "float"),
+    Column("pass_score", "float"),
+)
+CONTENT_COLUMNS = (
+    Column("id", "int", True),
+    Column("course_id", "int"),
+    Column("title", "text"),
+    Column("content_type", "text"),
+    Column("duration_seconds", "int"),
+)
+ASSIGNMENT_COLUMNS = (
+    Column("id", "int", True),
+    Column("student_id", "int", True),
+    Column("mentor_id", "int", True),
+    Column("assigned_at", "time", True),
+    Column("ended_at", "time"),
+)
+
+
+def empty_rejects() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in REJECT_COLUMNS})
+
+
+def parse_times(values: pd.Series) -> pd.Series:
+    """ISO-8601 text or datetimes -> UTC timestamps; text without an offset is UTC."""
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        return values.dt.tz_convert("UTC")
+    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+
+
+def _parse_bool(values: pd.Series) -> pd.Series:
+    if pd.api.types.is_bool_dtype(values):
+        return values.astype("boolean")
+    text = values.astype("string").str.strip().str.lower()
+    mapping = {"t": True, "true": True, "1": True, "1.0": True, "f": False, "false": False, "0": False, "0.0": False}
+    return text.map(mapping).astype("boolean")
+
+
+def _typed(frame: pd.DataFrame, spec: tuple[Column, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Typed copy of ``frame`` plus, per column, a mask of values that did not parse."""
+    typed: dict[str, pd.Series] = {}
+    bad: dict[str, pd.Series] = {}
+    for col in spec:
+        raw = frame[col.name] if col.name in frame.columns else pd.Series(pd.NA, index=frame.index, dtype=object)
+        present = raw.notna() & (raw.astype("string").str.strip() != "").fillna(False)
+        if col.kind == "int":
+            num = pd.to_numeric(raw, errors="coerce")
+            whole = num.notna() & (num % 1 == 0)
+            value = num.where(whole).astype("Int64")
+        elif col.kind == "float":
+            value = pd.to_numeric(raw, errors="coerce").astype("float64")
+        elif col.kind == "time":
+            value = parse_times(raw)
+        elif col.kind == "bool":
+            value = _parse_bool(raw)
+        else:
+            value = raw.astype("string").str.strip()
+            value = value.where(value != "")
+        typed[col.name] = value
+        bad[col.name] = present & value.isna()
+        if col.required:
+            bad[col.name] |= ~present
+    return pd.DataFrame(typed, index=frame.index), pd.DataFrame(bad, index=frame.index)
+
+
+Problem = tuple[pd.Series, Callable[[pd.Series], "pd.Series | str"]]
+
+
+def _split(source: str, typed: pd.DataFrame, problems: list[Problem]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Separate rows hit by any problem mask; the first problem names the reason.
+
+    A problem is ``(mask, describe)``; ``describe(hit)`` builds the reason text
+    only for the rows it hits, so clean batches pay for no string work.
+    """
+    reason = pd.Series(pd.NA, index=typed.index, dtype="string")
+    for mask, describe in problems:
+        hit = mask.fillna(False).astype(bool) & reason.isna()
+        if hit.any():
+            text = describe(hit)
+            reason[hit] = text[hit] if isinstance(text, pd.Series) else text
+    bad = reason.notna()
+    rejected = pd.DataFrame({"source": source, "id": typed.loc[bad, "id"].astype(object), "reason": reason[bad]})
+    return typed.loc[~bad].reset_index(drop=True), rejected.reset_index(drop=True)
+
+
+def _type_problems(spec: tuple[Column, ...], raw: pd.DataFrame, bad: pd.DataFrame) -> list[Problem]:
+    def describe(name: str) -> Callable[[pd.Series], pd.Series | str]:
+        if name not in raw.columns:
+            return lambda hit: f"{name}: column missing"
+        return lambda hit: f"{name}: invalid or missing value " + raw.loc[hit, name].astype("string").fillna("NULL").str.slice(0, 40)
+
+    return [(bad[col.name], describe(col.name)) for col in spec]
+
+
+def clean_exam_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Type ``Attempts`` rows; reject unparseable values, unknown statuses, negative scores."""
+    typed, bad = _typed(raw, EXAM_ATTEMPT_COLUMNS)
+    problems = _type_problems(EXAM_ATTEMPT_COLUMNS, raw, bad)
+    problems += [
+        (~typed["status"].isin(EXAM_STATUSES), lambda hit: "status: unknown value " + typed.loc[hit, "status"].fillna("NULL")),
+        (typed["score"] < 0, lambda hit: "score: negative value " + typed.loc[hit, "score"].astype("string")),
+        (typed["submitted_at"] < typed["started_at"], lambda hit: "submitted_at is before started_at"),
+    ]
+    return _split("Attempts", typed, problems)
+
+
+def clean_content_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Type ``ContentAttempts`` rows; reject unparseable values, unknown statuses, bad percentages."""
+    typed, bad = _typed(raw, CONTENT_ATTEMPT_COLUMNS)
+    problems = _type_problems(CONTENT_ATTEMPT_COLUMNS, raw, bad)
+    pct = typed["progress_percent"]
+    problems += [
+        (~typed["status"].isin(CONTENT_STATUSES), lambda hit: "status: unknown value " + typed.loc[hit, "status"].fillna("NULL")),
+        ((pct < 0) | (pct > 100), lambda hit: "progress_percent: outside 0..100: " + pct[hit].astype("string")),
+        (typed["time_spent_seconds"] < 0, lambda hit: "time_spent_seconds: negative value"),
+    ]
+    return _split("ContentAttempts", typed, problems)
+
+
+def clean_dimension(source: str, raw: pd.DataFrame, spec: tuple[Column, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Type a dimension table (users, exams, ...); rows with an unusable id are rejected."""
+    typed, bad = _typed(raw, spec)
+    required = [c.name for c in spec if c.required]
+    return _split(source, typed, [(bad[required].any(axis=1), lambda hit: "missing or invalid required column")])

@@ -1,0 +1,134 @@
+"""Retry policy for Zulip requests: what each kind of reply means and how long to wait.
+
+Pure Python: the Zulip gateway turns HTTP replies and exceptions into a
+:class:`Reply`; :func:`call_with_retries` decides whether to wait and ask again.
+
+- ``ok``: done.
+- ``rate_limited`` (429): wait the server's Retry-After and ask again; this is
+  not a failed attempt (bounded only by ``max_rate_limit_waits``).
+- ``retryable`` (5xx, connection refused, server unreachable): ask again after
+  an exponential backoff, at most ``max_attempts`` requests in all.
+- ``rejected`` (other 4xx): the server said no; asking again will not help.
+- ``uncertain`` (a timeout after the request went out): the message may have
+  been delivered. Never repeated automatically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class ReplyKind(StrEnum):
+    OK = "ok"
+    RATE_LIMITED = "rate_limited"
+    RETRYABLE = "retryable"
+    REJECTED = "rejected"
+    UNCERTAIN = "uncertain"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One Zulip request's outcome, classified."""
+
+    kind: ReplyKind
+    body: Mapping[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    status: int | None = None
+    retry_after: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is ReplyKind.OK
+
+    @property
+    def is_systemic(self) -> bool:
+        """A failure that will hit every mentor alike: server/network trouble, bad credentials or configuration."""
+        if self.kind in (ReplyKind.RETRYABLE, ReplyKind.RATE_LIMITED):
+            return True
+        return self.kind is ReplyKind.REJECTED and (self.status is None or self.status in (401, 403))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with exponential backoff; Retry-After honoured for 429s."""
+
+    max_attempts: int = 3
+    backoff_seconds: float = 2.0
+    backoff_factor: float = 2.0
+    max_backoff_seconds: float = 60.0
+    max_rate_limit_waits: int = 20
+    default_retry_after_seconds: float = 1.0
+    max_retry_after_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if min(self.backoff_seconds, self.max_backoff_seconds, self.max_retry_after_seconds) < 0:
+            raise ValueError("waits must be >= 0")
+
+    def backoff(self, failed_attempts: int) -> float:
+        """Seconds to wait after the ``failed_attempts``-th failed request (1, 2, ...)."""
+        delay = self.backoff_seconds * self.backoff_factor ** max(failed_attempts - 1, 0)
+        return min(delay, self.max_backoff_seconds)
+
+    def rate_limit_wait(self, retry_after: float | None) -> float:
+        """The server's Retry-After, defaulted when missing and capped when absurd."""
+        if retry_after is None or retry_after != retry_after or retry_after < 0:
+            retry_after = self.default_retry_after_seconds
+        return min(retry_after, self.max_retry_after_seconds)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The final reply of a request and what it took to get it."""
+
+    reply: Reply
+    attempts: int
+    rate_limit_waits: int = 0
+    waited_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.reply.ok
+
+    @property
+    def error(self) -> str | None:
+        """A readable error for the log (``None`` on success)."""
+        if self.reply.ok:
+            return None
+        reason = self.reply.error or "unknown error"
+        if self.reply.kind is ReplyKind.RETRYABLE:
+            return f"gave up after {self.attempts} attempt(s): {reason}"
+        if self.reply.kind is ReplyKind.RATE_LIMITED:
+            return f"still rate limited after {self.rate_limit_waits} waits: {reason}"
+        if self.reply.kind is ReplyKind.UNCERTAIN:
+            return f"uncertain delivery (not resent automatically): {reason}"
+        return reason
+
+
+def call_with_retries(
+    call: Callable[[], Reply], policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep
+) -> Delivery:
+    """Call until the reply is final under ``policy``; ``sleep`` is injectable for tests."""
+    attempts = waits = 0
+    waited = 0.0
+    while True:
+        reply = call()
+        if reply.kind is ReplyKind.RATE_LIMITED:
+            if waits >= policy.max_rate_limit_waits:
+                return Delivery(reply, attempts, waits, waited)
+            pause = policy.rate_limit_wait(reply.retry_after)
+            sleep(pause)
+            waits += 1
+            waited += pause
+            continue
+        attempts += 1
+        if reply.kind is not ReplyKind.RETRYABLE or attempts >= policy.max_attempts:
+            return Delivery(reply, attempts, waits, waited)
+        pause = policy.backoff(attempts)
+        sleep(pause)
+        waited += pause

@@ -1,0 +1,148 @@
+"""SQLAlchemy Core queries against the LMS, built from a source profile.
+
+Timestamps compare natively on PostgreSQL (so the ``updated_at`` index is
+used); on SQLite they are ISO-8601 text in any offset, compared through
+``julianday``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from lms_activity_pipeline.lms.schema import SourceProfile
+from lms_activity_pipeline.timeutil import to_utc
+
+EXAM_ATTEMPT_FIELDS = ["id", "user_id", "exam_id", "status", "started_at", "submitted_at", "graded_at", "score", "updated_at"]
+CONTENT_ATTEMPT_FIELDS = [
+    "id", "user_id", "content_id", "status", "progress_percent", "time_spent_seconds",
+    "started_at", "completed_at", "updated_at",
+]
+DIMENSION_FIELDS = {
+    "users": ["id", "username", "email", "full_name", "role", "is_active"],
+    "courses": ["id", "title"],
+    "exams": ["id", "course_id", "title", "max_score", "pass_score"],
+    "contents": ["id", "course_id", "title", "content_type", "duration_seconds"],
+    "mentor_assignments": ["id", "student_id", "mentor_id", "assigned_at", "ended_at"],
+}
+#: Above this many students a history query reads the whole table once instead of an IN list.
+HISTORY_IN_LIST_LIMIT = 2000
+
+
+@dataclass(frozen=True)
+class ExtractWindow:
+    """Which LMS rows a run reads.
+
+    ``start``/``end``: rows whose lifetime (``started_at`` .. ``updated_at``)
+    overlaps ``[start, end)``; every event time of a row lies in that span.
+    ``changed_since``/``changed_until``: only rows with ``updated_at`` in
+    ``(changed_since, changed_until]`` (incremental runs). Any bound may be None.
+    """
+
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    changed_since: dt.datetime | None = None
+    changed_until: dt.datetime | None = None
+
+    def chunks(self, days: int) -> list[ExtractWindow]:
+        """The window cut into consecutive ``days``-long pieces (same change bounds).
+
+        A long backfill is processed piece by piece so memory stays bounded by
+        the piece, not the range; a row spanning a cut is read by both pieces
+        and upserted idempotently.
+        """
+        if self.start is None or self.end is None or days <= 0:
+            return [self]
+        step, pieces, cursor = dt.timedelta(days=days), [], self.start
+        while cursor < self.end:
+            nxt = min(cursor + step, self.end)
+            pieces.append(ExtractWindow(cursor, nxt, self.changed_since, self.changed_until))
+            cursor = nxt
+        return pieces or [self]
+
+
+def time_cmp(col: sa.ColumnElement, op: str, value: dt.datetime, dialect: str) -> sa.ColumnElement[bool]:
+    """``col <op> value`` for an LMS timestamp column.
+
+    ``dialect`` ``"sqlite"`` compares free-form ISO-8601 text through
+    ``julianday``; anything else compares natively (pass ``"native"`` for a
+    column written by SQLAlchemy, e.g. in the warehouse).
+    """
+    value = to_utc(value)
+    if dialect == "sqlite":
+        left = sa.func.julianday(col)
+        right = sa.func.julianday(sa.literal(value.isoformat(sep=" ")))
+    else:
+        left, right = col, sa.literal(value, sa.DateTime(timezone=True))
+    return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[op]
+
+
+def window_filter(table: sa.Table, window: ExtractWindow, dialect: str) -> list[sa.ColumnElement[bool]]:
+    """Conditions selecting the rows of ``window`` (see :class:`ExtractWindow`)."""
+    conds: list[sa.ColumnElement[bool]] = []
+    if window.start is not None:
+        conds.append(time_cmp(table.c.updated_at, ">=", window.start, dialect))
+    if window.end is not None:
+        conds.append(time_cmp(table.c.started_at, "<", window.end, dialect))
+    if window.changed_since is not None:
+        conds.append(time_cmp(table.c.updated_at, ">", window.changed_since, dialect))
+    if window.changed_until is not None:
+        conds.append(time_cmp(table.c.updated_at, "<=", window.changed_until, dialect))
+    return conds
+
+
+def _select(table: sa.Table, fields: list[str]) -> sa.Select:
+    return sa.select(*[table.c[f].label(f) for f in fields])
+
+
+def exam_attempts(profile: SourceProfile, window: ExtractWindow, dialect: str) -> sa.Select:
+    table = profile.table("attempts")
+    return _select(table, EXAM_ATTEMPT_FIELDS).where(*window_filter(table, window, dialect))
+
+
+def content_attempts(profile: SourceProfile, window: ExtractWindow, dialect: str) -> sa.Select:
+    table = profile.table("content_attempts")
+    return _select(table, CONTENT_ATTEMPT_FIELDS).where(*window_filter(table, window, dialect))
+
+
+def dimension(profile: SourceProfile, logical: str) -> sa.Select:
+    return _select(profile.table(logical), DIMENSION_FIELDS[logical])
+
+
+def users_by_id(profile: SourceProfile, user_ids: Collection[int]) -> sa.Select:
+    """The ``Users`` rows of ``user_ids`` (e.g. the mentors a notification run needs)."""
+    table = profile.table("users")
+    return _select(table, DIMENSION_FIELDS["users"]).where(table.c.id.in_(sorted(user_ids)))
+
+
+def exam_attempt_history(
+    profile: SourceProfile, student_ids: Collection[int] | None, until: dt.datetime | None, dialect: str
+) -> sa.Select:
+    """``id, user_id, exam_id, started_at`` of attempts that may precede a batch (for attempt numbers)."""
+    table = profile.table("attempts")
+    stmt = _select(table, ["id", "user_id", "exam_id", "started_at"])
+    if until is not None:
+        stmt = stmt.where(time_cmp(table.c.started_at, "<", until, dialect))
+    if student_ids is not None and len(student_ids) <= HISTORY_IN_LIST_LIMIT:
+        stmt = stmt.where(table.c.user_id.in_(sorted(student_ids)))
+    return stmt
+
+
+def changed_rows(profile: SourceProfile, logical: str, since: dt.datetime | None, dialect: str) -> sa.Select:
+    """``id, started_at, updated_at`` of rows changed after ``since`` (an index range scan)."""
+    table = profile.table(logical)
+    stmt = _select(table, ["id", "started_at", "updated_at"])
+    return stmt if since is None else stmt.where(time_cmp(table.c.updated_at, ">", since, dialect))
+
+
+def earliest_start(profile: SourceProfile, logical: str) -> sa.Select:
+    """``min(started_at)`` of an attempts table (read once, on the first poll)."""
+    return sa.select(sa.func.min(profile.table(logical).c.started_at).label("started_at"))
+
+
+def high_water_mark(profile: SourceProfile, logical: str) -> sa.Select:
+    """``max(updated_at)`` of an attempts table (an index-only lookup on PostgreSQL)."""
+    return sa.select(sa.func.max(profile.table(logical).c.updated_at).label("updated_at"))

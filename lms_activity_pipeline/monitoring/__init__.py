@@ -1,0 +1,1 @@
+"""Live monitoring: change detection shared by the sensor and the CLI."""

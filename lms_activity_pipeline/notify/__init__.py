@@ -1,0 +1,1 @@
+"""Mentor notifications: the outbox worker behind ``notify_mentors_job`` (no Dagster imports)."""

@@ -1,0 +1,370 @@
+"""The outbox worker: takes open (event, mentor) pairs, sends each mentor one message or a digest, records.
+
+One run of :meth:`Notifier.run`:
+
+1. stale claims of dead runs are released (or failed as uncertain, if a send
+   may have happened); open pairs whose event is now too old are ``skipped``;
+2. candidate pairs are grouped per mentor (oldest first, ``max_pairs`` at most)
+   and the mentors' LMS contacts are read (before anything is claimed);
+3. per mentor: claim the pairs, resolve the Zulip account, render, mark
+   ``sending_at``, send with the retry policy, record ``sent``/``failed``/
+   ``skipped`` (or ``dry_run`` without Zulip), pair by pair through the message
+   that carried it. A mentor's failure never stops the others; after
+   ``breaker_threshold`` mentors in a row fail on server or network errors (or
+   bad credentials) the run stops and leaves the rest open for the next run.
+
+No Dagster here: the op in ``ops/notify.py`` wires resources in and turns the
+:class:`NotifySummary` into metadata.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from lms_activity_pipeline.domain.batches import MentorBatch, PlannedMessage, mentor_batches, plan_messages
+from lms_activity_pipeline.domain.delivery import Delivery, ReplyKind, RetryPolicy, call_with_retries
+from lms_activity_pipeline.domain.recipients import MentorContact, ZulipAccount
+from lms_activity_pipeline.notify.directory import MentorDirectory
+from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway
+from lms_activity_pipeline.warehouse.outbox import DRY_RUN, FAILED, SENT, SKIPPED, Outbox, Outcome, Selection
+from lms_activity_pipeline.warehouse.zulip_user_cache import ZulipUserCache
+
+PREVIEW_MESSAGES = 10
+PREVIEW_CHARS = 300
+
+
+@dataclass(frozen=True)
+class NotifyRequest:
+    """What one run may do."""
+
+    selection: Selection = field(default_factory=Selection)
+    max_pairs: int = 1000
+    enabled: bool = True
+    max_age: dt.timedelta = dt.timedelta(hours=24)
+    claim_timeout: dt.timedelta = dt.timedelta(minutes=30)
+    breaker_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class ZulipSetup:
+    """A gateway and how to use it (``None`` as a whole means dry-run)."""
+
+    gateway: ZulipGateway
+    policy: RetryPolicy
+    user_ttl: dt.timedelta = dt.timedelta(hours=24)
+    unknown_user_ttl: dt.timedelta = dt.timedelta(hours=1)
+
+
+@dataclass
+class NotifySummary:
+    """What a run did, for logs and op metadata."""
+
+    mode: str
+    counts: Counter[str] = field(default_factory=Counter)
+    mentors: int = 0
+    messages: int = 0
+    zulip_user_lookups: int = 0
+    stale_released: int = 0
+    stale_uncertain: int = 0
+    open_after: int = 0
+    stopped_early: str | None = None
+    preview: list[dict[str, Any]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        counts = ", ".join(f"{self.counts.get(s, 0)} {s}" for s in (SENT, SKIPPED, FAILED, DRY_RUN))
+        text = f"notifications ({self.mode}): {counts}; {self.messages} messages to {self.mentors} mentors"
+        text += f"; {self.open_after} pairs still open"
+        return text + (f"; stopped early: {self.stopped_early}" if self.stopped_early else "")
+
+
+MentorSource = Callable[[Collection[int]], pd.DataFrame]
+
+
+class Notifier:
+    """Sends what the outbox holds. ``zulip=None`` is dry-run; ``clock`` and ``sleep`` are injectable."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        mentors: MentorSource,
+        zulip: ZulipSetup | None,
+        *,
+        run_id: str,
+        log: logging.Logger | Any,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.outbox = outbox
+        self.mentors = mentors
+        self.zulip = zulip
+        self.run_id = run_id
+        self.log = log
+        self.clock = clock
+        self.sleep = sleep
+        self.directory: MentorDirectory | None = None
+        if zulip is not None:
+            self.directory = MentorDirectory(
+                zulip.gateway,
+                zulip.policy,
+                cache=lambda site: ZulipUserCache(outbox.engine, site),
+                ttl=zulip.user_ttl,
+                unknown_ttl=zulip.unknown_user_ttl,
+                clock=clock,
+                sleep=sleep,
+            )
+
+    @property
+    def mode(self) -> str:
+        return "zulip" if self.zulip is not None else "dry_run"
+
+    def run(self, request: NotifyRequest) -> NotifySummary:
+        summary = NotifySummary(mode=self.mode)
+        selection = request.selection
+        if not request.enabled:
+            summary.mode = "disabled"
+            summary.open_after = self.outbox.count(selection)
+            self.log.warning(
+                f"Mentor notifications are disabled (LMS_NOTIFY_MENTORS_ENABLED=false): nothing sent, "
+                f"{summary.open_after} pairs stay open in lms_event_log"
+            )
+            return summary
+
+        now = self.clock()
+        stale = self.outbox.recover_stale_claims(now - request.claim_timeout, now)
+        summary.stale_released, summary.stale_uncertain = stale.released, stale.uncertain
+        if stale.released or stale.uncertain:
+            self.log.warning(
+                f"stale claims of interrupted runs: {stale.released} released, "
+                f"{stale.uncertain} failed as uncertain deliveries (never resent automatically)"
+            )
+        hours = request.max_age.total_seconds() / 3600
+        too_old = self.outbox.skip_too_old(
+            selection,
+            now - request.max_age,
+            now,
+            self.run_id,
+            f"event older than LMS_NOTIFY_MAX_AGE_HOURS={hours:g} when sending",
+        )
+        if too_old:
+            summary.counts[SKIPPED] += too_old
+            self.log.info(f"{too_old} pairs skipped: their event is older than {hours:g} h")
+
+        batches = mentor_batches(self.outbox.candidates(selection, request.max_pairs), request.max_pairs)
+        contacts = self._contacts([b.mentor_id for b in batches]) if batches else {}
+        failures_in_a_row = 0
+        for index, batch in enumerate(batches):
+            if failures_in_a_row >= request.breaker_threshold:
+                left = len(batches) - index
+                summary.stopped_early = (
+                    f"{failures_in_a_row} mentors in a row failed on server, network or credential errors; "
+                    f"{left} mentors left open for the next run"
+                )
+                self.log.error(f"Stopping early: {summary.stopped_early}")
+                break
+            systemic = self._process(batch, contacts[batch.mentor_id], selection, summary)
+            failures_in_a_row = failures_in_a_row + 1 if systemic else 0
+
+        if self.directory is not None:
+            summary.zulip_user_lookups = self.directory.lookups
+        summary.open_after = self.outbox.count(selection)
+        self.log.info(summary.describe())
+        return summary
+
+    # --- one mentor ------------------------------------------------------------------
+
+    def _contacts(self, mentor_ids: list[int]) -> dict[int, MentorContact]:
+        frame = self.mentors(mentor_ids)
+        found: dict[int, MentorContact] = {}
+        for row in frame.to_dict("records"):
+            mentor_id = int(row["id"])
+            found[mentor_id] = MentorContact(
+                mentor_id=mentor_id,
+                username=_text(row.get("username")),
+                email=_text(row.get("email")),
+                full_name=_text(row.get("full_name")),
+                is_active=None if pd.isna(row.get("is_active")) else bool(row.get("is_active")),
+            )
+        return {m: found.get(m, MentorContact(mentor_id=m, in_lms=False)) for m in mentor_ids}
+
+    def _process(
+        self, batch: MentorBatch, contact: MentorContact, selection: Selection, summary: NotifySummary
+    ) -> bool:
+        """Claim, send and record one mentor's pairs; True when they failed in a way every mentor would."""
+        token = f"{self.run_id}:{uuid.uuid4().hex[:8]}"
+        claimed = self.outbox.claim(batch.log_ids, selection, token, self.clock())
+        if not claimed:
+            return False  # another run took them
+        job = _MentorJob(self, token, contact, claimed, summary)
+        summary.mentors += 1
+        try:
+            return job.run()
+        except Exception as exc:  # noqa: BLE001 - one mentor's problem must not sink the run
+            self.log.exception(f"mentor {contact.label}: unexpected error, pairs recorded as failed")
+            job.fail_remaining(f"internal error: {type(exc).__name__}: {exc}")
+            return False
+
+
+class _MentorJob:
+    """The claimed pairs of one mentor, from claim to recorded outcome."""
+
+    def __init__(
+        self, notifier: Notifier, token: str, contact: MentorContact, claimed: list[int], summary: NotifySummary
+    ) -> None:
+        self.notifier = notifier
+        self.token = token
+        self.contact = contact
+        self.open: set[int] = set(claimed)
+        self.sending: set[int] = set()
+        self.summary = summary
+
+    # recording ----------------------------------------------------------------------
+    def record(self, log_ids: Collection[int], outcome: Outcome) -> None:
+        ids = sorted(set(log_ids) & self.open)
+        written = self.notifier.outbox.record(ids, self.token, outcome, self.notifier.clock())
+        self.summary.counts[outcome.status] += written
+        self.open -= set(ids)
+        self.sending -= set(ids)
+
+    def outcome(self, status: str, **kw: Any) -> Outcome:
+        return Outcome(status=status, run_id=self.notifier.run_id, **kw)
+
+    def fail_remaining(self, error: str) -> None:
+        sending, idle = self.open & self.sending, self.open - self.sending
+        if sending:
+            self.record(sending, self.outcome(FAILED, attempts=1, error=f"uncertain delivery: {error}", uncertain=True))
+        if idle:
+            self.record(idle, self.outcome(FAILED, error=error))
+
+    def release_remaining(self) -> None:
+        self.notifier.outbox.release(sorted(self.open), self.token)
+        self.open.clear()
+
+    # the work -------------------------------------------------------------------------
+    def run(self) -> bool:
+        events = self.notifier.outbox.events_for(self.open)
+        vanished = self.open - set(events)
+        if vanished:
+            self.record(vanished, self.outcome(SKIPPED, error="event no longer in lms_activity_events"))
+        if not events:
+            return False
+        log_of = {event.event_id: log_id for log_id, event in events.items()}
+        ordered = sorted(events.values(), key=lambda e: (e.timestamp, e.event_id))
+        messages = plan_messages(ordered)
+
+        if self.notifier.zulip is None:
+            for message in messages:
+                to = f"{self.contact.label} <{self.contact.email}>"
+                self.notifier.log.info(f"[dry-run] DM to mentor {to}:\n{message.content}")
+                self.record([log_of[e] for e in message.event_ids], self.outcome(DRY_RUN))
+                self.summary.messages += 1
+                self._preview(message, DRY_RUN)
+            return False
+
+        if reason := self.contact.skip_reason:
+            return self._skip_all(reason)
+        assert self.notifier.directory is not None and self.contact.email is not None
+        resolution = self.notifier.directory.resolve(self.contact.email)
+        if resolution.account is None:
+            return self._lookup_failed(resolution.failure)
+        if reason := resolution.account.skip_reason:
+            return self._skip_all(reason)
+        account = resolution.account
+        assert account.user_id is not None
+        self.notifier.outbox.set_event_zulip_user(log_of.keys(), self.contact.mentor_id, account.user_id)
+
+        for message in messages:
+            trouble = self._send(message, account, [log_of[e] for e in message.event_ids])
+            if trouble is not None:
+                self.release_remaining()  # later parts were not attempted: they stay open
+                return trouble
+        return False
+
+    def _send(self, message: PlannedMessage, account: ZulipAccount, log_ids: list[int]) -> bool | None:
+        """Send one message; ``None`` to go on with the next part, else whether the failure is systemic."""
+        zulip = self.notifier.zulip
+        assert zulip is not None and account.user_id is not None
+        if self.notifier.outbox.mark_sending(log_ids, self.token, self.notifier.clock()) < len(log_ids):
+            self.notifier.log.warning(f"mentor {self.contact.label}: claim expired before sending; left to other runs")
+            return False
+        self.sending |= set(log_ids)
+        delivery = call_with_retries(
+            lambda: zulip.gateway.send_direct([account.user_id], message.content), zulip.policy, self.notifier.sleep
+        )
+        common = {"attempts": delivery.attempts, "zulip_user_id": account.user_id}
+        if delivery.ok:
+            message_id = delivery.reply.body.get("id")
+            self.record(
+                log_ids, self.outcome(SENT, message_id=None if message_id is None else int(message_id), **common)
+            )
+            self.summary.messages += 1
+            self._preview(message, SENT, account)
+            self.notifier.log.info(
+                f"sent to mentor {self.contact.label} (Zulip user {account.user_id}): "
+                f"{len(log_ids)} event(s), message {message_id}{_waits(delivery)}"
+            )
+            return None
+        kind = delivery.reply.kind
+        if kind is ReplyKind.REJECTED:
+            again = self.notifier.directory.refresh(account.email) if self.notifier.directory else None
+            if again is not None and again.account is not None and again.account.skip_reason:
+                self.record(log_ids, self.outcome(SKIPPED, error=again.account.skip_reason, **common))
+                self._preview(message, SKIPPED, account)
+                return False
+        uncertain = kind is ReplyKind.UNCERTAIN
+        self.record(log_ids, self.outcome(FAILED, error=delivery.error, uncertain=uncertain, **common))
+        self._preview(message, FAILED, account, delivery.error)
+        self.notifier.log.error(f"mentor {self.contact.label}: {len(log_ids)} pair(s) failed: {delivery.error}")
+        return delivery.reply.is_systemic
+
+    def _skip_all(self, reason: str) -> bool:
+        self.notifier.log.warning(f"skipped {len(self.open)} pair(s): {reason}")
+        self.record(self.open, self.outcome(SKIPPED, error=reason))
+        return False
+
+    def _lookup_failed(self, failure: Delivery | None) -> bool:
+        error = f"Zulip user lookup failed: {failure.error if failure else 'no reply'}"
+        attempts = failure.attempts if failure else 1
+        self.notifier.log.error(f"mentor {self.contact.label}: {error}")
+        self.record(self.open, self.outcome(FAILED, error=error, attempts=attempts))
+        return failure is not None and failure.reply.is_systemic
+
+    def _preview(
+        self, message: PlannedMessage, status: str, account: ZulipAccount | None = None, error: str | None = None
+    ) -> None:
+        if len(self.summary.preview) >= PREVIEW_MESSAGES:
+            return
+        text = message.content if len(message.content) <= PREVIEW_CHARS else message.content[: PREVIEW_CHARS - 1] + "…"
+        self.summary.preview.append(
+            {
+                "mentor": self.contact.label,
+                "zulip_user_id": account.user_id if account else None,
+                "status": status,
+                "events": len(message.event_ids),
+                "message": error or text,
+            }
+        )
+
+
+def _text(value: object) -> str | None:
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _waits(delivery: Delivery) -> str:
+    extra = []
+    if delivery.attempts > 1:
+        extra.append(f"{delivery.attempts} attempts")
+    if delivery.rate_limit_waits:
+        extra.append(f"{delivery.rate_limit_waits} rate-limit waits ({delivery.waited_seconds:.1f} s)")
+    return f" ({', '.join(extra)})" if extra else ""

@@ -1,0 +1,143 @@
+"""Requests to a Zulip server through the official ``zulip`` client, as classified replies.
+
+The client is built lazily (its constructor already calls ``GET
+/api/v1/server_settings``) with ``retry_on_errors=False``; every reply or
+exception becomes a :class:`~lms_activity_pipeline.domain.delivery.Reply`, and
+retrying is the caller's business
+(:func:`~lms_activity_pipeline.domain.delivery.call_with_retries`). The client
+returns error replies as dicts without their HTTP status, so a ``requests``
+response hook keeps the status and ``Retry-After`` header of the last reply.
+Error texts never contain the API key (it travels only in the auth header).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import requests
+
+from lms_activity_pipeline.domain.delivery import Reply, ReplyKind
+from lms_activity_pipeline.domain.recipients import user_path
+
+#: Zulip 7.0 (feature level 174) renamed the ``private`` message type to ``direct``.
+DIRECT_TYPE_FEATURE_LEVEL = 174
+CLIENT_NAME = "lms-activity-pipeline"
+MAX_ERROR_LENGTH = 300
+
+
+def _short(text: object) -> str:
+    clean = " ".join(str(text).split())
+    return clean if len(clean) <= MAX_ERROR_LENGTH else clean[: MAX_ERROR_LENGTH - 1] + "…"
+
+
+class ZulipGateway:
+    """Requests to one Zulip server with a lazily built ``zulip.Client`` (not thread-safe: one per run)."""
+
+    def __init__(self, client_options: Mapping[str, Any], timeout: float) -> None:
+        self._options = dict(client_options)
+        self.timeout = timeout
+        self._client: Any = None
+        self._last_status: int | None = None
+        self._last_retry_after: str | None = None
+
+    @property
+    def site(self) -> str:
+        """The configured server (or zuliprc), known without connecting: the key of the user cache."""
+        if self._options.get("site"):
+            return str(self._options["site"]).rstrip("/")
+        return f"zuliprc:{self._options.get('config_file', '')}"
+
+    @property
+    def message_type(self) -> str:
+        level = getattr(self._client, "feature_level", 0) or 0
+        return "direct" if level >= DIRECT_TYPE_FEATURE_LEVEL else "private"
+
+    def connect(self) -> Reply:
+        """Build the client if needed; a server that is down is a retryable reply, not an exception."""
+        if self._client is not None:
+            return Reply(ReplyKind.OK)
+        import zulip
+
+        try:
+            client = zulip.Client(retry_on_errors=False, client=CLIENT_NAME, **self._options)
+        except zulip.UnrecoverableNetworkError as exc:
+            return Reply(ReplyKind.RETRYABLE, error=f"Zulip unreachable: {_short(exc)}")
+        except AssertionError:
+            return Reply(
+                ReplyKind.RETRYABLE, error="unexpected reply to GET /api/v1/server_settings (is it a Zulip server?)"
+            )
+        except requests.exceptions.RequestException as exc:
+            return Reply(ReplyKind.RETRYABLE, error=f"Zulip unreachable: {type(exc).__name__}: {_short(exc)}")
+        except zulip.ZulipError as exc:
+            return Reply(ReplyKind.REJECTED, error=f"Zulip client configuration: {_short(exc)}")
+        except (OSError, ValueError) as exc:
+            return Reply(
+                ReplyKind.RETRYABLE, error=f"Zulip client could not start: {type(exc).__name__}: {_short(exc)}"
+            )
+        client.ensure_session()
+        client.session.hooks["response"].append(self._remember_response)
+        self._client = client
+        return Reply(ReplyKind.OK)
+
+    def lookup_user(self, email: str) -> Reply:
+        """``GET users/{email}``: OK with ``body["user"]``, or REJECTED for "No such user"."""
+        return self._call(user_path(email), "GET", None, idempotent=True)
+
+    def send_direct(self, user_ids: Sequence[int], content: str) -> Reply:
+        """``POST messages`` to ``user_ids``: OK with ``body["id"]``."""
+        connected = self.connect()
+        if not connected.ok:
+            return connected
+        request = {"type": self.message_type, "to": [int(u) for u in user_ids], "content": content}
+        return self._call("messages", "POST", request, idempotent=False)
+
+    # --- internals ------------------------------------------------------------------
+
+    def _remember_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
+        self._last_status = response.status_code
+        self._last_retry_after = response.headers.get("Retry-After")
+        return response
+
+    def _call(self, url: str, method: str, request: dict[str, Any] | None, *, idempotent: bool) -> Reply:
+        connected = self.connect()
+        if not connected.ok:
+            return connected
+        self._last_status = self._last_retry_after = None
+        try:
+            body = self._client.call_endpoint(url=url, method=method, request=request, timeout=self.timeout)
+        except requests.exceptions.ConnectTimeout as exc:
+            return Reply(ReplyKind.RETRYABLE, error=f"connect timeout: {_short(exc)}")
+        except requests.exceptions.Timeout:
+            kind = ReplyKind.RETRYABLE if idempotent else ReplyKind.UNCERTAIN
+            return Reply(kind, error=f"no reply within {self.timeout:g} s")
+        except requests.exceptions.ConnectionError as exc:
+            return Reply(ReplyKind.RETRYABLE, error=f"connection error: {_short(exc)}")
+        except requests.exceptions.RequestException as exc:
+            kind = ReplyKind.RETRYABLE if idempotent else ReplyKind.UNCERTAIN
+            return Reply(kind, error=f"{type(exc).__name__}: {_short(exc)}")
+        return self._classify(body if isinstance(body, dict) else {})
+
+    def _classify(self, body: dict[str, Any]) -> Reply:
+        status = self._last_status or body.get("status_code")
+        if body.get("result") == "success":
+            return Reply(ReplyKind.OK, body, status=status)
+        code, msg = body.get("code"), _short(body.get("msg") or "no message")
+        if status == 429 or code == "RATE_LIMIT_HIT":
+            return Reply(
+                ReplyKind.RATE_LIMITED, body, f"rate limited: {msg}", status, _retry_after(body, self._last_retry_after)
+            )
+        described = f"HTTP {status or '?'}{f' {code}' if code else ''}: {msg}"
+        if status is None or status >= 500:
+            return Reply(ReplyKind.RETRYABLE, body, described, status)
+        return Reply(ReplyKind.REJECTED, body, described, status)
+
+
+def _retry_after(body: Mapping[str, Any], header: str | None) -> float | None:
+    for value in (body.get("retry-after"), header):
+        try:
+            if value is not None:
+                return float(value)
+        except (TypeError, ValueError):
+            continue
+    return None

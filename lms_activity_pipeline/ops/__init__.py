@@ -1,0 +1,1 @@
+"""Dagster ops (the notification job's ``send_mentor_notifications``)."""

@@ -1,0 +1,118 @@
+"""``send_mentor_notifications``: the op of ``notify_mentors_job`` (a thin shell around the Notifier)."""
+
+import datetime as dt
+from typing import Any
+
+from dagster import Config, MetadataValue, Nothing, OpExecutionContext, Out, op
+from pydantic import Field
+
+from lms_activity_pipeline.config import parse_event_types
+from lms_activity_pipeline.notify.notifier import Notifier, NotifyRequest, NotifySummary, ZulipSetup
+from lms_activity_pipeline.resources.lms import LMSResource
+from lms_activity_pipeline.resources.settings import PipelineSettings
+from lms_activity_pipeline.resources.warehouse import WarehouseResource
+from lms_activity_pipeline.resources.zulip import ZulipResource
+from lms_activity_pipeline.warehouse.outbox import DEFAULT_MAX_ATTEMPTS, DRY_RUN, FAILED, SENT, SKIPPED, Selection
+
+OP_NAME = "send_mentor_notifications"
+
+
+class NotifyConfig(Config):
+    """Which open pairs this run takes (defaults: what the sensor and the retry schedule want)."""
+
+    event_types: list[str] = Field(default=[], description="Only these event types (empty: every monitored type).")
+    max_pairs: int = Field(
+        default=1000, ge=1, le=20_000, description="At most this many (event, mentor) pairs per run, oldest first."
+    )
+    retry_all_failed: bool = Field(
+        default=False,
+        description="Also retry failed pairs with an uncertain delivery or max_attempts reached (lms-activity monitor --process-pending).",
+    )
+    max_attempts: int = Field(
+        default=DEFAULT_MAX_ATTEMPTS,
+        ge=0,
+        description="Automatic retries stop after this many send attempts (0: no cap).",
+    )
+    claim_timeout_minutes: float = Field(
+        default=30.0, gt=0, description="Claims older than this belong to dead runs and are recovered."
+    )
+
+
+def selected_event_types(config: NotifyConfig, settings: PipelineSettings) -> tuple[str, ...]:
+    """The config's types (validated) within ``LMS_EVENT_TYPES_TO_MONITOR``."""
+    monitored = settings.monitored_event_types
+    if not config.event_types:
+        return monitored
+    wanted = parse_event_types("event_types", ",".join(config.event_types))
+    return tuple(t for t in wanted if t in monitored)
+
+
+def zulip_setup(zulip: ZulipResource) -> ZulipSetup | None:
+    if not zulip.is_configured:
+        return None
+    return ZulipSetup(
+        gateway=zulip.gateway(),
+        policy=zulip.retry_policy(),
+        user_ttl=dt.timedelta(hours=zulip.user_cache_hours),
+        unknown_user_ttl=dt.timedelta(hours=zulip.unknown_user_cache_hours),
+    )
+
+
+def summary_metadata(summary: NotifySummary, zulip: ZulipResource) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "mode": MetadataValue.text(summary.mode),
+        "zulip": MetadataValue.text(zulip.describe()),
+        **{status: MetadataValue.int(summary.counts.get(status, 0)) for status in (SENT, SKIPPED, FAILED, DRY_RUN)},
+        "mentors": MetadataValue.int(summary.mentors),
+        "messages": MetadataValue.int(summary.messages),
+        "zulip_user_lookups": MetadataValue.int(summary.zulip_user_lookups),
+        "open_pairs_left": MetadataValue.int(summary.open_after),
+        "stale_claims_released": MetadataValue.int(summary.stale_released),
+        "stale_claims_uncertain": MetadataValue.int(summary.stale_uncertain),
+    }
+    if summary.stopped_early:
+        meta["stopped_early"] = MetadataValue.text(summary.stopped_early)
+    if summary.preview:
+        meta["preview"] = MetadataValue.md(preview_markdown(summary.preview))
+    return meta
+
+
+def preview_markdown(preview: list[dict[str, Any]]) -> str:
+    """Each previewed message under a heading, its text in a fenced block (shown as written)."""
+    blocks = []
+    for item in preview:
+        to = f" → Zulip user {item['zulip_user_id']}" if item.get("zulip_user_id") else ""
+        text = str(item["message"]).replace("```", "ˋˋˋ")
+        blocks.append(f"**{item['mentor']}**{to}: {item['status']} ({item['events']} events)\n\n```text\n{text}\n```")
+    return "\n\n".join(blocks)
+
+
+@op(
+    name=OP_NAME,
+    out=Out(Nothing),
+    description=(
+        "Send open (event, mentor) pairs of lms_event_log as Zulip DMs (one message per event, or a digest), "
+        "recording sent / skipped / failed / dry_run per pair."
+    ),
+)
+def send_mentor_notifications(
+    context: OpExecutionContext,
+    config: NotifyConfig,
+    lms: LMSResource,
+    warehouse: WarehouseResource,
+    settings: PipelineSettings,
+    zulip: ZulipResource,
+) -> None:
+    event_types = selected_event_types(config, settings)
+    setup = zulip_setup(zulip) if settings.notify_enabled else None
+    context.log.info(f"Notifying through {zulip.describe()}; event types: {', '.join(event_types) or 'none'}")
+    notifier = Notifier(warehouse.outbox(), lms.users, setup, run_id=context.run_id, log=context.log)
+    request = NotifyRequest(
+        selection=Selection(event_types, config.retry_all_failed, config.max_attempts),
+        max_pairs=config.max_pairs,
+        enabled=settings.notify_enabled,
+        max_age=dt.timedelta(hours=settings.notify_max_age_hours),
+        claim_timeout=dt.timedelta(minutes=config.claim_timeout_minutes),
+    )
+    summary = notifier.run(request) if event_types else NotifySummary(mode="no event types selected")
+    context.add_output_metadata(summary_metadata(summary, zulip))

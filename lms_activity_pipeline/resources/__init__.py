@@ -1,0 +1,1 @@
+"""Dagster resources for the outside world: the LMS, the warehouse and Zulip."""

@@ -1,0 +1,147 @@
+"""The LMS, opened read-only."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+
+import pandas as pd
+from dagster import ConfigurableResource
+from pydantic import PrivateAttr
+from sqlalchemy.engine import Engine
+
+from lms_activity_pipeline import db
+from lms_activity_pipeline.domain import cleaning
+from lms_activity_pipeline.domain.classification import Dimensions
+from lms_activity_pipeline.lms import queries
+from lms_activity_pipeline.lms.queries import ExtractWindow
+from lms_activity_pipeline.lms.schema import DEFAULT_PROFILE, SourceProfile
+
+#: Ids per ``IN`` list when looking users up.
+USER_ID_CHUNK = 5000
+
+_DIMENSION_SPECS = {
+    "users": ("Users", cleaning.USER_COLUMNS),
+    "courses": ("Courses", cleaning.COURSE_COLUMNS),
+    "exams": ("Exams", cleaning.EXAM_COLUMNS),
+    "contents": ("Contents", cleaning.CONTENT_COLUMNS),
+    "mentor_assignments": ("MentorAssignments", cleaning.ASSIGNMENT_COLUMNS),
+}
+
+
+class LMSResource(ConfigurableResource):
+    """Read-only access to the LMS database (``LMS_DATABASE_URL``).
+
+    ``profile_path`` points at a JSON source profile for an LMS whose table
+    and column names differ from the reference schema.
+    """
+
+    database_url: str
+    profile_path: str | None = None
+
+    _engine: Engine | None = PrivateAttr(default=None)
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = db.create_engine(self.database_url, read_only=True, variable="LMS_DATABASE_URL")
+        return self._engine
+
+    @property
+    def profile(self) -> SourceProfile:
+        return SourceProfile.from_json(self.profile_path) if self.profile_path else DEFAULT_PROFILE
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def check(self) -> None:
+        """Fail with one line naming ``LMS_DATABASE_URL`` when the LMS is unreachable."""
+        db.check_connection(self.engine, "LMS_DATABASE_URL")
+
+    def _read(self, stmt) -> pd.DataFrame:  # noqa: ANN001 - a SQLAlchemy Select
+        with self.engine.connect() as conn:
+            return db.read_frame(conn, stmt)
+
+    def exam_attempts(self, window: ExtractWindow) -> pd.DataFrame:
+        """Raw ``Attempts`` rows of the window, values as stored."""
+        return self._read(queries.exam_attempts(self.profile, window, self.dialect))
+
+    def content_attempts(self, window: ExtractWindow) -> pd.DataFrame:
+        """Raw ``ContentAttempts`` rows of the window, values as stored."""
+        return self._read(queries.content_attempts(self.profile, window, self.dialect))
+
+    def dimensions(self) -> tuple[Dimensions, pd.DataFrame]:
+        """Typed users, courses, exams, contents and mentor assignments, plus rejected rows."""
+        frames: dict[str, pd.DataFrame] = {}
+        rejects = [cleaning.empty_rejects()]
+        with self.engine.connect() as conn:
+            for logical, (source, spec) in _DIMENSION_SPECS.items():
+                raw = db.read_frame(conn, queries.dimension(self.profile, logical))
+                frames[logical], bad = cleaning.clean_dimension(source, raw, spec)
+                rejects.append(bad)
+        dims = Dimensions(
+            users=frames["users"],
+            courses=frames["courses"],
+            exams=frames["exams"],
+            contents=frames["contents"],
+            assignments=frames["mentor_assignments"],
+        )
+        return dims, pd.concat(rejects, ignore_index=True)
+
+    def users(self, user_ids: Collection[int]) -> pd.DataFrame:
+        """Typed ``Users`` rows (``id, username, email, full_name, role, is_active``) of ``user_ids``."""
+        if not user_ids:
+            return pd.DataFrame(columns=[c.name for c in cleaning.USER_COLUMNS])
+        raw = self._read(queries.users_by_id(self.profile, user_ids))
+        return cleaning.clean_dimension("Users", raw, cleaning.USER_COLUMNS)[0]
+    def existing_user_ids(self, ids: Collection[int]) -> set[int]:
+        """The ids among ``ids`` that are rows of the LMS ``Users`` table."""
+        wanted, found = sorted(set(ids)), set()
+        for i in range(0, len(wanted), USER_ID_CHUNK):
+            raw = self._read(queries.users_by_id(self.profile, wanted[i : i + USER_ID_CHUNK]))
+            found |= set(pd.to_numeric(raw["id"], errors="coerce").dropna().astype("int64").tolist())
+        return found
+
+    def exam_attempt_history(self, student_ids: Collection[int] | None, until: dt.datetime | None) -> pd.DataFrame:
+        """``id, user_id, exam_id, started_at`` of the students' (None: all) attempts started before ``until``."""
+        raw = self._read(queries.exam_attempt_history(self.profile, student_ids, until, self.dialect))
+        typed = pd.DataFrame(
+            {
+                "id": pd.to_numeric(raw["id"], errors="coerce").astype("Int64"),
+                "user_id": pd.to_numeric(raw["user_id"], errors="coerce").astype("Int64"),
+                "exam_id": pd.to_numeric(raw["exam_id"], errors="coerce").astype("Int64"),
+                "started_at": cleaning.parse_times(raw["started_at"]),
+            }
+        )
+        return typed.dropna()
+
+    def changed_rows(self, logical: str, since: dt.datetime | None) -> pd.DataFrame:
+        """``id, started_at, updated_at`` (typed) of ``logical`` rows changed after ``since``."""
+        raw = self._read(queries.changed_rows(self.profile, logical, since, self.dialect))
+        typed = pd.DataFrame(
+            {
+                "id": pd.to_numeric(raw["id"], errors="coerce").astype("Int64"),
+                "started_at": cleaning.parse_times(raw["started_at"]),
+                "updated_at": cleaning.parse_times(raw["updated_at"]),
+            }
+        )
+        return typed.dropna().reset_index(drop=True)
+
+    def earliest_start(self) -> dt.datetime | None:
+        """The oldest ``started_at`` across both attempts tables."""
+        found = []
+        for logical in ("attempts", "content_attempts"):
+            raw = self._read(queries.earliest_start(self.profile, logical))
+            found.append(cleaning.parse_times(raw["started_at"]).min())
+        valid = [v for v in found if not pd.isna(v)]
+        return min(valid).to_pydatetime() if valid else None
+
+    def high_water_marks(self) -> dict[str, dt.datetime | None]:
+        """Newest ``updated_at`` of each attempts table."""
+        marks: dict[str, dt.datetime | None] = {}
+        for logical in ("attempts", "content_attempts"):
+            raw = self._read(queries.high_water_mark(self.profile, logical))
+            value = cleaning.parse_times(raw["updated_at"]).max()
+            marks[logical] = None if pd.isna(value) else value.to_pydatetime()
+        return marks

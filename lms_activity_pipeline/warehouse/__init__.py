@@ -1,0 +1,1 @@
+"""The event store: table definitions (single source of truth), migrations and bulk loads."""

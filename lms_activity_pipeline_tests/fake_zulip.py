@@ -1,0 +1,475 @@
+"""A loopback HTTP server that answers the real ``zulip.Client`` like a Zulip server.
+
+It implements what the notifier uses (``server_settings``, ``users/{email}``,
+``users/{id}``, ``users/me``, ``POST messages``) with Zulip's status codes,
+error codes and messages, stores the messages it accepts, records every
+request, and plays scripted faults (429, 5xx, slow replies, stored-then-failed
+sends). Stdlib only; see ``conftest_zulip.py`` for the ``fake_zulip`` fixture.
+
+    with FakeZulip() as server:
+        server.add_user("mentor@example.com", "Mentor")
+        client = server.client()
+        client.send_message({"type": "direct", "to": [server.user_id("mentor@example.com")], "content": "hi"})
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+import urllib.parse
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+API_PREFIX = "/api/v1/"
+#: Zulip's ``settings.MAX_MESSAGE_LENGTH`` and the suffix it appends when truncating.
+MAX_MESSAGE_LENGTH = 10_000
+TRUNCATION_SUFFIX = "\n[message truncated]"
+#: First feature level that accepts ``type=direct`` (Zulip 7.0).
+DIRECT_TYPE_FEATURE_LEVEL = 174
+
+
+@dataclass
+class FakeUser:
+    user_id: int
+    email: str
+    full_name: str
+    is_active: bool = True
+    is_bot: bool = False
+    api_key: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "email": self.email,
+            "delivery_email": self.email,
+            "full_name": self.full_name,
+            "is_active": self.is_active,
+            "is_bot": self.is_bot,
+            "role": 400,
+            "timezone": "",
+            "date_joined": "2024-01-01T00:00:00+00:00",
+        }
+
+
+@dataclass
+class StoredMessage:
+    id: int
+    type: str
+    recipient_ids: list[int]
+    content: str
+    sender_email: str
+    timestamp: float
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str
+    endpoint: str
+    params: dict[str, str]
+    sender_email: str | None
+    time: float
+    status: int = 0
+
+
+@dataclass
+class Fault:
+    """A scripted reply: ``status`` (200 = answer normally) after ``delay`` seconds."""
+
+    status: int
+    retry_after: float | None = None
+    delay: float | None = None
+    store_anyway: bool = False
+    body: Any = None
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: Any
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class ApiError(Exception):
+    """An error reply in Zulip's shape."""
+
+    def __init__(self, status: int, code: str, msg: str, **extra: Any) -> None:
+        super().__init__(msg)
+        self.reply = _Reply(status, {"result": "error", "msg": msg, "code": code, **extra})
+
+
+def endpoint_of(path: str) -> str:
+    """The fault key of a request path: ``/api/v1/users/a%40b`` -> ``users``."""
+    path = urllib.parse.urlsplit(path).path
+    if path.startswith(API_PREFIX):
+        path = path[len(API_PREFIX) :]
+    return path.strip("/").split("/", 1)[0]
+
+
+class FakeZulip:
+    """A threaded fake Zulip server on ``127.0.0.1`` (ephemeral port unless given).
+
+    The sending bot (``email``/``api_key``) is registered as user 1. Register
+    recipients with :meth:`add_user`; inspect :attr:`messages` and
+    :attr:`requests`; script failures with :meth:`fail_next`.
+    """
+
+    def __init__(
+        self,
+        *,
+        email: str = "lms-bot@zulip.example.com",
+        api_key: str = "test-api-key",
+        feature_level: int = 300,
+        zulip_version: str = "9.0",
+        port: int = 0,
+    ) -> None:
+        self.email = email
+        self.api_key = api_key
+        self.feature_level = feature_level
+        self.zulip_version = zulip_version
+        self.messages: list[StoredMessage] = []
+        self.requests: list[RecordedRequest] = []
+        self._users: dict[int, FakeUser] = {}
+        self._faults: dict[str, deque[Fault]] = {}
+        self._lock = threading.Lock()
+        self._next_user_id = 1
+        self._next_message_id = 1000
+        self._port = port
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.add_user(email, "LMS Activity Bot", is_bot=True, api_key=api_key)
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def start(self) -> FakeZulip:
+        """Listen and serve in a background thread (idempotent)."""
+        if self._httpd is None:
+            self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), _handler_for(self))
+            self._httpd.daemon_threads = True
+            self._port = self._httpd.server_address[1]
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-zulip", daemon=True
+            )
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket: connections to :attr:`url` are then refused."""
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            assert self._thread is not None
+            self._thread.join(timeout=5)
+            self._httpd = self._thread = None
+
+    def __enter__(self) -> FakeZulip:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (pass it as ``site``: no scheme would mean https)."""
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def running(self) -> bool:
+        return self._httpd is not None
+
+    @staticmethod
+    def refused_url() -> str:
+        """A loopback URL whose port was just closed, so connecting is refused."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    def client(self, **kwargs: Any) -> Any:
+        """A real ``zulip.Client`` for the bot, with ``retry_on_errors=False`` unless overridden."""
+        import zulip
+
+        options: dict[str, Any] = {"site": self.url, "email": self.email, "api_key": self.api_key}
+        options["retry_on_errors"] = False
+        options.update(kwargs)
+        return zulip.Client(**options)
+
+    # --- users --------------------------------------------------------------
+
+    def add_user(
+        self,
+        email: str,
+        full_name: str | None = None,
+        *,
+        user_id: int | None = None,
+        is_active: bool = True,
+        is_bot: bool = False,
+        api_key: str | None = None,
+    ) -> FakeUser:
+        """Register a user (``is_active=False`` for a deactivated one); returns it."""
+        with self._lock:
+            if user_id is None:
+                user_id = self._next_user_id
+            if user_id in self._users or self._find_email(email) is not None:
+                raise ValueError(f"user {user_id} / {email} already exists")
+            self._next_user_id = max(self._next_user_id, user_id + 1)
+            user = FakeUser(user_id, email, full_name or email.split("@")[0], is_active, is_bot, api_key)
+            self._users[user_id] = user
+            return user
+
+    def deactivate_user(self, email: str) -> None:
+        self.user(email).is_active = False
+
+    def user(self, email_or_id: str | int) -> FakeUser:
+        found = self._users.get(email_or_id) if isinstance(email_or_id, int) else self._find_email(email_or_id)
+        if found is None:
+            raise KeyError(email_or_id)
+        return found
+
+    def user_id(self, email: str) -> int:
+        return self.user(email).user_id
+
+    def _find_email(self, email: str) -> FakeUser | None:
+        email = email.strip().lower()
+        return next((u for u in self._users.values() if u.email.lower() == email), None)
+
+    # --- faults and inspection ----------------------------------------------
+
+    def fail_next(
+        self,
+        endpoint: str,
+        status: int,
+        times: int = 1,
+        retry_after: float | None = None,
+        delay: float | None = None,
+        store_anyway: bool = False,
+        body: Any = None,
+    ) -> None:
+        """Script the next ``times`` requests to ``endpoint`` (``"messages"``, ``"users"``, ``"server_settings"``).
+
+        ``status`` 429 replies ``RATE_LIMIT_HIT`` with ``retry_after`` seconds
+        (default 1) in the body and the ``Retry-After`` header; 500 replies a
+        JSON error; 502/503/504 an HTML page as a proxy would; 200 answers
+        normally (use it with ``delay`` for a slow server). ``delay`` sleeps
+        before replying; ``store_anyway`` stores a sent message before the
+        error (the duplicate-DM hazard). ``body`` overrides the reply body.
+        """
+        fault = Fault(status, retry_after, delay, store_anyway, body)
+        with self._lock:
+            self._faults.setdefault(endpoint_of(endpoint), deque()).extend([fault] * times)
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def messages_to(self, email_or_id: str | int) -> list[StoredMessage]:
+        """Stored messages whose recipients include that user."""
+        user_id = self.user(email_or_id).user_id
+        return [m for m in self.messages if user_id in m.recipient_ids]
+
+    def requests_to(self, endpoint: str, method: str | None = None) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.endpoint == endpoint_of(endpoint) and method in (None, r.method)]
+
+    def _take_fault(self, endpoint: str) -> Fault | None:
+        with self._lock:
+            queue = self._faults.get(endpoint)
+            return queue.popleft() if queue else None
+
+    # --- request handling ---------------------------------------------------
+
+    def handle(self, method: str, raw_path: str, params: dict[str, str], auth: str | None) -> _Reply:
+        """Answer one request (called from the server threads)."""
+        path = urllib.parse.urlsplit(raw_path).path
+        endpoint = endpoint_of(path)
+        record = RecordedRequest(method, path, endpoint, params, None, time.time())
+        with self._lock:
+            self.requests.append(record)
+        fault = self._take_fault(endpoint)
+        try:
+            if fault is not None and fault.delay:
+                time.sleep(fault.delay)
+            if fault is not None and fault.status != 200:
+                if fault.store_anyway and endpoint == "messages" and method == "POST":
+                    try:
+                        self._send(self._authenticate(auth), params)
+                    except ApiError:
+                        pass
+                reply = self._fault_reply(fault)
+            else:
+                reply = self._route(method, path, params, auth, record)
+        except ApiError as error:
+            reply = error.reply
+        except Exception as error:  # a bug in the fake must not look like a network failure
+            reply = _Reply(500, {"result": "error", "msg": f"Fake Zulip crashed: {error!r}", "code": "BAD_REQUEST"})
+        record.status = reply.status
+        return reply
+
+    @staticmethod
+    def _fault_reply(fault: Fault) -> _Reply:
+        if fault.status == 429:
+            wait = 1 if fault.retry_after is None else fault.retry_after
+            body = fault.body or {
+                "result": "error",
+                "msg": "API usage exceeded rate limit",
+                "code": "RATE_LIMIT_HIT",
+                "retry-after": wait,
+            }
+            return _Reply(429, body, {"Retry-After": str(wait)})
+        if fault.body is not None:
+            return _Reply(fault.status, fault.body)
+        if fault.status == 500:
+            return _Reply(500, {"result": "error", "msg": "Internal server error", "code": "BAD_REQUEST"})
+        if fault.status >= 500:
+            return _Reply(fault.status, f"<html><body><h1>{fault.status} Bad Gateway</h1></body></html>")
+        return _Reply(fault.status, {"result": "error", "msg": f"Scripted error {fault.status}", "code": "BAD_REQUEST"})
+
+    def _authenticate(self, auth: str | None) -> FakeUser:
+        if not auth or not auth.startswith("Basic "):
+            raise ApiError(401, "UNAUTHORIZED", "Not logged in: API authentication or user session required")
+        try:
+            email, _, key = base64.b64decode(auth[6:]).decode().partition(":")
+        except ValueError:
+            raise ApiError(401, "UNAUTHORIZED", "Not logged in: API authentication or user session required") from None
+        user = self._find_email(email)
+        if user is None or user.api_key is None or user.api_key != key:
+            raise ApiError(401, "INVALID_API_KEY", "Invalid API key")
+        if not user.is_active:
+            raise ApiError(401, "USER_DEACTIVATED", "Account is deactivated")
+        return user
+
+    def _route(self, method: str, path: str, params: dict[str, str], auth: str | None, record: RecordedRequest) -> _Reply:
+        parts = path[len(API_PREFIX) :].strip("/").split("/") if path.startswith(API_PREFIX) else []
+        if parts == ["server_settings"] and method == "GET":
+            return _Reply(200, self._server_settings())
+        if not parts or parts[0] not in ("users", "messages"):
+            raise ApiError(404, "BAD_REQUEST", "Endpoint does not exist.")
+        sender = self._authenticate(auth)
+        record.sender_email = sender.email
+        if parts == ["messages"] and method == "POST":
+            message_id = self._send(sender, params)
+            return _Reply(200, {"result": "success", "msg": "", "id": message_id})
+        if parts[0] == "users" and len(parts) == 2 and method == "GET":
+            key = urllib.parse.unquote(parts[1])
+            if key == "me":
+                user = sender
+            else:
+                user = self._users.get(int(key)) if key.isascii() and key.isdigit() else self._find_email(key)
+            if user is None:
+                raise ApiError(400, "BAD_REQUEST", "No such user")
+            return _Reply(200, {"result": "success", "msg": "", "user": user.as_json()})
+        raise ApiError(405 if parts[0] == "messages" else 404, "BAD_REQUEST", "Method Not Allowed")
+
+    def _server_settings(self) -> dict[str, Any]:
+        return {
+            "result": "success",
+            "msg": "",
+            "authentication_methods": {"password": True, "dev": False},
+            "zulip_version": self.zulip_version,
+            "zulip_merge_base": self.zulip_version,
+            "zulip_feature_level": self.feature_level,
+            "push_notifications_enabled": False,
+            "is_incompatible": False,
+            "email_auth_enabled": True,
+            "require_email_format_usernames": True,
+            "realm_uri": self.url,
+            "realm_url": self.url,
+            "realm_name": "Fake Zulip",
+            "realm_icon": "",
+            "realm_description": "",
+            "realm_web_public_access_enabled": False,
+        }
+
+    def _send(self, sender: FakeUser, params: dict[str, str]) -> int:
+        """Validate and store a direct message like Zulip's ``POST /messages``; returns its id."""
+        kind = params.get("type", "")
+        allowed = ("direct", "private") if self.feature_level >= DIRECT_TYPE_FEATURE_LEVEL else ("private",)
+        if kind in ("stream", "channel"):
+            raise ApiError(400, "BAD_REQUEST", "The fake Zulip server only supports direct messages")
+        if kind not in allowed:
+            raise ApiError(400, "BAD_REQUEST", "Invalid message type")
+        if "to" not in params:
+            raise ApiError(400, "BAD_REQUEST", "Missing 'to' argument")
+        if "content" not in params:
+            raise ApiError(400, "BAD_REQUEST", "Missing 'content' argument")
+        recipients = [self._recipient(r) for r in _parse_recipients(params["to"])]
+        for user in recipients:
+            if not user.is_active:
+                raise ApiError(400, "BAD_REQUEST", f"'{user.email}' is no longer using Zulip.")
+        content = params["content"].rstrip().lstrip("\n")
+        if not content:
+            raise ApiError(400, "BAD_REQUEST", "Message must not be empty")
+        if "\x00" in content:
+            raise ApiError(400, "BAD_REQUEST", "Message must not contain null bytes")
+        if len(content) > MAX_MESSAGE_LENGTH:
+            content = content[: MAX_MESSAGE_LENGTH - len(TRUNCATION_SUFFIX)] + TRUNCATION_SUFFIX
+        with self._lock:
+            message = StoredMessage(
+                self._next_message_id, kind, sorted({u.user_id for u in recipients}), content, sender.email, time.time()
+            )
+            self._next_message_id += 1
+            self.messages.append(message)
+        return message.id
+
+    def _recipient(self, key: int | str) -> FakeUser:
+        if isinstance(key, int):
+            user = self._users.get(key)
+            if user is None:
+                raise ApiError(400, "BAD_REQUEST", f"Invalid user ID {key}")
+        else:
+            user = self._find_email(key)
+            if user is None:
+                raise ApiError(400, "BAD_REQUEST", f"Invalid email '{key}'")
+        return user
+
+
+def _parse_recipients(raw: str) -> list[int | str]:
+    """``to`` as Zulip reads it: a JSON list of ids or of emails, one id, or comma-separated emails."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = [part.strip() for part in raw.split(",") if part.strip()]
+    if isinstance(value, (int, str)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ApiError(400, "BAD_REQUEST", "Invalid 'to' argument")
+    kinds = {type(v) for v in value}
+    if not (kinds <= {int} or kinds <= {str}):
+        raise ApiError(400, "BAD_REQUEST", "Recipient lists may contain emails or user IDs, but not both.")
+    return value
+
+
+def _handler_for(server: FakeZulip) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "FakeZulip/1.0"
+
+        def _serve(self) -> None:
+            split = urllib.parse.urlsplit(self.path)
+            params = dict(urllib.parse.parse_qsl(split.query, keep_blank_values=True))
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                body = self.rfile.read(length).decode("utf-8")
+                params.update(urllib.parse.parse_qsl(body, keep_blank_values=True))
+            reply = server.handle(self.command, self.path, params, self.headers.get("Authorization"))
+            is_json = not isinstance(reply.body, str)
+            payload = (json.dumps(reply.body) if is_json else reply.body).encode("utf-8")
+            try:
+                self.send_response(reply.status)
+                self.send_header("Content-Type", "application/json" if is_json else "text/html")
+                self.send_header("Content-Length", str(len(payload)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(payload)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up (timeout) before the reply
+
+        do_GET = do_POST = do_PATCH = do_DELETE = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            pass
+
+    return Handler

@@ -1,0 +1,199 @@
+"""The `lms-activity` and `dagster` command lines, run as a user would."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from dagster import DagsterInstance, DagsterRunStatus
+
+from lms_activity_pipeline import cli
+from lms_activity_pipeline.warehouse import schema as wh
+from lms_activity_pipeline_tests.conftest import Backend
+from lms_activity_pipeline_tests.lms_builder import LMSBuilder, t
+from lms_activity_pipeline_tests.pipeline import Pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def recent(hours_ago: float) -> dt.datetime:
+    """A time shortly before now, so the default partitions and notification age apply."""
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours_ago)).replace(microsecond=0)
+
+
+def env_for(backend: Backend, tmp_path: Path, **extra: str) -> dict[str, str]:
+    start = (dt.date.today() - dt.timedelta(days=3)).isoformat()
+    return {
+        "LMS_DATABASE_URL": backend.lms_url,
+        "LMS_WAREHOUSE_URL": backend.warehouse_url,
+        "LMS_HOME": str(tmp_path / "lms_home"),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "LMS_PARTITIONS_START": start,
+        **extra,
+    }
+
+
+def live_school(backend: Backend) -> LMSBuilder:
+    b = LMSBuilder(backend.lms_url).school()
+    b.assign(9, 1, 10, recent(200))
+    b.attempt(1, 1, 200, "graded", recent(30), submitted_at=recent(29.5), graded_at=recent(29), score=20)
+    b.attempt(2, 2, 201, "submitted", recent(5), submitted_at=recent(4))
+    b.content_attempt(1, 3, 300, "completed", recent(3), completed_at=recent(2.5), progress_percent=100, time_spent_seconds=640)
+    return b.write()
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], *args: str) -> int:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return cli.main(list(args))
+
+
+def snapshot(backend: Backend) -> pd.DataFrame:
+    pipe = Pipeline(backend)
+    return pipe.events()
+
+
+def test_monitor_once_twice_second_poll_changes_nothing(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live_school(backend)
+    env = env_for(backend, tmp_path)
+    assert run_cli(monkeypatch, env, "monitor", "--once") == 0
+    first = capsys.readouterr().out
+    assert "first poll: recompute history" in first and "stored" in first
+    before = snapshot(backend)
+    assert len(before) == 8
+
+    assert run_cli(monkeypatch, env, "monitor", "--once") == 0
+    second = capsys.readouterr().out
+    assert "No LMS changes" in second
+    pd.testing.assert_frame_equal(snapshot(backend), before)  # not even updated_at moved
+
+    runs = DagsterInstance.get().get_runs()
+    assert all(r.status == DagsterRunStatus.SUCCESS for r in runs)
+    ingests = [r for r in runs if r.job_name == "lms_ingest_job"]
+    assert len(ingests) == 1 and ingests[0].tags["lms/trigger"] == "cli"
+    assert [r.job_name for r in runs].count("notify_mentors_job") == 1  # dry-run pairs are final: nothing due again
+
+
+def test_monitor_stats_match_the_warehouse(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    live_school(backend)
+    env = env_for(backend, tmp_path)
+    run_cli(monkeypatch, env, "monitor", "--once")
+    capsys.readouterr()
+    assert run_cli(monkeypatch, env, "monitor", "--stats") == 0
+    out = capsys.readouterr().out
+    printed = {m[0]: (int(m[1]), int(m[2])) for m in re.findall(r"^(\w+)\s+(\d+)\s+(\d+)\s*$", out, re.M)}
+    events = snapshot(backend)
+    now = pd.Timestamp.now(tz="UTC")
+    for event_type, group in events.groupby("event_type"):
+        ts = pd.to_datetime(group["timestamp"], utc=True)
+        assert printed[event_type] == (len(group), int((ts >= now - pd.Timedelta(hours=24)).sum()))
+    assert printed["total"][0] == len(events)
+    assert printed["exam_passed"] == (0, 0)
+    assert "lag behind LMS:     0 s" in out
+    assert "last poll:" in out and "SUCCESS" in out
+
+
+def test_daemon_picks_up_new_rows_and_stops_cleanly_on_sigterm(backend: Backend, tmp_path: Path) -> None:
+    lms = live_school(backend)
+    env = {**os.environ, **env_for(backend, tmp_path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lms_activity_pipeline.cli", "monitor", "--daemon", "--interval", "1"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_for(lambda: "exam:1:exam_failed" in event_keys(backend), proc)
+        lms.attempt(3, 3, 200, "graded", recent(0.2), submitted_at=recent(0.1), graded_at=recent(0.05), score=49).write()
+        wait_for(lambda: "exam:3:exam_passed" in event_keys(backend), proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "Stopped." in out and "Traceback" not in out
+
+
+def event_keys(backend: Backend) -> set[str]:
+    engine = Pipeline(backend).warehouse.engine
+    if not sa.inspect(engine).has_table("lms_activity_events", schema=Pipeline(backend).warehouse.schema):
+        return set()
+    with engine.connect() as conn:
+        return set(conn.execute(sa.select(wh.lms_activity_events.c.event_key)).scalars())
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 60) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"daemon exited early: {proc.stdout.read()}")
+        if condition():
+            return
+        time.sleep(0.3)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"LMS_ACTIVITY_POLL_INTERVAL": "soon"}, "LMS_ACTIVITY_POLL_INTERVAL='soon' is not a whole number of seconds"),
+        ({"LMS_EVENT_TYPES_TO_MONITOR": "exam_passed,exam_exploded"}, "LMS_EVENT_TYPES_TO_MONITOR: unknown event type(s) exam_exploded"),
+        ({"LMS_TIMEZONE": "Mars/Olympus"}, "LMS_TIMEZONE='Mars/Olympus' is not an IANA time zone"),
+        ({"LMS_DATABASE_URL": "postgresql://postgres@127.0.0.1:9/nowhere"}, "@127.0.0.1:9/nowhere: connection to server at \"127.0.0.1\", port 9 failed"),
+        ({"LMS_DATABASE_URL": "sqlite:////nonexistent/lms.sqlite3"}, "LMS_DATABASE_URL: SQLite database /nonexistent/lms.sqlite3 does not exist"),
+        ({"LMS_WAREHOUSE_URL": "mysql://x@y/z"}, "LMS_WAREHOUSE_URL: backend 'mysql' is not supported"),
+    ],
+    ids=["interval", "event-type", "timezone", "unreachable", "missing-sqlite", "backend"],
+)
+def test_bad_configuration_is_one_clear_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LMS_", "DAGSTER_HOME"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lms_activity_pipeline.cli", "monitor", "--once"],
+        cwd=tmp_path, env={**base, "LMS_HOME": str(tmp_path), "LMS_DATABASE_URL": f"sqlite:///{tmp_path}/x.db", **env},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert lines[0].startswith(f"lms-activity: configuration error: {next(iter(env))}")
+
+
+def test_dagster_cli_materializes_a_partition(tmp_path: Path) -> None:
+    backend = Backend("sqlite", f"sqlite:///{tmp_path / 'lms.sqlite3'}", f"sqlite:///{tmp_path / 'wh.sqlite3'}")
+    b = LMSBuilder(backend.lms_url).school()
+    b.attempt(1, 1, 200, "graded", t(3, 10), submitted_at=t(3, 10, 30), graded_at=t(3, 11), score=42).write()
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LMS_")},
+        "DAGSTER_HOME": str(home),
+        "LMS_DATABASE_URL": backend.lms_url,
+        "LMS_WAREHOUSE_URL": backend.warehouse_url,
+        "LMS_PARTITIONS_START": "2024-05-01",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "dagster", "asset", "materialize",
+            "-m", "lms_activity_pipeline.definitions",
+            "--select", "raw_exam_attempts,raw_content_attempts,lms_activity_events",
+            "--partition", "2024-05-03",
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pipe = Pipeline(backend)
+    assert set(pipe.event_ids()) == {"exam:1:exam_started", "exam:1:exam_completed", "exam:1:exam_passed"}
+    instance = DagsterInstance.from_config(str(home))
+    runs = instance.get_runs()
+    assert len(runs) == 1 and runs[0].status == DagsterRunStatus.SUCCESS
+    assert runs[0].tags["dagster/partition"] == "2024-05-03"

@@ -1,0 +1,267 @@
+"""Notifications when things go wrong: Zulip down, timeouts, refusals, switches, stale events, secrets."""
+
+from __future__ import annotations
+
+import time
+
+import dagster as dg
+import pytest
+
+from lms_activity_pipeline.resources.factory import build_resources
+from lms_activity_pipeline.warehouse import schema as wh
+from lms_activity_pipeline_tests.conftest import Backend
+from lms_activity_pipeline_tests.fake_zulip import FakeZulip
+from lms_activity_pipeline_tests.notify_helpers import add_mentors, ago, email, fast_zulip, recent_days, recent_school
+from lms_activity_pipeline_tests.pipeline import Pipeline, op_metadata
+
+
+@pytest.fixture
+def sqlite_backend(tmp_path) -> Backend:  # noqa: ANN001 - pytest tmp_path
+    return Backend("sqlite", f"sqlite:///{tmp_path / 'lms.sqlite3'}", f"sqlite:///{tmp_path / 'warehouse.sqlite3'}")
+
+
+def school(backend: Backend, zulip: dg.ConfigurableResource, **env: str) -> Pipeline:
+    recent_school(backend.lms_url)
+    pipe = Pipeline(backend, resources={"zulip": zulip}, **env)
+    pipe.ingest(*recent_days())
+    return pipe
+
+
+def statuses(pipe: Pipeline) -> dict[int, list[str]]:
+    """Statuses per LMS mentor id."""
+    return {m: sorted(g["status"]) for m, g in pipe.log_rows().groupby("mentor_id")}
+
+
+def test_zulip_down_at_start_is_recorded_then_sent_when_back(backend: Backend, fake_zulip: FakeZulip) -> None:
+    pipe = school(backend, fast_zulip(fake_zulip, site=FakeZulip.refused_url()))  # nothing listens there
+    result = pipe.notify()
+    meta = op_metadata(result)
+    assert result.success  # a recorded failure, not a crash
+    assert meta["failed"] == 9 and "3 mentors in a row failed on server" in meta["stopped_early"]
+    log = pipe.log_rows()
+    failed = log[log["status"] == "failed"]
+    assert (
+        failed["error_message"]
+        .str.startswith("Zulip user lookup failed: gave up after 3 attempt(s): Zulip unreachable")
+        .all()
+    )
+    assert set(failed["attempts"]) == {3} and not failed["delivery_uncertain"].any()
+    assert (log["status"] == "pending").sum() == 3  # the mentor after the breaker tripped was never claimed
+
+    zulip_ids = add_mentors(fake_zulip)
+    back = Pipeline(backend, resources={"zulip": fast_zulip(fake_zulip)})  # same warehouse, server up
+    meta = op_metadata(back.notify())  # an automatic run retries certain failures
+    assert meta["sent"] == 12 and meta["open_pairs_left"] == 0
+    assert sorted(r for m in fake_zulip.messages for r in m.recipient_ids) == sorted(zulip_ids.values())
+
+
+def test_timeout_is_uncertain_and_only_process_pending_resends(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
+    zulip_ids = add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip, request_timeout_seconds=0.3))
+    fake_zulip.fail_next("messages", 200, delay=1.0)  # processed, but too late for the sender
+    meta = op_metadata(pipe.notify(event_types=("exam_passed",)))
+    assert meta["failed"] == 1 and meta["sent"] == 0
+    [row] = pipe.log_rows().query("status == 'failed'").to_dict("records")
+    assert row["delivery_uncertain"] and row["attempts"] == 1
+    assert row["error_message"] == "uncertain delivery (not resent automatically): no reply within 0.3 s"
+    assert len(fake_zulip.requests_to("messages")) == 1  # no automatic resend in the same run
+
+    assert op_metadata(pipe.notify(event_types=("exam_passed",)))["sent"] == 0  # nor in later automatic runs
+    assert op_metadata(pipe.notify(event_types=("exam_passed",), retry_all_failed=True))["sent"] == 1
+    deadline = time.monotonic() + 5
+    while len(fake_zulip.messages) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the timed-out request is still being answered
+    assert len(fake_zulip.messages_to(zulip_ids[10])) == 2  # why only an operator may resend: it had arrived
+    assert pipe.log_rows().query("event_key == 'exam:1:exam_passed'")["status"].item() == "sent"
+
+
+def test_server_errors_are_retried_bounded_and_the_next_mentor_goes_on(
+    sqlite_backend: Backend, fake_zulip: FakeZulip
+) -> None:
+    zulip_ids = add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip))
+    fake_zulip.fail_next("messages", 503, times=3)
+    meta = op_metadata(pipe.notify(event_types=("exam_failed",)))  # mentors 11 and 12
+    assert (meta["sent"], meta["failed"]) == (1, 1)
+    failed = pipe.log_rows().query("status == 'failed'").iloc[0]
+    assert (
+        failed["error_message"] == "gave up after 3 attempt(s): HTTP 503: Unexpected error from the server"
+        and failed["attempts"] == 3
+    )
+    assert [r.status for r in fake_zulip.requests_to("messages")] == [503, 503, 503, 200]
+    assert len(fake_zulip.messages) == 1
+    assert op_metadata(pipe.notify(event_types=("exam_failed",)))["sent"] == 1  # retried by the next automatic run
+    assert {m.recipient_ids[0] for m in fake_zulip.messages} == {zulip_ids[11], zulip_ids[12]}
+
+
+def test_recipient_deactivated_after_caching_is_skipped(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
+    add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip))
+    pipe.notify(event_types=("exam_started",))  # caches mentor 10 as active
+    fake_zulip.deactivate_user(email(10))
+    meta = op_metadata(pipe.notify(event_types=("exam_passed",)))  # the send is refused; Zulip is asked again
+    assert (meta["skipped"], meta["failed"]) == (1, 0)
+    row = pipe.log_rows().query("event_key == 'exam:1:exam_passed'").iloc[0]
+    assert row["status"] == "skipped" and row["error_message"] == f"Zulip user {email(10)} is deactivated"
+
+
+def test_disabled_sends_nothing_and_keeps_pairs_pending(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
+    add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip), LMS_NOTIFY_MENTORS_ENABLED="false")
+    result = pipe.notify()
+    meta = op_metadata(result)
+    assert meta["mode"] == "disabled" and meta["open_pairs_left"] == 12 and meta["sent"] == 0
+    assert set(pipe.log_rows()["status"]) == {"pending"} and fake_zulip.requests == []
+    logged = [e.message for e in pipe.instance.all_logs(result.run_id)]
+    assert any("Mentor notifications are disabled (LMS_NOTIFY_MENTORS_ENABLED=false)" in m for m in logged)
+
+
+def test_events_too_old_when_sending_are_skipped(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
+    add_mentors(fake_zulip)
+    school(sqlite_backend, fast_zulip(fake_zulip))  # enqueued under the 24 h default
+    later = Pipeline(sqlite_backend, resources={"zulip": fast_zulip(fake_zulip)}, LMS_NOTIFY_MAX_AGE_HOURS="1")
+    meta = op_metadata(later.notify())
+    assert (meta["skipped"], meta["sent"]) == (12, 0) and fake_zulip.requests == []
+    reasons = set(later.log_rows()["error_message"])
+    assert reasons == {"event older than LMS_NOTIFY_MAX_AGE_HOURS=1 when sending"}
+
+
+def test_monitored_types_limit_what_is_sent(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
+    add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip))  # every type enqueued
+    narrow = Pipeline(
+        sqlite_backend, resources={"zulip": fast_zulip(fake_zulip)}, LMS_EVENT_TYPES_TO_MONITOR="exam_failed"
+    )
+    assert op_metadata(narrow.notify())["sent"] == 2
+    assert op_metadata(narrow.notify(event_types=("exam_passed",)))["mode"] == "no event types selected"
+    assert statuses(pipe)[13] == ["pending"] * 3
+
+
+def test_old_servers_get_private_messages(sqlite_backend: Backend, isolated_zulip_env: object) -> None:
+    with FakeZulip(feature_level=150) as server:
+        add_mentors(server, 10)
+        pipe = school(sqlite_backend, fast_zulip(server))
+        assert op_metadata(pipe.notify(event_types=("exam_passed",)))["sent"] == 1
+        assert [m.type for m in server.messages] == ["private"]
+
+
+def test_api_key_never_reaches_logs_or_metadata(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
+    add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip))
+    fake_zulip.fail_next("messages", 500)
+    results = [pipe.notify(event_types=(t,)) for t in ("exam_passed", "exam_failed")]
+    for result in results:
+        texts = [e.message for e in pipe.instance.all_logs(result.run_id)]
+        texts += [str(v) for v in op_metadata(result).values()]
+        assert texts and not [t for t in texts if fake_zulip.api_key in t]
+    assert fake_zulip.api_key not in str(pipe.log_rows().to_dict("records"))
+
+
+def test_partial_zulip_configuration_is_one_clear_error(sqlite_backend: Backend) -> None:
+    pipe = school(sqlite_backend, fast_zulip(None, site="http://127.0.0.1:9"))
+    result = pipe.defs.resolve_job_def("notify_mentors_job").execute_in_process(
+        instance=pipe.instance, raise_on_error=False
+    )
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "ConfigError: ZULIP_EMAIL, ZULIP_API_KEY not set" in failure.event_specific_data.error.to_string()
+    assert set(pipe.log_rows()["status"]) == {"pending"}
+
+
+def test_sensor_and_schedule_launch_the_notify_job(sqlite_backend: Backend) -> None:
+    pipe = school(sqlite_backend, fast_zulip(None))
+    [ingest_run] = pipe.instance.get_runs()
+    success = [
+        e
+        for e in pipe.instance.all_logs(ingest_run.run_id)
+        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS"
+    ]
+    sensor = pipe.defs.resolve_sensor_def("notify_mentors_after_ingest")
+    context = dg.build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_event=success[0].dagster_event,
+        dagster_instance=pipe.instance,
+        dagster_run=ingest_run,
+    )
+    request = sensor(context)
+    assert request.run_key == f"notify-after-{ingest_run.run_id}"
+    assert sensor.job_name == "notify_mentors_job" and sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    schedule = pipe.defs.resolve_schedule_def("notify_mentors_retry_schedule")
+    assert (schedule.job_name, schedule.cron_schedule) == ("notify_mentors_job", "*/10 * * * *")
+    off = Pipeline(sqlite_backend, LMS_NOTIFY_MENTORS_ENABLED="false")
+    assert off.defs.resolve_schedule_def(schedule.name).default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_zuliprc_from_zulip_config_and_secrets_stay_env_references(
+    sqlite_backend: Backend,
+    fake_zulip: FakeZulip,
+    tmp_path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    zuliprc = tmp_path / "zuliprc"
+    zuliprc.write_text(f"[api]\nemail={fake_zulip.email}\nkey={fake_zulip.api_key}\nsite={fake_zulip.url}\n")
+    monkeypatch.setenv("ZULIP_CONFIG", str(zuliprc))
+    add_mentors(fake_zulip, 10)
+    recent_school(sqlite_backend.lms_url)
+    pipe = Pipeline(sqlite_backend)  # resources from the environment, as in production
+    pipe.ingest(*recent_days())
+    meta = op_metadata(pipe.notify(event_types=("exam_passed",)))
+    assert meta["sent"] == 1 and meta["zulip"] == f"Zulip bot from zuliprc {zuliprc}"
+
+    monkeypatch.delenv("ZULIP_CONFIG")
+    for name, value in (("ZULIP_SITE", fake_zulip.url), ("ZULIP_EMAIL", fake_zulip.email), ("ZULIP_API_KEY", "s3cret")):
+        monkeypatch.setenv(name, value)
+    zulip = build_resources(pipe.settings)["zulip"]
+    assert isinstance(zulip.api_key, dg.EnvVar) and zulip.api_key.env_var_name == "ZULIP_API_KEY"
+    assert "s3cret" not in repr(zulip) and build_resources(pipe.settings, env_vars=False)["zulip"].api_key == "s3cret"
+
+
+def test_bad_server_settings_reply_is_a_recorded_failure(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
+    add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip))
+    fake_zulip.fail_next("server_settings", 502, times=3)  # a proxy page instead of Zulip's JSON
+    result = pipe.notify(event_types=("exam_passed",))
+    assert result.success and op_metadata(result)["failed"] == 1
+    error = pipe.log_rows().query("status == 'failed'")["error_message"].item()
+    assert error == (
+        "Zulip user lookup failed: gave up after 3 attempt(s): "
+        "unexpected reply to GET /api/v1/server_settings (is it a Zulip server?)"
+    )
+    assert op_metadata(pipe.notify(event_types=("exam_passed",)))["sent"] == 1 and len(fake_zulip.messages) == 1
+
+
+def test_bad_api_key_stops_the_run_early(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
+    add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip, api_key="wrong-key"))
+    meta = op_metadata(pipe.notify())
+    assert meta["failed"] == 9 and "credential" in meta["stopped_early"]
+    errors = set(pipe.log_rows().query("status == 'failed'")["error_message"])
+    assert errors == {"Zulip user lookup failed: HTTP 401 INVALID_API_KEY: Invalid API key"}
+    assert len(fake_zulip.requests_to("users")) == 3 and fake_zulip.messages == []  # no retries of a 401
+
+
+def test_odd_rows_never_sink_the_batch(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
+    zulip_ids = add_mentors(fake_zulip, 10)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip))
+    events, log = wh.lms_activity_events, wh.lms_event_log
+    odd = {"score": "n/a", "max_score": 0, "attempt_number": "two", "student_name": None, "progress_percent": []}
+    pipe.execute(
+        events.insert().values(
+            event_id=900,
+            event_key="exam:900:exam_failed",
+            event_type="exam_failed",
+            student_id=1,
+            student_username="alice",
+            timestamp=ago(1),
+            activity_title=None,
+            course_title=None,
+            activity_metadata=odd,
+        )
+    )
+    pipe.execute(log.insert().values([{"event_id": 900, "mentor_id": 10}, {"event_id": 900, "mentor_id": 99}]))
+    meta = op_metadata(pipe.notify(event_types=("exam_failed", "exam_passed")))
+    assert (meta["sent"], meta["skipped"], meta["failed"]) == (2, 3, 0)  # 11 and 12 are not on Zulip here
+    [digest] = [m.content for m in fake_zulip.messages_to(zulip_ids[10])]
+    assert "failed the exam **(untitled activity)**" in digest and "None" not in digest
+    skipped = pipe.log_rows().query("mentor_id == 99").iloc[0]
+    assert skipped["error_message"] == "mentor id 99 is not in the LMS Users table"

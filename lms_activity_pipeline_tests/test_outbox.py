@@ -1,0 +1,158 @@
+"""The outbox under concurrency and crashes, and its additive migration."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+
+import sqlalchemy as sa
+
+from lms_activity_pipeline.notify.notifier import Notifier, NotifyRequest, NotifySummary
+from lms_activity_pipeline.ops.notify import zulip_setup
+from lms_activity_pipeline.resources.lms import LMSResource
+from lms_activity_pipeline.resources.warehouse import WarehouseResource
+from lms_activity_pipeline.warehouse import schema as wh
+from lms_activity_pipeline.warehouse.outbox import Selection
+from lms_activity_pipeline_tests.conftest import Backend
+from lms_activity_pipeline_tests.fake_zulip import FakeZulip
+from lms_activity_pipeline_tests.lms_builder import LMSBuilder
+from lms_activity_pipeline_tests.notify_helpers import add_mentors, ago, fast_zulip, recent_days, recent_school
+from lms_activity_pipeline_tests.pipeline import Pipeline, op_metadata
+
+STUDENTS, MENTORS = 20, 10
+
+
+def crowded_school(backend: Backend, server: FakeZulip) -> Pipeline:
+    """20 students with two mentors each (10 mentors), three video events per student: 120 pairs."""
+    b = LMSBuilder(backend.lms_url).course(100, "Algebra I").content(300, 100, "Intro video", "video", 600)
+    for m in range(MENTORS):
+        b.user(100 + m, f"mentor{m}", role="mentor")
+        server.add_user(f"mentor{m}@example.edu")
+    for s in range(1, STUDENTS + 1):
+        b.user(s, f"student{s}")
+        b.assign(2 * s, s, 100 + s % MENTORS, ago(100)).assign(2 * s + 1, s, 100 + (s + 1) % MENTORS, ago(100))
+        b.content_attempt(
+            s, s, 300, "completed", ago(3), completed_at=ago(2), progress_percent=100, time_spent_seconds=600
+        )
+    b.write()
+    pipe = Pipeline(backend, resources={"zulip": fast_zulip(server)})
+    pipe.ingest(*recent_days())
+    assert pipe.count(wh.lms_event_log) == 120
+    return pipe
+
+
+def test_concurrent_runs_never_send_the_same_pair(backend: Backend, fake_zulip: FakeZulip) -> None:
+    pipe = crowded_school(backend, fake_zulip)
+    fake_zulip.fail_next("messages", 200, delay=0.05, times=MENTORS)  # slow sends: the runs overlap
+    lms = LMSResource(database_url=backend.lms_url)
+    start = threading.Barrier(2)
+    summaries: dict[str, NotifySummary] = {}
+
+    def worker(run_id: str) -> None:
+        # Each run has its own engine and its own Zulip client, like two processes.
+        outbox = WarehouseResource(url=backend.warehouse_url).outbox()
+        notifier = Notifier(
+            outbox, lms.users, zulip_setup(fast_zulip(fake_zulip)), run_id=run_id, log=logging.getLogger(run_id)
+        )
+        start.wait()
+        summaries[run_id] = notifier.run(NotifyRequest())
+
+    threads = [threading.Thread(target=worker, args=(name,)) for name in ("run-a", "run-b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    recipients = [r for m in fake_zulip.messages for r in m.recipient_ids]
+    assert len(recipients) == MENTORS == len(set(recipients))  # one digest per mentor, nobody twice
+    assert sum(s.counts["sent"] for s in summaries.values()) == 120
+    assert all(s.counts["sent"] > 0 for s in summaries.values()), "both runs did part of the work"
+    assert sum(s.zulip_user_lookups for s in summaries.values()) == MENTORS  # 120 pairs, one lookup per mentor
+    log = pipe.log_rows()
+    assert set(log["status"]) == {"sent"} and set(log["attempts"]) == {1} and log["claimed_by"].isna().all()
+    assert set(log["last_run_id"]) == {"run-a", "run-b"}
+    lines = {m.id: m.content.count("\n- ") for m in fake_zulip.messages}
+    assert log.groupby("notification_message_id").size().to_dict() == lines
+
+
+def test_a_killed_run_loses_nothing_and_resends_nothing_blindly(backend: Backend, fake_zulip: FakeZulip) -> None:
+    zulip_ids = add_mentors(fake_zulip)
+    recent_school(backend.lms_url)
+    pipe = Pipeline(backend, resources={"zulip": fast_zulip(fake_zulip)})
+    pipe.ingest(*recent_days())
+    outbox = pipe.warehouse.outbox()
+    by_mentor: dict[int, list[int]] = {}
+    for pair in outbox.candidates(Selection(), 100):
+        by_mentor.setdefault(pair.mentor_id, []).append(pair.log_id)
+    an_hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    # A run died after claiming mentor 10's pairs, and another while sending to mentor 11.
+    assert outbox.claim(by_mentor[10], Selection(), "dead-run:1", an_hour_ago) == by_mentor[10]
+    outbox.claim(by_mentor[11], Selection(), "dead-run:2", an_hour_ago)
+    assert outbox.mark_sending(by_mentor[11], "dead-run:2", an_hour_ago) == 3
+    # A live run is busy with mentor 12 right now.
+    outbox.claim(by_mentor[12], Selection(), "live-run:1", dt.datetime.now(dt.UTC))
+
+    meta = op_metadata(pipe.notify())
+    assert (meta["stale_claims_released"], meta["stale_claims_uncertain"]) == (3, 3)
+    assert meta["sent"] == 6  # mentors 10 and 13
+    assert {r for m in fake_zulip.messages for r in m.recipient_ids} == {zulip_ids[10], zulip_ids[13]}
+    log = pipe.log_rows().groupby("mentor_id")
+    uncertain = log.get_group(11)
+    assert set(uncertain["status"]) == {"failed"} and uncertain["delivery_uncertain"].all()
+    assert uncertain["error_message"].str.contains("the run holding claim dead-run:2 stopped while sending").all()
+    live = log.get_group(12)
+    assert set(live["status"]) == {"pending"} and set(live["claimed_by"]) == {"live-run:1"}
+
+    assert op_metadata(pipe.notify())["sent"] == 0  # automatic runs leave the uncertain pairs alone
+    assert op_metadata(pipe.notify(retry_all_failed=True))["sent"] == 3  # --process-pending takes them
+    assert [m.recipient_ids for m in fake_zulip.messages].count([zulip_ids[11]]) == 1
+
+
+def test_migration_adds_outbox_columns_to_an_existing_log(backend: Backend) -> None:
+    schema = "lms_activity" if backend.name == "postgresql" else None
+    engine = sa.create_engine(backend.warehouse_url.replace("postgresql://", "postgresql+psycopg2://"))
+    old = sa.MetaData(schema=schema)
+    table = sa.Table(
+        "lms_event_log",
+        old,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("event_id", sa.BigInteger, nullable=False),
+        sa.Column("mentor_id", sa.BigInteger, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("notification_sent", sa.Boolean, nullable=False),
+        sa.Column("notification_message_id", sa.BigInteger),
+        sa.Column("error_message", sa.Text),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("processed_at", sa.DateTime(timezone=True)),
+        sa.UniqueConstraint("event_id", "mentor_id"),
+    )
+    with engine.begin() as conn:
+        if schema:
+            conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+        old.create_all(conn)
+        conn.execute(
+            table.insert().values(
+                id=1,
+                event_id=5,
+                mentor_id=10,
+                status="sent",
+                notification_sent=True,
+                notification_message_id=99,
+                attempts=1,
+                created_at=ago(1),
+            )
+        )
+    engine.dispose()
+
+    warehouse = WarehouseResource(url=backend.warehouse_url)
+    with warehouse.engine.connect() as conn:
+        row = conn.execute(sa.select(wh.lms_event_log)).mappings().one()
+    assert (row["status"], row["notification_message_id"], row["delivery_uncertain"], row["claimed_by"]) == (
+        "sent",
+        99,
+        False,
+        None,
+    )
+    assert warehouse.outbox().status_counts()["sent"] == 1

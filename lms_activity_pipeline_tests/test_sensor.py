@@ -1,0 +1,121 @@
+"""lms_activity_sensor evaluated for real: cursors, run requests, run keys, late rows."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from dagster import DagsterInstance, build_sensor_context
+
+from lms_activity_pipeline.resources.lms import LMSResource
+from lms_activity_pipeline.resources.settings import PipelineSettings
+from lms_activity_pipeline.runner import RANGE_END_TAG, RANGE_START_TAG
+from lms_activity_pipeline.sensors import SENSOR_NAME
+from lms_activity_pipeline_tests.conftest import Backend
+from lms_activity_pipeline_tests.lms_builder import LMSBuilder, t
+from lms_activity_pipeline_tests.pipeline import Pipeline
+
+
+@pytest.fixture
+def lms(backend: Backend) -> LMSBuilder:
+    b = LMSBuilder(backend.lms_url).school()
+    b.attempt(1, 1, 200, "graded", t(3, 10), submitted_at=t(3, 10, 30), graded_at=t(3, 11), score=42)
+    b.attempt(2, 2, 200, "submitted", t(4, 9), submitted_at=t(4, 9, 30))
+    b.content_attempt(1, 3, 301, "in_progress", t(4, 8), progress_percent=30, updated_at=t(4, 8, 10))
+    return b.write()
+
+
+class Tick:
+    """Evaluates the real sensor against a backend, carrying the cursor like the daemon does."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.pipe = Pipeline(backend)
+        self.sensor = self.pipe.defs.resolve_sensor_def(SENSOR_NAME)
+        self.instance = DagsterInstance.ephemeral()
+        self.cursor: str | None = None
+        self.resources = {"lms": LMSResource(database_url=backend.lms_url), "settings": PipelineSettings(lookback_seconds=300)}
+
+    def __call__(self):  # noqa: ANN204 - SensorExecutionData
+        context = build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursor,
+            resources=self.resources,
+            repository_def=self.pipe.defs.get_repository_def(),
+        )
+        data = self.sensor.evaluate_tick(context)
+        self.cursor = data.cursor
+        return data
+
+
+def partitions(request) -> tuple[str, str]:  # noqa: ANN001 - RunRequest
+    if request.partition_key:
+        return request.partition_key, request.partition_key
+    return request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
+
+
+def test_first_tick_ingests_history_in_one_range_run_then_skips(backend: Backend, lms: LMSBuilder) -> None:
+    tick = Tick(backend)
+    first = tick()
+    assert len(first.run_requests) == 1
+    request = first.run_requests[0]
+    assert partitions(request)[0] == "2024-05-03"  # the oldest attempt's day, through today
+    assert request.run_config == {}  # a recompute of the whole history
+    assert set(json.loads(tick.cursor)) == {"attempts", "content_attempts"}
+
+    second = tick()
+    assert not second.run_requests
+    assert "No LMS changes" in second.skip_message
+
+
+def test_new_rows_request_an_incremental_run_for_their_days(backend: Backend, lms: LMSBuilder) -> None:
+    tick = Tick(backend)
+    tick()
+    lms.attempt(3, 3, 201, "graded", t(5, 23, 30), submitted_at=t(6, 0, 10), graded_at=t(6, 1), score=80)
+    lms.content_attempt(2, 1, 300, "completed", t(6, 9), completed_at=t(6, 9, 15), progress_percent=100)
+    lms.write()
+    data = tick()
+    assert len(data.run_requests) == 1
+    request = data.run_requests[0]
+    assert partitions(request) == ("2024-05-05", "2024-05-06")
+    config = request.run_config["ops"]["lms_activity_events"]["config"]
+    assert config["changed_until"] == t(6, 9, 15).isoformat()
+    assert config["changed_since"] < t(6, 1).isoformat()
+    assert request.run_key.startswith("lms-")
+
+    # Running it ingests exactly the new events, incrementally.
+    pipe = tick.pipe
+    pipe.ingest("2024-05-03", "2024-05-04")
+    result = pipe.defs.resolve_job_def("lms_ingest_job").execute_in_process(
+        run_config=request.run_config, instance=pipe.instance, tags=request.tags, partition_key=request.partition_key
+    )
+    assert result.success
+    assert {"exam:3:exam_started", "exam:3:exam_completed", "exam:3:exam_passed", "content:2:content_completed"} <= set(pipe.event_ids())
+
+
+def test_the_same_change_always_gets_the_same_run_key(backend: Backend, lms: LMSBuilder) -> None:
+    tick = Tick(backend)
+    tick()
+    lms.attempt(3, 3, 201, "in_progress", t(7, 10)).write()
+    before = tick.cursor
+    first = tick()
+    tick.cursor = before  # the daemon lost the cursor update: the tick is evaluated again
+    again = tick()
+    assert [r.run_key for r in first.run_requests] == [r.run_key for r in again.run_requests]
+
+
+def test_late_row_inside_the_lookback_is_still_picked_up(backend: Backend, lms: LMSBuilder) -> None:
+    tick = Tick(backend)
+    tick()
+    # Committed late: updated_at 08:07 is older than the content cursor mark (08:10) but inside the 5 min lookback.
+    lms.content_attempt(5, 2, 302, "in_progress", t(4, 8, 5), progress_percent=91, updated_at=t(4, 8, 7)).write()
+    data = tick()
+    assert len(data.run_requests) == 1
+    assert partitions(data.run_requests[0]) == ("2024-05-04", "2024-05-04")
+    assert not tick().run_requests  # seen once, not again
+
+
+def test_row_older_than_the_lookback_is_left_to_backfills(backend: Backend, lms: LMSBuilder) -> None:
+    tick = Tick(backend)
+    tick()
+    lms.content_attempt(6, 2, 302, "in_progress", t(4, 7), updated_at=t(4, 7, 0)).write()  # 70 min before the mark
+    assert not tick().run_requests
