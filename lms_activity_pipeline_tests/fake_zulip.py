@@ -1,7 +1,8 @@
 """A loopback HTTP server that answers the real ``zulip.Client`` like a Zulip server.
 
 It implements what the notifier uses (``server_settings``, ``users/{email}``,
-``users/{id}``, ``users/me``, ``POST messages``) with Zulip's status codes,
+``users/{id}``, ``users/me``, ``POST messages``, ``GET messages`` narrowed to
+a direct-message conversation) with Zulip's status codes,
 error codes and messages, stores the messages it accepts, records every
 request, and plays scripted faults (429, 5xx, slow replies, stored-then-failed
 sends). Stdlib only; see ``conftest_zulip.py`` for the ``fake_zulip`` fixture.
@@ -31,6 +32,8 @@ MAX_MESSAGE_LENGTH = 10_000
 TRUNCATION_SUFFIX = "\n[message truncated]"
 #: First feature level that accepts ``type=direct`` (Zulip 7.0).
 DIRECT_TYPE_FEATURE_LEVEL = 174
+#: First feature level with the ``dm`` narrow operator (``pm-with`` before).
+DM_NARROW_FEATURE_LEVEL = 177
 
 
 @dataclass
@@ -248,8 +251,11 @@ class FakeZulip:
         delay: float | None = None,
         store_anyway: bool = False,
         body: Any = None,
+        method: str | None = None,
     ) -> None:
         """Script the next ``times`` requests to ``endpoint`` (``"messages"``, ``"users"``, ``"server_settings"``).
+
+        With ``method`` only requests of that method (``"POST"``) take the fault.
 
         ``status`` 429 replies ``RATE_LIMIT_HIT`` with ``retry_after`` seconds
         (default 1) in the body and the ``Retry-After`` header; 500 replies a
@@ -259,8 +265,9 @@ class FakeZulip:
         error (the duplicate-DM hazard). ``body`` overrides the reply body.
         """
         fault = Fault(status, retry_after, delay, store_anyway, body)
+        key = endpoint_of(endpoint) if method is None else f"{method.upper()} {endpoint_of(endpoint)}"
         with self._lock:
-            self._faults.setdefault(endpoint_of(endpoint), deque()).extend([fault] * times)
+            self._faults.setdefault(key, deque()).extend([fault] * times)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -274,10 +281,12 @@ class FakeZulip:
     def requests_to(self, endpoint: str, method: str | None = None) -> list[RecordedRequest]:
         return [r for r in self.requests if r.endpoint == endpoint_of(endpoint) and method in (None, r.method)]
 
-    def _take_fault(self, endpoint: str) -> Fault | None:
+    def _take_fault(self, method: str, endpoint: str) -> Fault | None:
         with self._lock:
-            queue = self._faults.get(endpoint)
-            return queue.popleft() if queue else None
+            for key in (f"{method} {endpoint}", endpoint):
+                if queue := self._faults.get(key):
+                    return queue.popleft()
+            return None
 
     # --- request handling ---------------------------------------------------
 
@@ -288,7 +297,7 @@ class FakeZulip:
         record = RecordedRequest(method, path, endpoint, params, None, time.time())
         with self._lock:
             self.requests.append(record)
-        fault = self._take_fault(endpoint)
+        fault = self._take_fault(method, endpoint)
         try:
             if fault is not None and fault.delay:
                 time.sleep(fault.delay)
@@ -352,6 +361,8 @@ class FakeZulip:
         if parts == ["messages"] and method == "POST":
             message_id = self._send(sender, params)
             return _Reply(200, {"result": "success", "msg": "", "id": message_id})
+        if parts == ["messages"] and method == "GET":
+            return _Reply(200, self._get_messages(sender, params))
         if parts[0] == "users" and len(parts) == 2 and method == "GET":
             key = urllib.parse.unquote(parts[1])
             if key == "me":
@@ -413,6 +424,49 @@ class FakeZulip:
             self._next_message_id += 1
             self.messages.append(message)
         return message.id
+
+    def _get_messages(self, reader: FakeUser, params: dict[str, str]) -> dict[str, Any]:
+        """``GET /messages`` with ``anchor=newest``, ``num_before`` and a ``dm``/``pm-with`` narrow."""
+        if params.get("anchor") != "newest":
+            raise ApiError(400, "BAD_REQUEST", "The fake Zulip server only supports anchor=newest")
+        try:
+            num_before = int(params.get("num_before", "0"))
+            narrow = json.loads(params.get("narrow", "[]"))
+        except ValueError:
+            raise ApiError(400, "BAD_REQUEST", "Invalid num_before or narrow") from None
+        operators = {"dm", "pm-with"} if self.feature_level >= DM_NARROW_FEATURE_LEVEL else {"pm-with"}
+        if not isinstance(narrow, list) or len(narrow) != 1 or not isinstance(narrow[0], dict):
+            raise ApiError(400, "BAD_REQUEST", "The fake Zulip server needs exactly one dm narrow")
+        if narrow[0].get("operator") not in operators:
+            raise ApiError(400, "BAD_REQUEST", f"Invalid narrow operator: {narrow[0].get('operator')}")
+        operand = narrow[0].get("operand")
+        keys = operand if isinstance(operand, list) else _parse_recipients(str(operand))
+        people = {self._recipient(k).user_id for k in keys} | {reader.user_id}
+        with self._lock:
+            conversation = [m for m in self.messages if {*m.recipient_ids, self.user(m.sender_email).user_id} == people]
+        found = conversation[-num_before:] if num_before > 0 else []
+        markdown = params.get("apply_markdown", "true") != "false"
+        return {
+            "result": "success",
+            "msg": "",
+            "anchor": found[-1].id if found else 0,
+            "found_newest": True,
+            "found_oldest": True,
+            "messages": [
+                {
+                    "id": m.id,
+                    "type": "private",
+                    "sender_id": self.user(m.sender_email).user_id,
+                    "sender_email": m.sender_email,
+                    "content": f"<p>{m.content}</p>" if markdown else m.content,
+                    "timestamp": int(m.timestamp),
+                    "display_recipient": [
+                        {"id": u, "email": self.user(u).email} for u in sorted({*m.recipient_ids, reader.user_id})
+                    ],
+                }
+                for m in found
+            ],
+        }
 
     def _recipient(self, key: int | str) -> FakeUser:
         if isinstance(key, int):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from lms_activity_pipeline.domain.batches import PendingPair, mentor_batches, plan_messages
-from lms_activity_pipeline.domain.delivery import Reply, ReplyKind, RetryPolicy, call_with_retries
+from lms_activity_pipeline.domain.delivery import Reply, ReplyKind, RetryPolicy, call_with_retries, call_without_duplicates
 from lms_activity_pipeline.domain.mentor_pairs import notification_pairs
 from lms_activity_pipeline.domain.messages import render_digest, render_digest_parts
 from lms_activity_pipeline.domain.notification_event import NotificationEvent
@@ -93,6 +93,32 @@ def test_uncertain_and_rejected_are_never_repeated(kind: ReplyKind) -> None:
     assert delivery.attempts == 1 and len(call.calls) == 1
     if kind is ReplyKind.UNCERTAIN:
         assert delivery.error.startswith("uncertain delivery")
+
+
+STORED_MAYBE = Reply(ReplyKind.RETRYABLE, error="HTTP 502", maybe_done=True)
+NOT_FOUND, FOUND = Reply(ReplyKind.OK, {}), Reply(ReplyKind.OK, {"id": 9})
+
+
+def test_a_send_that_may_have_happened_is_looked_up_before_it_is_repeated() -> None:
+    policy, no_wait = RetryPolicy(max_attempts=3, backoff_seconds=0), lambda s: None
+    send, find = scripted(STORED_MAYBE, OK), scripted(FOUND)
+    delivery = call_without_duplicates(send, find, policy, no_wait)
+    assert delivery.ok and delivery.reply.body == {"id": 9, "recovered": "HTTP 502"} and len(send.calls) == 1
+
+    send, find = scripted(STORED_MAYBE, OK), scripted(NOT_FOUND)
+    delivery = call_without_duplicates(send, find, policy, no_wait)
+    assert delivery.ok and delivery.reply.body == {"id": 7} and delivery.attempts == 2  # not stored: sent again
+
+    send, find = scripted(BUSY, OK), scripted()  # failed before reaching the server: no lookup needed
+    assert call_without_duplicates(send, find, policy, no_wait).attempts == 2 and not find.calls
+
+    send, find = scripted(STORED_MAYBE, OK), scripted(BUSY, BUSY, BUSY)  # the lookup is retried, then gives up
+    delivery = call_without_duplicates(send, find, policy, no_wait)
+    assert delivery.reply.kind is ReplyKind.UNCERTAIN and len(send.calls) == 1 and len(find.calls) == 3
+    assert delivery.error == (
+        "uncertain delivery (not resent automatically): HTTP 502; "
+        "could not check whether it was stored: gave up after 3 attempt(s): HTTP 502"
+    )
 
 
 def test_systemic_failures_are_those_every_mentor_would_hit() -> None:

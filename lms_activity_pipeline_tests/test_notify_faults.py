@@ -80,7 +80,7 @@ def test_server_errors_are_retried_bounded_and_the_next_mentor_goes_on(
 ) -> None:
     zulip_ids = add_mentors(fake_zulip)
     pipe = school(sqlite_backend, fast_zulip(fake_zulip))
-    fake_zulip.fail_next("messages", 503, times=3)
+    fake_zulip.fail_next("messages", 503, times=3, method="POST")
     meta = op_metadata(pipe.notify(event_types=("exam_failed",)))  # mentors 11 and 12
     assert (meta["sent"], meta["failed"]) == (1, 1)
     failed = pipe.log_rows().query("status == 'failed'").iloc[0]
@@ -88,10 +88,58 @@ def test_server_errors_are_retried_bounded_and_the_next_mentor_goes_on(
         failed["error_message"] == "gave up after 3 attempt(s): HTTP 503: Unexpected error from the server"
         and failed["attempts"] == 3
     )
-    assert [r.status for r in fake_zulip.requests_to("messages")] == [503, 503, 503, 200]
+    assert [r.status for r in fake_zulip.requests_to("messages", "POST")] == [503, 503, 503, 200]
+    assert len(fake_zulip.requests_to("messages", "GET")) == 3  # before each resend: was it stored after all?
     assert len(fake_zulip.messages) == 1
     assert op_metadata(pipe.notify(event_types=("exam_failed",)))["sent"] == 1  # retried by the next automatic run
     assert {m.recipient_ids[0] for m in fake_zulip.messages} == {zulip_ids[11], zulip_ids[12]}
+
+
+def test_a_message_zulip_stored_despite_a_5xx_is_not_sent_again(backend: Backend, fake_zulip: FakeZulip) -> None:
+    zulip_ids = add_mentors(fake_zulip)
+    pipe = school(backend, fast_zulip(fake_zulip))
+    fake_zulip.fail_next("messages", 502, store_anyway=True, method="POST")  # stored, then the proxy failed
+    result = pipe.notify(event_types=("exam_passed",))
+    meta = op_metadata(result)
+    assert (meta["sent"], meta["failed"]) == (1, 0)
+    [message] = fake_zulip.messages_to(zulip_ids[10])  # exactly once
+    [row] = pipe.log_rows().query("status == 'sent'").to_dict("records")
+    assert row["notification_message_id"] == message.id and row["attempts"] == 1
+    assert [r.status for r in fake_zulip.requests_to("messages")] == [502, 200]  # POST, then the GET that found it
+    assert any("stored by Zulip despite" in e.message for e in pipe.instance.all_logs(result.run_id))
+
+
+def test_a_5xx_that_cannot_be_checked_is_uncertain(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
+    zulip_ids = add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip))
+    fake_zulip.fail_next("messages", 502, store_anyway=True, method="POST")
+    fake_zulip.fail_next("messages", 500, times=3, method="GET")  # and the server cannot say whether
+    meta = op_metadata(pipe.notify(event_types=("exam_passed",)))
+    assert (meta["sent"], meta["failed"]) == (0, 1)
+    [row] = pipe.log_rows().query("status == 'failed'").to_dict("records")
+    assert row["delivery_uncertain"]
+    assert row["error_message"] == (
+        "uncertain delivery (not resent automatically): HTTP 502: Unexpected error from the server; "
+        "could not check whether it was stored: gave up after 3 attempt(s): HTTP 500 BAD_REQUEST: Internal server error"
+    )
+    assert op_metadata(pipe.notify(event_types=("exam_passed",)))["sent"] == 0  # automatic runs leave it alone
+    assert len(fake_zulip.messages_to(zulip_ids[10])) == 1
+    assert len(fake_zulip.requests_to("messages", "POST")) == 1
+
+
+def test_a_dropped_connection_after_sending_is_checked_but_a_refused_one_is_not(fake_zulip: FakeZulip) -> None:
+    from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway
+
+    options = {"site": fake_zulip.url, "email": fake_zulip.email, "api_key": fake_zulip.api_key}
+    gateway = ZulipGateway(options, timeout=5)
+    mentor = fake_zulip.add_user("m@example.edu").user_id
+    assert gateway.send_direct([mentor], "hello").ok
+    found = gateway.find_direct([mentor], "hello\n", 0)
+    assert found.ok and found.body["id"] == fake_zulip.messages[0].id
+    assert gateway.find_direct([mentor], "something else", 0).body.get("id") is None
+    fake_zulip.stop()  # the client is connected: now the connection is refused
+    refused = gateway.send_direct([mentor], "hello again")
+    assert refused.kind == "retryable" and not refused.maybe_done  # nothing went out: resending is safe
 
 
 def test_recipient_deactivated_after_caching_is_skipped(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:

@@ -13,8 +13,8 @@ from lms_activity_pipeline.ops.notify import zulip_setup
 from lms_activity_pipeline.resources.lms import LMSResource
 from lms_activity_pipeline.resources.warehouse import WarehouseResource
 from lms_activity_pipeline.warehouse import schema as wh
-from lms_activity_pipeline.warehouse.outbox import Selection
-from lms_activity_pipeline_tests.conftest import Backend
+from lms_activity_pipeline.warehouse.outbox import Selection, try_lock_mentors
+from lms_activity_pipeline_tests.conftest import Backend, PgDatabases
 from lms_activity_pipeline_tests.fake_zulip import FakeZulip
 from lms_activity_pipeline_tests.lms_builder import LMSBuilder
 from lms_activity_pipeline_tests.notify_helpers import add_mentors, ago, fast_zulip, recent_days, recent_school
@@ -74,6 +74,23 @@ def test_concurrent_runs_never_send_the_same_pair(backend: Backend, fake_zulip: 
     assert set(log["last_run_id"]) == {"run-a", "run-b"}
     lines = {m.id: m.content.count("\n- ") for m in fake_zulip.messages}
     assert log.groupby("notification_message_id").size().to_dict() == lines
+
+
+def test_a_mentor_being_claimed_by_another_run_is_left_whole_to_it(pg_databases: PgDatabases, fake_zulip: FakeZulip) -> None:
+    """Run A is half-way through claiming a mentor's pairs: run B takes none of them, not the rest."""
+    pipe = crowded_school(Backend("postgresql", pg_databases.create("lms_src"), pg_databases.create("lms_wh")), fake_zulip)
+    outbox = pipe.warehouse.outbox()
+    mentor = [p.log_id for p in outbox.candidates(Selection(), 200) if p.mentor_id == 100]
+    assert len(mentor) == 12
+    now = dt.datetime.now(dt.UTC)
+    with outbox.engine.connect() as a:
+        with a.begin() as in_flight:
+            assert try_lock_mentors(a, mentor)  # what A's claim does first ...
+            locked = sa.select(wh.lms_event_log.c.id).where(wh.lms_event_log.c.id == mentor[0]).with_for_update()
+            assert a.execute(locked).scalar_one() == mentor[0]  # ... and A's UPDATE has reached its first row
+            assert outbox.claim(mentor, Selection(), "run-b:1", now) == []
+            in_flight.rollback()
+    assert outbox.claim(mentor, Selection(), "run-b:2", now) == mentor  # A gone: B takes all twelve
 
 
 def test_a_killed_run_loses_nothing_and_resends_nothing_blindly(backend: Backend, fake_zulip: FakeZulip) -> None:

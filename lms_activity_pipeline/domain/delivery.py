@@ -11,6 +11,10 @@ Pure Python: the Zulip gateway turns HTTP replies and exceptions into a
 - ``rejected`` (other 4xx): the server said no; asking again will not help.
 - ``uncertain`` (a timeout after the request went out): the message may have
   been delivered. Never repeated automatically.
+
+A send that failed *after* reaching the server (a 5xx, a dropped connection)
+may have been stored anyway: :func:`call_without_duplicates` asks the server
+before sending again, so a bounded retry never becomes a duplicate message.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class Reply:
     error: str | None = None
     status: int | None = None
     retry_after: float | None = None
+    #: The request reached the server before failing: it may have been carried out.
+    maybe_done: bool = False
 
     @property
     def ok(self) -> bool:
@@ -132,3 +138,36 @@ def call_with_retries(
         pause = policy.backoff(attempts)
         sleep(pause)
         waited += pause
+
+
+def call_without_duplicates(
+    send: Callable[[], Reply],
+    find: Callable[[], Reply],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Delivery:
+    """Like :func:`call_with_retries` for a request that must not be carried out twice.
+
+    After a retryable failure that may have been carried out (``maybe_done``),
+    ``find`` asks whether it was (itself retried under ``policy``): OK with an
+    ``id`` in its body means yes, and that becomes the reply (``body["recovered"]``
+    names the error it recovered from); OK without an ``id`` means no, so the
+    send is retried; a failed check makes the send ``uncertain``.
+    """
+
+    def attempt() -> Reply:
+        reply = send()
+        if reply.kind is not ReplyKind.RETRYABLE or not reply.maybe_done:
+            return reply
+        check = call_with_retries(find, policy, sleep)
+        if not check.ok:
+            return Reply(
+                ReplyKind.UNCERTAIN,
+                error=f"{reply.error}; could not check whether it was stored: {check.error}",
+                status=reply.status,
+            )
+        if check.reply.body.get("id") is not None:
+            return Reply(ReplyKind.OK, {**check.reply.body, "recovered": reply.error}, status=reply.status)
+        return reply
+
+    return call_with_retries(attempt, policy, sleep)

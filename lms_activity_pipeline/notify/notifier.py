@@ -31,7 +31,7 @@ from typing import Any
 import pandas as pd
 
 from lms_activity_pipeline.domain.batches import MentorBatch, PlannedMessage, mentor_batches, plan_messages
-from lms_activity_pipeline.domain.delivery import Delivery, ReplyKind, RetryPolicy, call_with_retries
+from lms_activity_pipeline.domain.delivery import Delivery, ReplyKind, RetryPolicy, call_without_duplicates
 from lms_activity_pipeline.domain.recipients import MentorContact, ZulipAccount
 from lms_activity_pipeline.notify.directory import MentorDirectory
 from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway
@@ -296,8 +296,12 @@ class _MentorJob:
             self.notifier.log.warning(f"mentor {self.contact.label}: claim expired before sending; left to other runs")
             return False
         self.sending |= set(log_ids)
-        delivery = call_with_retries(
-            lambda: zulip.gateway.send_direct([account.user_id], message.content), zulip.policy, self.notifier.sleep
+        to, started = [account.user_id], time.time()
+        delivery = call_without_duplicates(
+            lambda: zulip.gateway.send_direct(to, message.content),
+            lambda: zulip.gateway.find_direct(to, message.content, started),
+            zulip.policy,
+            self.notifier.sleep,
         )
         common = {"attempts": delivery.attempts, "zulip_user_id": account.user_id}
         if delivery.ok:
@@ -367,4 +371,6 @@ def _waits(delivery: Delivery) -> str:
         extra.append(f"{delivery.attempts} attempts")
     if delivery.rate_limit_waits:
         extra.append(f"{delivery.rate_limit_waits} rate-limit waits ({delivery.waited_seconds:.1f} s)")
+    if recovered := delivery.reply.body.get("recovered"):
+        extra.append(f"stored by Zulip despite \"{recovered}\", so not sent again")
     return f" ({', '.join(extra)})" if extra else ""

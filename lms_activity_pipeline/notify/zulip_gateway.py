@@ -8,6 +8,10 @@ retrying is the caller's business
 returns error replies as dicts without their HTTP status, so a ``requests``
 response hook keeps the status and ``Retry-After`` header of the last reply.
 Error texts never contain the API key (it travels only in the auth header).
+
+``POST messages`` has no idempotency key, so a send that failed after reaching
+the server is marked ``maybe_done`` and :meth:`ZulipGateway.find_direct` can
+ask the server whether the message was stored before it is sent again.
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ from lms_activity_pipeline.domain.recipients import user_path
 
 #: Zulip 7.0 (feature level 174) renamed the ``private`` message type to ``direct``.
 DIRECT_TYPE_FEATURE_LEVEL = 174
+#: Zulip 7.0 (feature level 177) renamed the ``pm-with`` narrow operator to ``dm``.
+DM_NARROW_FEATURE_LEVEL = 177
+#: How many of a conversation's newest messages :meth:`ZulipGateway.find_direct` reads.
+FIND_WINDOW = 20
+#: Allowed difference between our clock and the server's when matching a stored message.
+CLOCK_SLACK_SECONDS = 120.0
 CLIENT_NAME = "lms-activity-pipeline"
 MAX_ERROR_LENGTH = 300
 
@@ -92,6 +102,38 @@ class ZulipGateway:
         request = {"type": self.message_type, "to": [int(u) for u in user_ids], "content": content}
         return self._call("messages", "POST", request, idempotent=False)
 
+    def find_direct(self, user_ids: Sequence[int], content: str, sent_after: float) -> Reply:
+        """Is a DM from us to ``user_ids`` with ``content``, sent after ``sent_after`` (epoch s), stored?
+
+        OK with ``body["id"]`` when it is, OK without an id when it is not;
+        errors as for any request. Reads the conversation's newest messages.
+        """
+        connected = self.connect()
+        if not connected.ok:
+            return connected
+        level = getattr(self._client, "feature_level", 0) or 0
+        operator = "dm" if level >= DM_NARROW_FEATURE_LEVEL else "pm-with"
+        request = {
+            "anchor": "newest",
+            "num_before": FIND_WINDOW,
+            "num_after": 0,
+            "narrow": [{"operator": operator, "operand": [int(u) for u in user_ids]}],
+            "apply_markdown": False,
+        }
+        reply = self._call("messages", "GET", request, idempotent=True)
+        if not reply.ok:
+            return reply
+        me = str(getattr(self._client, "email", "") or "").lower()
+        wanted = stored_form(content)
+        for message in reversed(reply.body.get("messages") or []):
+            if (
+                str(message.get("sender_email", "")).lower() == me
+                and message.get("content") == wanted
+                and float(message.get("timestamp") or 0) >= sent_after - CLOCK_SLACK_SECONDS
+            ):
+                return Reply(ReplyKind.OK, {"result": "success", "id": message.get("id")}, status=reply.status)
+        return Reply(ReplyKind.OK, {"result": "success"}, status=reply.status)
+
     # --- internals ------------------------------------------------------------------
 
     def _remember_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
@@ -112,13 +154,14 @@ class ZulipGateway:
             kind = ReplyKind.RETRYABLE if idempotent else ReplyKind.UNCERTAIN
             return Reply(kind, error=f"no reply within {self.timeout:g} s")
         except requests.exceptions.ConnectionError as exc:
-            return Reply(ReplyKind.RETRYABLE, error=f"connection error: {_short(exc)}")
+            reached = not idempotent and not _never_connected(exc)
+            return Reply(ReplyKind.RETRYABLE, error=f"connection error: {_short(exc)}", maybe_done=reached)
         except requests.exceptions.RequestException as exc:
             kind = ReplyKind.RETRYABLE if idempotent else ReplyKind.UNCERTAIN
             return Reply(kind, error=f"{type(exc).__name__}: {_short(exc)}")
-        return self._classify(body if isinstance(body, dict) else {})
+        return self._classify(body if isinstance(body, dict) else {}, idempotent)
 
-    def _classify(self, body: dict[str, Any]) -> Reply:
+    def _classify(self, body: dict[str, Any], idempotent: bool) -> Reply:
         status = self._last_status or body.get("status_code")
         if body.get("result") == "success":
             return Reply(ReplyKind.OK, body, status=status)
@@ -129,8 +172,30 @@ class ZulipGateway:
             )
         described = f"HTTP {status or '?'}{f' {code}' if code else ''}: {msg}"
         if status is None or status >= 500:
-            return Reply(ReplyKind.RETRYABLE, body, described, status)
+            return Reply(ReplyKind.RETRYABLE, body, described, status, maybe_done=not idempotent)
         return Reply(ReplyKind.REJECTED, body, described, status)
+
+
+def stored_form(content: str) -> str:
+    """``content`` as Zulip stores it (trailing whitespace and leading newlines stripped)."""
+    return content.rstrip().lstrip("\n")
+
+
+def _never_connected(exc: BaseException) -> bool:
+    """True when a ``requests`` connection error happened before the request was sent (e.g. refused)."""
+    from urllib3.exceptions import NewConnectionError
+
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, NewConnectionError):
+            return True
+        todo.extend([*item.args, getattr(item, "reason", None), item.__cause__, item.__context__])
+    return False
 
 
 def _retry_after(body: Mapping[str, Any], header: str | None) -> float | None:

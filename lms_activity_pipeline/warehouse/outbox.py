@@ -11,9 +11,12 @@ Life of a pair (``status`` in capitals, claim columns in brackets)::
   again by automatic runs while their delivery certainly failed and
   ``attempts`` is below the cap; ``delivery_uncertain`` ones (timeouts,
   interrupted sends) only by ``lms-activity monitor --process-pending``.
-- Claims are atomic: one ``UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP
-  LOCKED)`` on PostgreSQL (concurrent runs skip each other's rows), the same
-  single-statement write transaction on SQLite (one writer at a time).
+- Claims are atomic and whole per mentor: on PostgreSQL a claim first takes a
+  transaction-scoped advisory lock per mentor (``pg_try_advisory_xact_lock``;
+  a run that cannot get it leaves that mentor to the run that has it, so two
+  runs never split one mentor's pairs into two messages), then one ``UPDATE
+  ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED)``; on SQLite the same
+  single-statement write transaction (one writer at a time).
 - A claim older than the claim timeout belongs to a run that died: without
   ``sending_at`` it is released (nothing was sent); with it the pair becomes
   ``failed`` + ``delivery_uncertain`` instead of being silently re-sent.
@@ -95,6 +98,19 @@ class StaleClaims:
     released: int
     uncertain: int
 
+
+#: First key of the advisory locks that serialise claims per mentor ("lmsA" as an int4).
+_CLAIM_LOCK_SPACE = 0x6C6D7341
+
+
+def try_lock_mentors(conn: sa.Connection, log_ids: Sequence[int]) -> bool:
+    """Try to take, for this transaction, the claim lock of every mentor of ``log_ids`` (PostgreSQL)."""
+    mentors = sa.select(log.c.mentor_id).where(log.c.id.in_(log_ids)).distinct().subquery()
+    key = sa.cast(mentors.c.mentor_id % 2147483647, sa.Integer)
+    got = conn.execute(
+        sa.select(sa.func.bool_and(sa.func.pg_try_advisory_xact_lock(_CLAIM_LOCK_SPACE, key)))
+    ).scalar()
+    return got is not False
 
 
 class Outbox:
@@ -238,6 +254,8 @@ class Outbox:
         takeable = sa.select(log.c.id).where(log.c.id.in_(ids), selection.claimable())
         with self.engine.begin() as conn:
             if db.is_postgres(conn):
+                if not try_lock_mentors(conn, ids):
+                    return []  # another run is claiming these mentors right now: it takes them whole
                 takeable = takeable.with_for_update(skip_locked=True)
             conn.execute(
                 log.update()
