@@ -50,21 +50,27 @@ def copy_out(engine: sa.Engine, sql: str) -> io.BytesIO:
     return buffer
 
 
-def lower_bound(lms: sa.Engine, warehouse: sa.Engine, schema: str) -> tuple[float, float]:
+def lower_bound(lms: sa.Engine, warehouse: sa.Engine, schema: str) -> tuple[float, float, float]:
     """Seconds to COPY the source rows out, and to COPY the stored events into an empty copy of the table.
 
-    The copy has the events table's indexes and constraints (``INCLUDING ALL``):
-    loading that table can't be cheaper than COPY into it.
+    The copy has the events table's indexes and constraints (``INCLUDING ALL``)
+    and, like the real table, is WAL-logged: loading the events table can't be
+    cheaper than COPY into it. The third figure is the same COPY into a
+    TEMPORARY copy (no WAL), for reference only: no real load gets that.
     """
     with timer() as out:
         copy_out(lms, 'SELECT * FROM "Attempts"')
         copy_out(lms, 'SELECT * FROM "ContentAttempts"')
-    events = copy_out(warehouse, f"SELECT * FROM {schema}.lms_activity_events")
-    with warehouse.begin() as conn:
-        conn.execute(sa.text(f"CREATE TEMP TABLE copy_target (LIKE {schema}.lms_activity_events INCLUDING ALL)"))
-        with timer() as into:
-            conn.connection.cursor().copy_expert("COPY copy_target FROM STDIN WITH (FORMAT csv)", events)
-    return out["seconds"], into["seconds"]
+    seconds = []
+    for kind, name in (("", f"{schema}.copy_target"), ("TEMP", "copy_target_temp")):
+        events = copy_out(warehouse, f"SELECT * FROM {schema}.lms_activity_events")
+        with warehouse.begin() as conn:
+            conn.execute(sa.text(f"CREATE {kind} TABLE {name} (LIKE {schema}.lms_activity_events INCLUDING ALL)"))
+            with timer() as into:
+                conn.connection.cursor().copy_expert(f"COPY {name} FROM STDIN WITH (FORMAT csv)", events)
+            conn.execute(sa.text(f"DROP TABLE {name}"))
+        seconds.append(into["seconds"])
+    return out["seconds"], seconds[0], seconds[1]
 
 
 def per_row_baseline(lms: sa.Engine, warehouse: sa.Engine, sample: int) -> tuple[int, int, float]:
@@ -148,10 +154,11 @@ def main() -> None:
     report.add("throughput", f"{source_rows / seconds:,.0f} source rows/s", f"{events / seconds:,.0f} events/s")
     report.add("peak memory", f"{rss_peak:,.0f} MB", f"{rss_start:,.0f} MB before the run (Dagster + pandas loaded)")
 
-    copy_out_s, copy_in_s = lower_bound(lms, warehouse.engine.execution_options(), warehouse.schema)
+    copy_out_s, copy_in_s, temp_in_s = lower_bound(lms, warehouse.engine.execution_options(), warehouse.schema)
     bound = copy_out_s + copy_in_s
-    report.add("lower bound: COPY out + COPY in", f"{bound:.1f} s", f"{copy_out_s:.1f} s out, {copy_in_s:.1f} s in")
+    report.add("lower bound: COPY out + COPY in", f"{bound:.1f} s", f"{copy_out_s:.1f} s out, {copy_in_s:.1f} s into a logged copy of the events table")
     report.add("backfill / lower bound", f"{seconds / bound:.2f}x", "target <= 2x")
+    report.add("(reference) COPY into a TEMP copy, no WAL", f"{temp_in_s:.1f} s", f"{seconds / (copy_out_s + temp_in_s):.2f}x against that")
 
     rows, baseline_events, baseline_s = per_row_baseline(lms, warehouse.engine, args.baseline_sample)
     baseline_rate = rows / baseline_s

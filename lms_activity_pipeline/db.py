@@ -191,32 +191,61 @@ def typed(frame: pd.DataFrame, columns: Iterable[sa.ColumnElement]) -> pd.DataFr
 
 
 def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
-    """Insert ``frame`` into ``table`` (a staging table without schema translation).
+    """Insert ``frame`` into ``table`` (``COPY`` on PostgreSQL, executemany on SQLite).
 
-    Columns are matched by name; missing ones get their default/NULL.
+    Columns are matched by name; missing ones get their default/NULL. The
+    connection's schema translation applies to ``table``'s schema.
     """
     if frame.empty:
         return 0
     columns = [c for c in table.columns if c.name in frame.columns]
     data = frame[[c.name for c in columns]]
     if is_postgres(conn):
-        buffer = io.StringIO()
-        _frame_for_csv(data, columns).to_csv(
-            buffer, index=False, header=False, na_rep=NULL_MARK, quoting=csv.QUOTE_MINIMAL
-        )
-        buffer.seek(0)
-        target = conn.dialect.identifier_preparer.format_table(table)
+        target = _physical_name(conn, table)
         column_list = ", ".join(conn.dialect.identifier_preparer.quote(c.name) for c in columns)
         cursor = conn.connection.cursor()
         try:
             cursor.copy_expert(
-                f"COPY {target} ({column_list}) FROM STDIN WITH (FORMAT csv, NULL '{NULL_MARK}')", buffer
+                f"COPY {target} ({column_list}) FROM STDIN WITH (FORMAT csv, NULL '{NULL_MARK}')",
+                CsvChunks(data, columns),
             )
         finally:
             cursor.close()
     else:
         conn.execute(table.insert(), _records(data))
     return len(data)
+
+
+class CsvChunks:
+    """A frame as a file of ``COPY`` CSV, rendered ``rows`` rows per ``read()``.
+
+    PostgreSQL loads one chunk while pandas renders the next, and the whole
+    text never sits in memory at once.
+    """
+
+    def __init__(self, frame: pd.DataFrame, columns: Iterable[sa.Column], rows: int = 50_000) -> None:
+        self.frame, self.columns, self.rows, self.offset = frame, list(columns), rows, 0
+
+    def read(self, size: int = -1) -> str:  # noqa: ARG002 - psycopg2 accepts chunks of any length
+        if self.offset >= len(self.frame):
+            return ""
+        chunk = self.frame.iloc[self.offset : self.offset + self.rows]
+        self.offset += self.rows
+        return _frame_for_csv(chunk, self.columns).to_csv(
+            index=False, header=False, na_rep=NULL_MARK, quoting=csv.QUOTE_MINIMAL
+        )
+
+    def readline(self) -> str:
+        return self.read()
+
+
+def _physical_name(conn: Connection, table: sa.Table) -> str:
+    """``table``'s quoted name as the database knows it (schema translation applied)."""
+    preparer = conn.dialect.identifier_preparer
+    translate = conn.get_execution_options().get("schema_translate_map") or {}
+    schema = translate.get(table.schema, table.schema)
+    name = preparer.quote(table.name)
+    return f"{preparer.quote_schema(schema)}.{name}" if schema else name
 
 
 def _frame_for_csv(frame: pd.DataFrame, columns: Iterable[sa.Column]) -> pd.DataFrame:

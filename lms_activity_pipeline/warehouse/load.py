@@ -4,6 +4,12 @@ Upserts only rewrite rows whose values changed (``IS DISTINCT FROM``), so
 reprocessing an unchanged partition touches nothing, and columns owned by
 other writers (``event_id``, ``created_at``, ``processed_for_ai``,
 ``zulip_user_id``) are never in the update set.
+
+First loads skip the staging table: on PostgreSQL, when a sample of the
+frame's keys (:data:`PROBE_SAMPLE`, evenly spread) is not in the target, the
+frame is ``COPY``-ed straight into the target inside a savepoint; any stored
+key makes that ``COPY`` fail on the unique index, the savepoint is rolled back
+and the staged upsert runs instead.
 """
 
 from __future__ import annotations
@@ -77,6 +83,8 @@ def upsert(
         deleted = conn.execute(table.delete().where(prune)).rowcount if prune is not None else 0
         return UpsertResult(0, 0, 0, deleted)
     columns = [c for c in table.columns if c.name in frame.columns]
+    if prune is None and (result := copy_if_all_new(conn, table, frame, keys, touch)) is not None:
+        return result
     stage = _stage(conn, f"_stage_{table.name}", stage_columns or columns, frame)
     result = _merge(conn, table, stage, len(frame), [c.name for c in columns], keys, touch, casts or {})
     if prune is None:
@@ -85,6 +93,45 @@ def upsert(
     kept = sa.exists().where(*[stage.c[k] == table.c[k] for k in keys])
     deleted = conn.execute(table.delete().where(prune, ~kept)).rowcount
     return UpsertResult(result.inserted, result.updated, result.unchanged, deleted)
+
+
+UNIQUE_VIOLATION = "23505"
+#: Keys probed before trying the COPY fast path (evenly spread over the frame).
+PROBE_SAMPLE = 1000
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a psycopg2 error, raw or wrapped by SQLAlchemy."""
+    return getattr(exc, "pgcode", None) or getattr(getattr(exc, "orig", None), "pgcode", None)
+
+
+def copy_if_all_new(
+    conn: sa.Connection, table: sa.Table, frame: pd.DataFrame, keys: Sequence[str], touch: str | None
+) -> UpsertResult | None:
+    """COPY ``frame`` straight into ``table`` when none of its keys is there yet (PostgreSQL, one key column).
+
+    Returns ``None`` (nothing written) when the staged upsert must run instead.
+    """
+    if not db.is_postgres(conn) or len(keys) != 1:
+        return None
+    key = table.c[keys[0]]
+    values = frame[key.name]
+    sample = values.iloc[:: max(len(values) // PROBE_SAMPLE, 1)]  # the COPY itself catches the rest
+    wanted = sa.bindparam("keys", sample.tolist(), type_=postgresql.ARRAY(key.type))
+    if conn.execute(sa.select(sa.literal(1)).select_from(table).where(key == sa.any_(wanted)).limit(1)).first():
+        return None
+    rows = frame[[c.name for c in table.columns if c.name in frame.columns]]
+    if touch:
+        now = conn.execute(sa.select(sa.func.current_timestamp())).scalar_one()
+        rows = rows.assign(**{touch: pd.Timestamp(now)})
+    try:
+        with conn.begin_nested():
+            db.bulk_insert(conn, table, rows)
+    except Exception as exc:
+        if _sqlstate(exc) != UNIQUE_VIOLATION:
+            raise
+        return None  # a key arrived since the probe: merge instead
+    return UpsertResult(inserted=len(rows), updated=0, unchanged=0)
 
 
 def _merge(
@@ -133,6 +180,8 @@ def upsert_events(conn: sa.Connection, events: pd.DataFrame) -> UpsertResult:
         return UpsertResult(0, 0, 0)
     table = lms_activity_events
     names = [c for c in events.columns if c in table.c and c != "time_is_fallback"]
+    if (result := copy_if_all_new(conn, table, events[names], ["event_key"], "updated_at")) is not None:
+        return result  # no stored event to keep a first-seen time of
     stage_columns = [
         sa.Column(n, sa.Text if n == "activity_metadata" else table.c[n].type) for n in names
     ] + [sa.Column("time_is_fallback", sa.Boolean)]
