@@ -50,7 +50,7 @@ def test_server_errors_fail_then_process_pending_sends_once(
     recent_school(backend.lms_url)
     pipe = Pipeline(backend, resources={"zulip": fast_zulip(fake_zulip)})
     pipe.ingest(*recent_days())
-    fake_zulip.fail_next("messages", 500, times=3)
+    fake_zulip.fail_next("messages", 500, times=3, method="POST")
     meta = op_metadata(pipe.notify(event_types=("exam_passed",)))
     assert (meta["failed"], meta["sent"]) == (1, 0) and fake_zulip.messages == []
     row = pipe.log_rows().query("event_key == 'exam:1:exam_passed'").iloc[0]
