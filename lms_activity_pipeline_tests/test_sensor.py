@@ -119,3 +119,28 @@ def test_row_older_than_the_lookback_is_left_to_backfills(backend: Backend, lms:
     tick()
     lms.content_attempt(6, 2, 302, "in_progress", t(4, 7), updated_at=t(4, 7, 0)).write()  # 70 min before the mark
     assert not tick().run_requests
+
+
+def test_a_late_row_that_fits_the_last_window_still_gets_a_new_run_key(backend: Backend, lms: LMSBuilder) -> None:
+    """Rows at 09:56 and 10:00 were ingested; then a row committed late at 09:58 shows up. Its reprocessing
+    window is the same (09:56..10:00) as the run that already happened, but it is another change: a new
+    run key, or the daemon (and ``monitor``) would drop it as already done and the row would be lost."""
+    tick = Tick(backend)
+    tick()
+    lms.attempt(3, 3, 201, "in_progress", t(5, 9, 50), updated_at=t(5, 9, 56))
+    lms.attempt(4, 1, 201, "in_progress", t(5, 9, 55), updated_at=t(5, 10, 0)).write()
+    [first] = tick().run_requests
+    lms.attempt(5, 2, 201, "in_progress", t(5, 9, 52), updated_at=t(5, 9, 58)).write()
+    [late] = tick().run_requests
+    window = lambda r: {k: r.run_config["ops"]["lms_activity_events"]["config"][k] for k in ("changed_since", "changed_until")}  # noqa: E731
+    assert window(late) == window(first) and partitions(late) == partitions(first)
+    assert late.run_key != first.run_key
+
+    pipe, job = tick.pipe, tick.pipe.defs.resolve_job_def("lms_ingest_job")
+    pipe.ingest("2024-05-03", "2024-05-04")
+    for request in (first, late):
+        run = job.execute_in_process(
+            run_config=request.run_config, instance=pipe.instance, tags=request.tags, partition_key=request.partition_key
+        )
+        assert run.success
+    assert {"exam:3:exam_started", "exam:4:exam_started", "exam:5:exam_started"} <= set(pipe.event_ids())

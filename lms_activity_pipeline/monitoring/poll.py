@@ -79,6 +79,8 @@ class PollPlan:
     changed_until: dt.datetime | None
     rows: int
     cursor: Cursor
+    #: Digest of the changed rows (source, id, updated_at): a different change never shares a run key.
+    change_digest: str = ""
 
     @property
     def is_full_history(self) -> bool:
@@ -86,8 +88,10 @@ class PollPlan:
 
     @property
     def run_key(self) -> str:
-        """The same change window and days always give the same key (a history run: the same head too)."""
+        """The same change always gives the same key; another change (even one that fits the same
+        window, like a late commit inside the lookback) gives another. A history run: the head too."""
         basis = f"{self.first_partition}|{self.last_partition}|{self.changed_since}|{self.changed_until}"
+        basis += f"|{self.change_digest}"
         if self.is_full_history:
             basis += "|" + self.cursor.to_json()
         return "lms-" + hashlib.sha1(basis.encode()).hexdigest()[:20]
@@ -139,6 +143,7 @@ def plan_poll(
 
     marks: dict[str, Mark] = {}
     changed: list[pd.DataFrame] = []
+    digests: list[str] = []
     for logical in SOURCES:
         old = cursor.marks.get(logical, Mark())
         mark = pd.Timestamp(old.updated_at) if old.updated_at else None
@@ -149,10 +154,12 @@ def plan_poll(
         marks[logical] = _mark(rows, lookback)
         if mark is None:
             changed.append(rows)
+            digests.append(f"{logical}:{_digest(rows)}")
             continue
         fresh = rows[rows["updated_at"] > mark]
         late = _digest(rows[rows["updated_at"] <= mark]) != old.window_digest
         changed.append(rows if late else fresh)
+        digests.append(f"{logical}:{_digest(changed[-1])}")
     new_cursor = Cursor(marks)
     touched = pd.concat(changed, ignore_index=True) if changed else pd.DataFrame()
     if touched.empty:
@@ -164,7 +171,8 @@ def plan_poll(
     # A second of overlap: SQLite compares through julianday(), a float with ~0.1 ms resolution.
     since = (touched["updated_at"].min() - pd.Timedelta(seconds=1)).to_pydatetime()
     until = touched["updated_at"].max().to_pydatetime()
-    return PollResult(PollPlan(first, last, since, until, len(touched), new_cursor), new_cursor)
+    plan = PollPlan(first, last, since, until, len(touched), new_cursor, change_digest=",".join(digests))
+    return PollResult(plan, new_cursor)
 
 
 def _mark(rows: pd.DataFrame, lookback: dt.timedelta) -> Mark:
