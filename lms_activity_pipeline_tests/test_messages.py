@@ -51,7 +51,17 @@ INJECTIONS = [
     "$$x^2$$",
     "*em* **strong** ~~strike~~ __under__ | a | b |",
     "![img](http://evil/x.png) !avatar(boss@example.com)",
+    "see http://evil.com/x, https://evil.org or www.evil.net/path",
+    "evil.com and mail boss@evil.com :smile: :+1:",
 ]
+#: Zulip's bare-link pattern (zerver/lib/markdown ``get_web_link_regex``, with a few TLDs):
+#: a URL with a scheme, a dotted name ending in a TLD, or an e-mail address.
+ZULIP_AUTOLINK = re.compile(
+    r"""(?<![^\s'"(,:<])(?:https?://[\w.:@-]+?|(?:[\w-]+\.)+(?:com|org|net|edu|io))(?=[/!:;?),.'">]*(?:\Z|\s|/))"""
+    r"""|[\w.-]+@[\w.-]+\.\w+""",
+)
+#: Zulip's emoji shortcode pattern.
+ZULIP_EMOJI = re.compile(r":[\w+-]+:")
 UNDO_LOOKALIKES = str.maketrans("\u02cb\u2217\u02cd\u223c\u2223", "`*_~|")
 
 
@@ -87,6 +97,8 @@ def test_escape_inline_leaves_no_live_syntax(raw: str) -> None:
     escaped = escape_inline(raw)
     for bad in DANGEROUS:
         assert bad not in escaped, (bad, escaped)
+    assert not ZULIP_AUTOLINK.search(escaped), escaped
+    assert not ZULIP_EMOJI.search(escaped), escaped
     assert not re.search(r"[\x00-\x1f\x7f]", escaped)
     # Only zero-width spaces and look-alike characters differ: the text reads the same.
     assert escaped.replace(ZWSP, "").translate(UNDO_LOOKALIKES) == " ".join(raw.split())

@@ -161,7 +161,7 @@ def test_injection_in_titles_and_names_arrives_as_plain_text(backend: Backend, f
     pipe.ingest(*recent_days())
     pipe.notify(event_types=("exam_passed",))
     [message] = fake_zulip.messages
-    for live in ("@**all**", "#**general**", "](", "[x]", "@*admins*", "`", "\n>"):
+    for live in ("@**all**", "#**general**", "](", "[x]", "http://", "@*admins*", "`", "\n>"):
         assert live not in message.content
     visible = message.content.replace(ZWSP, "").replace("\u2217", "*")
     assert f"Course: {hostile}" in visible  # the text arrives, as plain text

@@ -80,6 +80,9 @@ _LOOKALIKE = str.maketrans(
 _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 #: Text that would start a block (quote, header, list) at the start of a line.
 _BLOCK_START = re.compile(r"[>#+\-=]|\d+[.)]")
+#: Where Zulip would auto-link or expand a bare value: "http://x", "www.x.org", "evil.com"
+#: (a dot inside a word) and ":emoji:" / "x://" (a colon before a non-space).
+_AUTOLINK_JOINTS = re.compile(r"(?<=\w)\.(?=\w)|:(?=\S)")
 _SPACES = re.compile(r"\s+")
 
 
@@ -98,7 +101,8 @@ def escape_inline(text: object, *, max_length: int | None = MAX_FIELD_LENGTH) ->
     """Make untrusted ``text`` render as plain, single-line text inside Zulip markdown.
 
     Newlines and control characters are removed, a zero-width space follows
-    ``@ # < [ ] $ !``, markdown delimiters (`` ` * _ ~ | ``) become look-alike
+    ``@ # < [ ] $ !``, a dot inside a word and a colon before a non-space (so
+    bare URLs, domains and ``:emoji:`` stay text), markdown delimiters (`` ` * _ ~ | ``) become look-alike
     characters and a leading block marker is defused. Letters, accents, emoji
     and apostrophes are kept. Text longer than ``max_length`` is shortened
     with "…". ``None`` gives an empty string.
@@ -110,6 +114,7 @@ def escape_inline(text: object, *, max_length: int | None = MAX_FIELD_LENGTH) ->
         clean = clean[: max(max_length - 1, 0)].rstrip() + "…"
     clean = clean.translate(_LOOKALIKE)
     out = "".join(ch + ZWSP if ch in _BREAK_AFTER else ch for ch in clean)
+    out = _AUTOLINK_JOINTS.sub(lambda m: m.group(0) + ZWSP, out)
     if _BLOCK_START.match(out):
         out = ZWSP + out
     return out
