@@ -451,7 +451,7 @@ class FakeZulip:
             "msg": "",
             "anchor": found[-1].id if found else 0,
             "found_newest": True,
-            "found_oldest": True,
+            "found_oldest": len(found) == len(conversation),
             "messages": [
                 {
                     "id": m.id,

@@ -116,7 +116,7 @@ def test_a_send_that_may_have_happened_is_looked_up_before_it_is_repeated() -> N
     delivery = call_without_duplicates(send, find, policy, no_wait)
     assert delivery.reply.kind is ReplyKind.UNCERTAIN and len(send.calls) == 1 and len(find.calls) == 3
     assert delivery.error == (
-        "uncertain delivery (not resent automatically): HTTP 502; "
+        "uncertain delivery (Zulip is asked before any resend): HTTP 502; "
         "could not check whether it was stored: gave up after 3 attempt(s): HTTP 502"
     )
 
@@ -124,7 +124,19 @@ def test_a_send_that_may_have_happened_is_looked_up_before_it_is_repeated() -> N
 def test_systemic_failures_are_those_every_mentor_would_hit() -> None:
     assert BUSY.is_systemic and Reply(ReplyKind.RATE_LIMITED).is_systemic
     assert Reply(ReplyKind.REJECTED, status=401).is_systemic and Reply(ReplyKind.REJECTED, status=None).is_systemic
-    assert not Reply(ReplyKind.REJECTED, status=400).is_systemic and not Reply(ReplyKind.UNCERTAIN).is_systemic
+    assert not Reply(ReplyKind.REJECTED, status=400).is_systemic
+    assert Reply(ReplyKind.UNCERTAIN).is_systemic  # timeouts: an outage looks like this too
+
+
+def test_all_waits_of_one_request_stay_under_the_cap() -> None:
+    slept: list[float] = []
+    policy = RetryPolicy(max_rate_limit_waits=100, max_retry_after_seconds=300, max_total_wait_seconds=700)
+    delivery = call_with_retries(lambda: Reply(ReplyKind.RATE_LIMITED, retry_after=300), policy, slept.append)
+    assert slept == [300, 300] and delivery.reply.kind is ReplyKind.RATE_LIMITED and delivery.waited_seconds == 600
+    slept.clear()
+    policy = RetryPolicy(max_attempts=10, backoff_seconds=100, max_backoff_seconds=1000, max_total_wait_seconds=350)
+    delivery = call_with_retries(lambda: BUSY, policy, slept.append)
+    assert slept == [100, 200] and delivery.attempts == 3
 
 
 def test_endless_rate_limiting_is_bounded_and_waits_are_capped() -> None:

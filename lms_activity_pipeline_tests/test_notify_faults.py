@@ -7,6 +7,7 @@ import time
 import dagster as dg
 import pytest
 
+from lms_activity_pipeline.notify.zulip_gateway import content_digest
 from lms_activity_pipeline.resources.factory import build_resources
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline_tests.conftest import Backend
@@ -55,24 +56,69 @@ def test_zulip_down_at_start_is_recorded_then_sent_when_back(backend: Backend, f
     assert sorted(r for m in fake_zulip.messages for r in m.recipient_ids) == sorted(zulip_ids.values())
 
 
-def test_timeout_is_uncertain_and_only_process_pending_resends(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
+def wait_for_messages(server: FakeZulip, count: int) -> None:
+    """Until the fake has stored ``count`` messages (a timed-out request is still being answered)."""
+    deadline = time.monotonic() + 5
+    while len(server.messages) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_timed_out_send_is_looked_up_on_zulip_and_never_resent(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
     zulip_ids = add_mentors(fake_zulip)
     pipe = school(sqlite_backend, fast_zulip(fake_zulip, request_timeout_seconds=0.3))
     fake_zulip.fail_next("messages", 200, delay=1.0)  # processed, but too late for the sender
     meta = op_metadata(pipe.notify(event_types=("exam_passed",)))
     assert meta["failed"] == 1 and meta["sent"] == 0
     [row] = pipe.log_rows().query("status == 'failed'").to_dict("records")
-    assert row["delivery_uncertain"] and row["attempts"] == 1
-    assert row["error_message"] == "uncertain delivery (not resent automatically): no reply within 0.3 s"
-    assert len(fake_zulip.requests_to("messages")) == 1  # no automatic resend in the same run
+    assert row["delivery_uncertain"] and row["attempts"] == 1 and row["delivery_digest"]
+    assert row["error_message"] == "uncertain delivery (Zulip is asked before any resend): no reply within 0.3 s"
+    assert len(fake_zulip.requests_to("messages")) == 1  # no resend in the same run
 
-    assert op_metadata(pipe.notify(event_types=("exam_passed",)))["sent"] == 0  # nor in later automatic runs
-    assert op_metadata(pipe.notify(event_types=("exam_passed",), retry_all_failed=True))["sent"] == 1
-    deadline = time.monotonic() + 5
-    while len(fake_zulip.messages) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)  # the timed-out request is still being answered
-    assert len(fake_zulip.messages_to(zulip_ids[10])) == 2  # why only an operator may resend: it had arrived
-    assert pipe.log_rows().query("event_key == 'exam:1:exam_passed'")["status"].item() == "sent"
+    # Too recent to tell (the server may still be working on it): neither kind of run touches it.
+    assert op_metadata(pipe.notify(event_types=("exam_passed",)))["sent"] == 0
+    assert op_metadata(pipe.notify(event_types=("exam_passed",), retry_all_failed=True))["sent"] == 0
+    wait_for_messages(fake_zulip, 1)
+    [stored] = fake_zulip.messages_to(zulip_ids[10])
+
+    # Old enough: the next automatic run asks Zulip, finds the message and records it, sending nothing.
+    meta = op_metadata(pipe.notify(event_types=("exam_passed",), settle_uncertain_after_seconds=0))
+    assert (meta["uncertain_found_on_zulip"], meta["sent"], meta["open_pairs_left"]) == (1, 1, 0)
+    [row] = pipe.log_rows().query("event_key == 'exam:1:exam_passed'").to_dict("records")
+    assert row["status"] == "sent" and row["notification_message_id"] == stored.id and not row["delivery_uncertain"]
+    assert len(fake_zulip.messages) == 1 and len(fake_zulip.requests_to("messages", "POST")) == 1
+
+
+def test_a_timed_out_send_that_never_arrived_is_resent_once(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
+    zulip_ids = add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip, request_timeout_seconds=0.3))
+    fake_zulip.fail_next("messages", 504, delay=0.6, method="POST")  # a proxy gives up; nothing stored
+    assert op_metadata(pipe.notify(event_types=("exam_passed",)))["failed"] == 1
+    time.sleep(0.7)  # the fake has answered its 504 by now
+    meta = op_metadata(pipe.notify(event_types=("exam_passed",), settle_uncertain_after_seconds=0))
+    assert (meta["uncertain_not_delivered"], meta["sent"], meta["failed"]) == (1, 1, 0)
+    [message] = fake_zulip.messages_to(zulip_ids[10])
+    [row] = pipe.log_rows().query("event_key == 'exam:1:exam_passed'").to_dict("records")
+    assert row["status"] == "sent" and row["notification_message_id"] == message.id and row["attempts"] == 2
+
+
+def test_an_outage_stops_the_run_and_nothing_is_sent_twice_after_it(backend: Backend, fake_zulip: FakeZulip) -> None:
+    """Zulip answers 503 to everything: sends fail, and so do the checks whether they were stored."""
+    zulip_ids = add_mentors(fake_zulip)
+    pipe = school(backend, fast_zulip(fake_zulip))
+    fake_zulip.fail_next("messages", 503, times=1000)  # user look-ups still work
+    meta = op_metadata(pipe.notify())
+    assert "3 mentors in a row failed on server" in meta["stopped_early"]
+    assert len(fake_zulip.requests_to("messages", "POST")) == 3  # one per mentor, then the run stopped
+    log = pipe.log_rows()
+    assert (log["delivery_uncertain"]).sum() == meta["failed"] and (log["status"] == "pending").any()
+
+    fake_zulip.clear_faults()
+    meta = op_metadata(pipe.notify(settle_uncertain_after_seconds=0))
+    assert meta["uncertain_not_delivered"] > 0 and meta["open_pairs_left"] == 0
+    log = pipe.log_rows()
+    assert set(log["status"]) == {"sent"}
+    recipients = [m.recipient_ids[0] for m in fake_zulip.messages]
+    assert sorted(recipients) == sorted(set(recipients)) == sorted(zulip_ids.values())  # one message each
 
 
 def test_server_errors_are_retried_bounded_and_the_next_mentor_goes_on(
@@ -119,10 +165,12 @@ def test_a_5xx_that_cannot_be_checked_is_uncertain(sqlite_backend: Backend, fake
     [row] = pipe.log_rows().query("status == 'failed'").to_dict("records")
     assert row["delivery_uncertain"]
     assert row["error_message"] == (
-        "uncertain delivery (not resent automatically): HTTP 502: Unexpected error from the server; "
+        "uncertain delivery (Zulip is asked before any resend): HTTP 502: Unexpected error from the server; "
         "could not check whether it was stored: gave up after 3 attempt(s): HTTP 500 BAD_REQUEST: Internal server error"
     )
-    assert op_metadata(pipe.notify(event_types=("exam_passed",)))["sent"] == 0  # automatic runs leave it alone
+    assert op_metadata(pipe.notify(event_types=("exam_passed",)))["sent"] == 0  # too recent to ask about
+    meta = op_metadata(pipe.notify(event_types=("exam_passed",), settle_uncertain_after_seconds=0))
+    assert (meta["uncertain_found_on_zulip"], meta["sent"]) == (1, 1)  # it had arrived: recorded, not resent
     assert len(fake_zulip.messages_to(zulip_ids[10])) == 1
     assert len(fake_zulip.requests_to("messages", "POST")) == 1
 
@@ -134,9 +182,9 @@ def test_a_dropped_connection_after_sending_is_checked_but_a_refused_one_is_not(
     gateway = ZulipGateway(options, timeout=5)
     mentor = fake_zulip.add_user("m@example.edu").user_id
     assert gateway.send_direct([mentor], "hello").ok
-    found = gateway.find_direct([mentor], "hello\n", 0)
+    found = gateway.find_direct([mentor], content_digest("hello\n"), 0)
     assert found.ok and found.body["id"] == fake_zulip.messages[0].id
-    assert gateway.find_direct([mentor], "something else", 0).body.get("id") is None
+    assert gateway.find_direct([mentor], content_digest("something else"), 0).body.get("id") is None
     fake_zulip.stop()  # the client is connected: now the connection is refused
     refused = gateway.send_direct([mentor], "hello again")
     assert refused.kind == "retryable" and not refused.maybe_done  # nothing went out: resending is safe
@@ -203,6 +251,8 @@ def test_api_key_never_reaches_logs_or_metadata(sqlite_backend: Backend, fake_zu
         texts += [str(v) for v in op_metadata(result).values()]
         assert texts and not [t for t in texts if fake_zulip.api_key in t]
     assert fake_zulip.api_key not in str(pipe.log_rows().to_dict("records"))
+    resource = fast_zulip(fake_zulip)  # as a value (not an EnvVar), e.g. inside `lms-activity monitor`
+    assert fake_zulip.api_key not in repr(resource) + str(resource) and "api_key='********'" in repr(resource)
 
 
 def test_partial_zulip_configuration_is_one_clear_error(sqlite_backend: Backend) -> None:

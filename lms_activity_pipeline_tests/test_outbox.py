@@ -126,6 +126,47 @@ def test_a_killed_run_loses_nothing_and_resends_nothing_blindly(backend: Backend
     assert [m.recipient_ids for m in fake_zulip.messages].count([zulip_ids[11]]) == 1
 
 
+def test_a_run_terminated_while_sending_gives_back_its_claims_and_never_resends(
+    backend: Backend, fake_zulip: FakeZulip
+) -> None:
+    """Dagster terminates a run with a BaseException: the message in flight becomes uncertain (and is
+    found on Zulip later), the mentor's unsent pairs go back at once instead of waiting out the claim."""
+    add_mentors(fake_zulip)
+    recent_school(backend.lms_url)
+    pipe = Pipeline(backend, resources={"zulip": fast_zulip(fake_zulip)})
+    pipe.ingest(*recent_days())
+    setup = zulip_setup(fast_zulip(fake_zulip))
+    send = setup.gateway.send_direct
+
+    def send_then_stop(user_ids, content):  # noqa: ANN001, ANN202 - the gateway's signature
+        send(user_ids, content)
+        raise KeyboardInterrupt  # like DagsterExecutionInterruptedError: not an Exception
+
+    setup.gateway.send_direct = send_then_stop
+    notifier = Notifier(
+        pipe.warehouse.outbox(), LMSResource(database_url=backend.lms_url).users, setup, run_id="run-x", log=logging.getLogger("x")
+    )
+    try:
+        notifier.run(NotifyRequest())
+        raise AssertionError("the interrupt must propagate")
+    except KeyboardInterrupt:
+        pass
+    [stored] = fake_zulip.messages
+    log = pipe.log_rows()
+    assert log["claimed_by"].isna().all()  # nothing waits 30 minutes for stale-claim recovery
+    in_flight = log[log["status"] == "failed"]
+    assert len(in_flight) > 0 and in_flight["delivery_uncertain"].all() and in_flight["delivery_digest"].notna().all()
+    assert (log["status"] == "pending").sum() == len(log) - len(in_flight)
+
+    meta = op_metadata(pipe.notify(settle_uncertain_after_seconds=0))
+    assert meta["uncertain_found_on_zulip"] == len(in_flight) and meta["open_pairs_left"] == 0
+    log = pipe.log_rows()
+    assert set(log["status"]) == {"sent"}
+    assert set(log.loc[in_flight.index, "notification_message_id"]) == {stored.id}
+    recipients = [m.recipient_ids[0] for m in fake_zulip.messages]
+    assert len(recipients) == len(set(recipients)) == 4  # every mentor once, the interrupted one included
+
+
 def test_migration_adds_outbox_columns_to_an_existing_log(backend: Backend) -> None:
     schema = "lms_activity" if backend.name == "postgresql" else None
     engine = sa.create_engine(backend.warehouse_url.replace("postgresql://", "postgresql+psycopg2://"))

@@ -10,7 +10,7 @@ Pure Python: the Zulip gateway turns HTTP replies and exceptions into a
   an exponential backoff, at most ``max_attempts`` requests in all.
 - ``rejected`` (other 4xx): the server said no; asking again will not help.
 - ``uncertain`` (a timeout after the request went out): the message may have
-  been delivered. Never repeated automatically.
+  been delivered. Never repeated here: the outbox asks Zulip later.
 
 A send that failed *after* reaching the server (a 5xx, a dropped connection)
 may have been stored anyway: :func:`call_without_duplicates` asks the server
@@ -52,8 +52,9 @@ class Reply:
 
     @property
     def is_systemic(self) -> bool:
-        """A failure that will hit every mentor alike: server/network trouble, bad credentials or configuration."""
-        if self.kind in (ReplyKind.RETRYABLE, ReplyKind.RATE_LIMITED):
+        """A failure that will hit every mentor alike: server/network trouble (timeouts included),
+        bad credentials or configuration."""
+        if self.kind in (ReplyKind.RETRYABLE, ReplyKind.RATE_LIMITED, ReplyKind.UNCERTAIN):
             return True
         return self.kind is ReplyKind.REJECTED and (self.status is None or self.status in (401, 403))
 
@@ -69,11 +70,13 @@ class RetryPolicy:
     max_rate_limit_waits: int = 20
     default_retry_after_seconds: float = 1.0
     max_retry_after_seconds: float = 300.0
+    #: All waits of one request together (rate limits and backoff) stay below this.
+    max_total_wait_seconds: float = 600.0
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
-        if min(self.backoff_seconds, self.max_backoff_seconds, self.max_retry_after_seconds) < 0:
+        if min(self.backoff_seconds, self.max_backoff_seconds, self.max_retry_after_seconds, self.max_total_wait_seconds) < 0:
             raise ValueError("waits must be >= 0")
 
     def backoff(self, failed_attempts: int) -> float:
@@ -112,7 +115,7 @@ class Delivery:
         if self.reply.kind is ReplyKind.RATE_LIMITED:
             return f"still rate limited after {self.rate_limit_waits} waits: {reason}"
         if self.reply.kind is ReplyKind.UNCERTAIN:
-            return f"uncertain delivery (not resent automatically): {reason}"
+            return f"uncertain delivery (Zulip is asked before any resend): {reason}"
         return reason
 
 
@@ -125,9 +128,9 @@ def call_with_retries(
     while True:
         reply = call()
         if reply.kind is ReplyKind.RATE_LIMITED:
-            if waits >= policy.max_rate_limit_waits:
-                return Delivery(reply, attempts, waits, waited)
             pause = policy.rate_limit_wait(reply.retry_after)
+            if waits >= policy.max_rate_limit_waits or waited + pause > policy.max_total_wait_seconds:
+                return Delivery(reply, attempts, waits, waited)
             sleep(pause)
             waits += 1
             waited += pause
@@ -136,6 +139,8 @@ def call_with_retries(
         if reply.kind is not ReplyKind.RETRYABLE or attempts >= policy.max_attempts:
             return Delivery(reply, attempts, waits, waited)
         pause = policy.backoff(attempts)
+        if waited + pause > policy.max_total_wait_seconds:
+            return Delivery(reply, attempts, waits, waited)
         sleep(pause)
         waited += pause
 

@@ -3,7 +3,10 @@
 One run of :meth:`Notifier.run`:
 
 1. stale claims of dead runs are released (or failed as uncertain, if a send
-   may have happened); open pairs whose event is now too old are ``skipped``;
+   may have happened); uncertain deliveries old enough to tell are looked up
+   on Zulip and settled (``sent`` as the message found, or a certain failure
+   that this run may resend); open pairs whose event is now too old are
+   ``skipped``;
 2. candidate pairs are grouped per mentor (oldest first, ``max_pairs`` at most)
    and the mentors' LMS contacts are read (before anything is claimed);
 3. per mentor: claim the pairs, resolve the Zulip account, render, mark
@@ -31,15 +34,32 @@ from typing import Any
 import pandas as pd
 
 from lms_activity_pipeline.domain.batches import MentorBatch, PlannedMessage, mentor_batches, plan_messages
-from lms_activity_pipeline.domain.delivery import Delivery, ReplyKind, RetryPolicy, call_without_duplicates
+from lms_activity_pipeline.domain.delivery import (
+    Delivery,
+    ReplyKind,
+    RetryPolicy,
+    call_with_retries,
+    call_without_duplicates,
+)
 from lms_activity_pipeline.domain.recipients import MentorContact, ZulipAccount
 from lms_activity_pipeline.notify.directory import MentorDirectory
-from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway
-from lms_activity_pipeline.warehouse.outbox import DRY_RUN, FAILED, SENT, SKIPPED, Outbox, Outcome, Selection
+from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway, content_digest
+from lms_activity_pipeline.warehouse.outbox import (
+    DRY_RUN,
+    FAILED,
+    SENT,
+    SKIPPED,
+    Outbox,
+    Outcome,
+    Selection,
+    UncertainDelivery,
+)
 from lms_activity_pipeline.warehouse.zulip_user_cache import ZulipUserCache
 
 PREVIEW_MESSAGES = 10
 PREVIEW_CHARS = 300
+#: Uncertain messages looked up on Zulip per run, at most.
+SETTLE_LIMIT = 200
 
 
 @dataclass(frozen=True)
@@ -52,6 +72,9 @@ class NotifyRequest:
     max_age: dt.timedelta = dt.timedelta(hours=24)
     claim_timeout: dt.timedelta = dt.timedelta(minutes=30)
     breaker_threshold: int = 3
+    #: An uncertain delivery is looked up on Zulip once its request is this old (a request
+    #: that timed out may still be in progress on the server until then).
+    settle_after: dt.timedelta = dt.timedelta(minutes=2)
 
 
 @dataclass(frozen=True)
@@ -75,6 +98,10 @@ class NotifySummary:
     zulip_user_lookups: int = 0
     stale_released: int = 0
     stale_uncertain: int = 0
+    #: Uncertain deliveries looked up on Zulip: found (now ``sent``), not there (resendable), no answer.
+    uncertain_found: int = 0
+    uncertain_not_delivered: int = 0
+    uncertain_unresolved: int = 0
     open_after: int = 0
     stopped_early: str | None = None
     preview: list[dict[str, Any]] = field(default_factory=list)
@@ -82,6 +109,11 @@ class NotifySummary:
     def describe(self) -> str:
         counts = ", ".join(f"{self.counts.get(s, 0)} {s}" for s in (SENT, SKIPPED, FAILED, DRY_RUN))
         text = f"notifications ({self.mode}): {counts}; {self.messages} messages to {self.mentors} mentors"
+        if self.uncertain_found or self.uncertain_not_delivered or self.uncertain_unresolved:
+            text += (
+                f"; uncertain deliveries: {self.uncertain_found} found on Zulip, "
+                f"{self.uncertain_not_delivered} not delivered, {self.uncertain_unresolved} still unknown"
+            )
         text += f"; {self.open_after} pairs still open"
         return text + (f"; stopped early: {self.stopped_early}" if self.stopped_early else "")
 
@@ -146,6 +178,8 @@ class Notifier:
                 f"stale claims of interrupted runs: {stale.released} released, "
                 f"{stale.uncertain} failed as uncertain deliveries (never resent automatically)"
             )
+        if self.zulip is not None:
+            self._settle_uncertain(request, now, summary)
         hours = request.max_age.total_seconds() / 3600
         too_old = self.outbox.skip_too_old(
             selection,
@@ -179,6 +213,45 @@ class Notifier:
         self.log.info(summary.describe())
         return summary
 
+    # --- uncertain deliveries -----------------------------------------------------------
+
+    def _settle_uncertain(self, request: NotifyRequest, now: dt.datetime, summary: NotifySummary) -> None:
+        """Ask Zulip about each message of uncertain delivery; record what it says."""
+        zulip = self.zulip
+        assert zulip is not None
+        pending = self.outbox.uncertain_deliveries(request.selection, now - request.settle_after, SETTLE_LIMIT)
+        for index, item in enumerate(pending):
+            check = call_with_retries(lambda item=item: self._find(zulip, item), zulip.policy, self.sleep)
+            if not check.ok:
+                left = sum(len(i.log_ids) for i in pending[index:])
+                if check.reply.is_systemic and check.reply.kind is not ReplyKind.UNCERTAIN:
+                    summary.uncertain_unresolved += left
+                    self.log.warning(f"could not look up uncertain deliveries on Zulip ({check.error}); {left} pairs wait")
+                    return
+                summary.uncertain_unresolved += len(item.log_ids)
+                self.log.warning(f"uncertain delivery to Zulip user {item.zulip_user_id} still unknown: {check.error}")
+                continue
+            message_id = check.reply.body.get("id")
+            settled = self.outbox.settle(
+                item.log_ids, None if message_id is None else int(message_id), self.clock(), self.run_id
+            )
+            if message_id is not None:
+                summary.uncertain_found += settled
+                summary.counts[SENT] += settled
+                self.log.info(
+                    f"uncertain delivery to Zulip user {item.zulip_user_id} had arrived as message {message_id}: "
+                    f"{settled} pair(s) recorded sent"
+                )
+            else:
+                summary.uncertain_not_delivered += settled
+                self.log.info(
+                    f"uncertain delivery to Zulip user {item.zulip_user_id} never arrived: {settled} pair(s) may be resent"
+                )
+
+    @staticmethod
+    def _find(zulip: ZulipSetup, item: UncertainDelivery):  # noqa: ANN205 - a Reply
+        return zulip.gateway.find_direct([item.zulip_user_id], item.digest, item.attempted_at.timestamp())
+
     # --- one mentor ------------------------------------------------------------------
 
     def _contacts(self, mentor_ids: list[int]) -> dict[int, MentorContact]:
@@ -211,6 +284,9 @@ class Notifier:
             self.log.exception(f"mentor {contact.label}: unexpected error, pairs recorded as failed")
             job.fail_remaining(f"internal error: {type(exc).__name__}: {exc}")
             return False
+        except BaseException:  # the run is being terminated: give back what was not sent
+            job.interrupted()
+            raise
 
 
 class _MentorJob:
@@ -243,6 +319,18 @@ class _MentorJob:
             self.record(sending, self.outcome(FAILED, attempts=1, error=f"uncertain delivery: {error}", uncertain=True))
         if idle:
             self.record(idle, self.outcome(FAILED, error=error))
+
+    def interrupted(self) -> None:
+        """The run stops mid-mentor: unsent pairs go back, an in-flight message becomes uncertain."""
+        try:
+            if self.open & self.sending:
+                self.record(
+                    self.open & self.sending,
+                    self.outcome(FAILED, attempts=1, error="uncertain delivery: the run was stopped while sending", uncertain=True),
+                )
+            self.release_remaining()
+        except Exception:  # noqa: BLE001 - stale-claim recovery of the next run covers what this could not write
+            self.notifier.log.warning(f"mentor {self.contact.label}: could not give back claims of a stopped run")
 
     def release_remaining(self) -> None:
         self.notifier.outbox.release(sorted(self.open), self.token)
@@ -292,14 +380,16 @@ class _MentorJob:
         """Send one message; ``None`` to go on with the next part, else whether the failure is systemic."""
         zulip = self.notifier.zulip
         assert zulip is not None and account.user_id is not None
-        if self.notifier.outbox.mark_sending(log_ids, self.token, self.notifier.clock()) < len(log_ids):
+        digest = content_digest(message.content)
+        marked = self.notifier.outbox.mark_sending(log_ids, self.token, self.notifier.clock(), digest, account.user_id)
+        if marked < len(log_ids):
             self.notifier.log.warning(f"mentor {self.contact.label}: claim expired before sending; left to other runs")
             return False
         self.sending |= set(log_ids)
         to, started = [account.user_id], time.time()
         delivery = call_without_duplicates(
             lambda: zulip.gateway.send_direct(to, message.content),
-            lambda: zulip.gateway.find_direct(to, message.content, started),
+            lambda: zulip.gateway.find_direct(to, digest, started),
             zulip.policy,
             self.notifier.sleep,
         )

@@ -16,6 +16,7 @@ ask the server whether the message was stored before it is sent again.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,7 +30,7 @@ DIRECT_TYPE_FEATURE_LEVEL = 174
 #: Zulip 7.0 (feature level 177) renamed the ``pm-with`` narrow operator to ``dm``.
 DM_NARROW_FEATURE_LEVEL = 177
 #: How many of a conversation's newest messages :meth:`ZulipGateway.find_direct` reads.
-FIND_WINDOW = 20
+FIND_WINDOW = 100
 #: Allowed difference between our clock and the server's when matching a stored message.
 CLOCK_SLACK_SECONDS = 120.0
 CLIENT_NAME = "lms-activity-pipeline"
@@ -102,10 +103,12 @@ class ZulipGateway:
         request = {"type": self.message_type, "to": [int(u) for u in user_ids], "content": content}
         return self._call("messages", "POST", request, idempotent=False)
 
-    def find_direct(self, user_ids: Sequence[int], content: str, sent_after: float) -> Reply:
-        """Is a DM from us to ``user_ids`` with ``content``, sent after ``sent_after`` (epoch s), stored?
+    def find_direct(self, user_ids: Sequence[int], digest: str, sent_after: float) -> Reply:
+        """Is a DM from us to ``user_ids`` whose text has ``digest`` (:func:`content_digest`), sent
+        after ``sent_after`` (epoch s), stored?
 
-        OK with ``body["id"]`` when it is, OK without an id when it is not;
+        OK with ``body["id"]`` when it is, OK without an id when it certainly is
+        not; UNCERTAIN when the conversation has too many newer messages to tell;
         errors as for any request. Reads the conversation's newest messages.
         """
         connected = self.connect()
@@ -124,14 +127,24 @@ class ZulipGateway:
         if not reply.ok:
             return reply
         me = str(getattr(self._client, "email", "") or "").lower()
-        wanted = stored_form(content)
-        for message in reversed(reply.body.get("messages") or []):
+        earliest = sent_after - CLOCK_SLACK_SECONDS
+        messages = reply.body.get("messages") or []
+        for message in reversed(messages):
             if (
                 str(message.get("sender_email", "")).lower() == me
-                and message.get("content") == wanted
-                and float(message.get("timestamp") or 0) >= sent_after - CLOCK_SLACK_SECONDS
+                and content_digest(str(message.get("content", ""))) == digest
+                and float(message.get("timestamp") or 0) >= earliest
             ):
                 return Reply(ReplyKind.OK, {"result": "success", "id": message.get("id")}, status=reply.status)
+        reaches_back = bool(reply.body.get("found_oldest")) or any(
+            float(m.get("timestamp") or 0) < earliest for m in messages
+        )
+        if not reaches_back:
+            return Reply(
+                ReplyKind.UNCERTAIN,
+                error=f"more than {FIND_WINDOW} newer messages in the conversation: cannot tell whether it was stored",
+                status=reply.status,
+            )
         return Reply(ReplyKind.OK, {"result": "success"}, status=reply.status)
 
     # --- internals ------------------------------------------------------------------
@@ -179,6 +192,11 @@ class ZulipGateway:
 def stored_form(content: str) -> str:
     """``content`` as Zulip stores it (trailing whitespace and leading newlines stripped)."""
     return content.rstrip().lstrip("\n")
+
+
+def content_digest(content: str) -> str:
+    """SHA-256 (hex) of a message text as Zulip stores it: how a sent message is recognised later."""
+    return hashlib.sha256(stored_form(content).encode()).hexdigest()
 
 
 def _never_connected(exc: BaseException) -> bool:

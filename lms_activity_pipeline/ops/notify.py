@@ -26,7 +26,10 @@ class NotifyConfig(Config):
     )
     retry_all_failed: bool = Field(
         default=False,
-        description="Also retry failed pairs with an uncertain delivery or max_attempts reached (lms-activity monitor --process-pending).",
+        description=(
+            "Also retry failed pairs that reached max_attempts, and uncertain deliveries Zulip cannot be asked "
+            "about (lms-activity monitor --process-pending)."
+        ),
     )
     max_attempts: int = Field(
         default=DEFAULT_MAX_ATTEMPTS,
@@ -35,6 +38,11 @@ class NotifyConfig(Config):
     )
     claim_timeout_minutes: float = Field(
         default=30.0, gt=0, description="Claims older than this belong to dead runs and are recovered."
+    )
+    settle_uncertain_after_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="Uncertain deliveries are looked up on Zulip once their request is this old.",
     )
 
 
@@ -69,6 +77,9 @@ def summary_metadata(summary: NotifySummary, zulip: ZulipResource) -> dict[str, 
         "open_pairs_left": MetadataValue.int(summary.open_after),
         "stale_claims_released": MetadataValue.int(summary.stale_released),
         "stale_claims_uncertain": MetadataValue.int(summary.stale_uncertain),
+        "uncertain_found_on_zulip": MetadataValue.int(summary.uncertain_found),
+        "uncertain_not_delivered": MetadataValue.int(summary.uncertain_not_delivered),
+        "uncertain_unresolved": MetadataValue.int(summary.uncertain_unresolved),
     }
     if summary.stopped_early:
         meta["stopped_early"] = MetadataValue.text(summary.stopped_early)
@@ -113,6 +124,7 @@ def send_mentor_notifications(
         enabled=settings.notify_enabled,
         max_age=dt.timedelta(hours=settings.notify_max_age_hours),
         claim_timeout=dt.timedelta(minutes=config.claim_timeout_minutes),
+        settle_after=dt.timedelta(seconds=config.settle_uncertain_after_seconds),
     )
     summary = notifier.run(request) if event_types else NotifySummary(mode="no event types selected")
     context.add_output_metadata(summary_metadata(summary, zulip))

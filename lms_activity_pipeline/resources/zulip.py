@@ -34,8 +34,15 @@ class ZulipResource(ConfigurableResource):
     backoff_seconds: float = 2.0
     max_backoff_seconds: float = 60.0
     max_retry_after_seconds: float = 300.0
+    #: All waits for one message (429s and backoff) stay below this, well inside the claim timeout.
+    max_wait_seconds_per_message: float = 600.0
     user_cache_hours: float = 24.0
     unknown_user_cache_hours: float = 1.0
+
+    def __repr_args__(self):  # noqa: ANN204 - pydantic's repr hook
+        """The API key never appears in a repr (logs, tracebacks, debuggers)."""
+        for name, value in super().__repr_args__():
+            yield name, ("********" if name == "api_key" and value is not None else value)
 
     @property
     def is_configured(self) -> bool:
@@ -69,6 +76,7 @@ class ZulipResource(ConfigurableResource):
             backoff_seconds=self.backoff_seconds,
             max_backoff_seconds=self.max_backoff_seconds,
             max_retry_after_seconds=self.max_retry_after_seconds,
+            max_total_wait_seconds=self.max_wait_seconds_per_message,
         )
 
     def gateway(self) -> ZulipGateway:

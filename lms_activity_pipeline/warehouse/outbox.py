@@ -9,8 +9,13 @@ Life of a pair (``status`` in capitals, claim columns in brackets)::
 
 - ``sent``, ``skipped`` and ``dry_run`` are final. ``failed`` pairs are taken
   again by automatic runs while their delivery certainly failed and
-  ``attempts`` is below the cap; ``delivery_uncertain`` ones (timeouts,
-  interrupted sends) only by ``lms-activity monitor --process-pending``.
+  ``attempts`` is below the cap, and by ``lms-activity monitor
+  --process-pending`` whatever their attempts.
+- ``delivery_uncertain`` pairs (timeouts, interrupted sends) are never resent
+  before Zulip has been asked: ``mark_sending`` keeps the request's time and a
+  digest of its text (``delivery_attempted_at``, ``delivery_digest``), and
+  :meth:`Outbox.settle` records what Zulip said (``sent`` with the message it
+  found, or a certain failure that may be resent).
 - Claims are atomic and whole per mentor: on PostgreSQL a claim first takes a
   transaction-scoped advisory lock per mentor (``pg_try_advisory_xact_lock``;
   a run that cannot get it leaves that mentor to the run that has it, so two
@@ -66,18 +71,40 @@ class Selection:
     retry_all_failed: bool = False
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
 
+    def of_types(self) -> list[sa.ColumnElement[bool]]:
+        if not self.event_types:
+            return []
+        return [log.c.event_id.in_(sa.select(events.c.event_id).where(events.c.event_type.in_(self.event_types)))]
+
     def claimable(self) -> sa.ColumnElement[bool]:
         failed = log.c.status == FAILED
         if not self.retry_all_failed:
             failed = sa.and_(failed, log.c.delivery_uncertain.is_(sa.false()))
             if self.max_attempts > 0:
                 failed = sa.and_(failed, log.c.attempts < self.max_attempts)
-        conds = [log.c.claimed_by.is_(None), sa.or_(log.c.status == PENDING, failed)]
-        if self.event_types:
-            conds.append(
-                log.c.event_id.in_(sa.select(events.c.event_id).where(events.c.event_type.in_(self.event_types)))
-            )
-        return sa.and_(*conds)
+        else:
+            # Uncertain deliveries that Zulip can be asked about are settled, never resent blindly.
+            failed = sa.and_(failed, sa.not_(checkable_uncertain()))
+        return sa.and_(log.c.claimed_by.is_(None), sa.or_(log.c.status == PENDING, failed), *self.of_types())
+
+
+def checkable_uncertain() -> sa.ColumnElement[bool]:
+    """Failed with an unknown outcome, and we know what to look for on Zulip."""
+    return sa.and_(
+        log.c.delivery_uncertain.is_(sa.true()),
+        log.c.delivery_digest.is_not(None),
+        log.c.zulip_user_id.is_not(None),
+    )
+
+
+@dataclass(frozen=True)
+class UncertainDelivery:
+    """One message whose delivery is unknown: the pairs it carried and how to find it on Zulip."""
+
+    log_ids: tuple[int, ...]
+    zulip_user_id: int
+    digest: str
+    attempted_at: dt.datetime
 
 
 @dataclass(frozen=True)
@@ -163,7 +190,10 @@ class Outbox:
                     delivery_uncertain=True,
                     error_message=sa.literal("uncertain delivery: the run holding claim ")
                     + log.c.claimed_by
-                    + sa.literal(" stopped while sending; not resent automatically"),
+                    + sa.case(
+                        (log.c.delivery_digest.is_not(None), sa.literal(" stopped while sending; Zulip is asked before any resend")),
+                        else_=sa.literal(" stopped while sending; not resent automatically"),
+                    ),
                     attempts=log.c.attempts + 1,
                     processed_at=to_utc(now),
                     claimed_by=None,
@@ -265,15 +295,88 @@ class Outbox:
             got = conn.execute(sa.select(log.c.id).where(log.c.id.in_(ids), log.c.claimed_by == token)).scalars()
             return sorted(int(i) for i in got)
 
-    def mark_sending(self, log_ids: Sequence[int], token: str, now: dt.datetime) -> int:
-        """Note that a request for these pairs is about to go out; returns how many are still ours."""
+    def mark_sending(
+        self,
+        log_ids: Sequence[int],
+        token: str,
+        now: dt.datetime,
+        digest: str | None = None,
+        zulip_user_id: int | None = None,
+    ) -> int:
+        """Note that a request for these pairs is about to go out; returns how many are still ours.
+
+        Keeps the request's time and ``digest`` (of the message text) for a later
+        look-up on Zulip, and renews the whole claim of ``token`` (a run waiting
+        out rate limits is alive, not stale).
+        """
         if not log_ids:
             return 0
+        values: dict[str, object] = {
+            "sending_at": to_utc(now),
+            "delivery_attempted_at": to_utc(now),
+            "delivery_digest": digest,
+        }
+        if zulip_user_id is not None:
+            values["zulip_user_id"] = zulip_user_id
+        with self.engine.begin() as conn:
+            conn.execute(log.update().where(log.c.claimed_by == token).values(claimed_at=to_utc(now)))
+            return conn.execute(
+                log.update().where(log.c.id.in_(sorted(log_ids)), log.c.claimed_by == token).values(**values)
+            ).rowcount
+
+    # --- uncertain deliveries ----------------------------------------------------------
+
+    def uncertain_deliveries(
+        self, selection: Selection, attempted_before: dt.datetime, limit: int
+    ) -> list[UncertainDelivery]:
+        """Up to ``limit`` messages of uncertain delivery sent before ``attempted_before``, oldest first."""
+        stmt = (
+            sa.select(log.c.id, log.c.zulip_user_id, log.c.delivery_digest, log.c.delivery_attempted_at)
+            .where(
+                log.c.status == FAILED,
+                log.c.claimed_by.is_(None),
+                checkable_uncertain(),
+                log.c.delivery_attempted_at < to_utc(attempted_before),
+                *selection.of_types(),
+            )
+            .order_by(log.c.delivery_attempted_at, log.c.id)
+        )
+        groups: dict[tuple[int, str], list[tuple[int, dt.datetime]]] = {}
+        with self.engine.connect() as conn:
+            for row in conn.execute(stmt):
+                key = (int(row.zulip_user_id), row.delivery_digest)
+                if key not in groups and len(groups) >= limit:
+                    continue
+                groups.setdefault(key, []).append((int(row.id), to_utc(row.delivery_attempted_at)))
+        return [
+            UncertainDelivery(tuple(i for i, _ in rows), user, digest, min(t for _, t in rows))
+            for (user, digest), rows in groups.items()
+        ]
+
+    def settle(self, log_ids: Sequence[int], message_id: int | None, now: dt.datetime, run_id: str | None) -> int:
+        """Record what Zulip said about uncertain pairs: ``sent`` as ``message_id``, or (None) not delivered.
+
+        Not delivered leaves them ``failed`` with a certain outcome, so they may be sent again.
+        """
+        if not log_ids:
+            return 0
+        values: dict[str, object] = {"delivery_uncertain": False, "processed_at": to_utc(now), "last_run_id": run_id}
+        if message_id is not None:
+            values.update(status=SENT, notification_sent=True, notification_message_id=message_id, error_message=None)
+        else:
+            values["error_message"] = sa.literal("not delivered (Zulip has no such message) after: ") + sa.func.coalesce(
+                log.c.error_message, ""
+            )
         with self.engine.begin() as conn:
             return conn.execute(
                 log.update()
-                .where(log.c.id.in_(sorted(log_ids)), log.c.claimed_by == token)
-                .values(sending_at=to_utc(now))
+                .where(
+                    log.c.id.in_(sorted(log_ids)),
+                    log.c.status == FAILED,
+                    log.c.delivery_uncertain.is_(sa.true()),
+                    log.c.claimed_by.is_(None),
+                )
+                .values(**values)
             ).rowcount
 
     def record(self, log_ids: Sequence[int], token: str, outcome: Outcome, now: dt.datetime) -> int:
