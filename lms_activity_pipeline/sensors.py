@@ -1,9 +1,12 @@
 """Sensors: ``lms_activity_sensor`` polls the LMS and requests incremental ingest runs;
-``notify_mentors_after_ingest`` launches ``notify_mentors_job`` after each successful ingest run."""
+``notify_mentors_after_ingest`` launches ``notify_mentors_job`` after each successful run that
+materialised ``lms_activity_events`` (``lms_ingest_job``, or an asset run or backfill from the UI)."""
 
 import datetime as dt
 
 from dagster import (
+    AssetKey,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     JobDefinition,
@@ -13,11 +16,10 @@ from dagster import (
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
+    SkipReason,
     run_status_sensor,
     sensor,
 )
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-
 from lms_activity_pipeline.config import Settings
 from lms_activity_pipeline.jobs import INGEST_JOB_NAME
 from lms_activity_pipeline.monitoring.poll import Cursor, PollPlan, plan_poll
@@ -85,20 +87,40 @@ def notify_request_after(ingest_run_id: str) -> RunRequest:
     )
 
 
-def build_notify_after_ingest_sensor(
-    settings: Settings, ingest_job: UnresolvedAssetJobDefinition, notify_job: JobDefinition
-) -> RunStatusSensorDefinition:
-    """Runs ``notify_mentors_job`` after every successful ``lms_ingest_job`` run (on when notifications are)."""
+EVENTS_ASSET = AssetKey("lms_activity_events")
+#: The job Dagster runs for materialisations and backfills launched from the asset pages.
+IMPLICIT_ASSET_JOB_NAME = "__ASSET_JOB"
+
+
+def materialised_events(run: DagsterRun) -> bool:
+    """Did ``run`` materialise ``lms_activity_events`` (and so enqueue notifications)?"""
+    if run.asset_selection:
+        return EVENTS_ASSET in run.asset_selection
+    # No selection: the whole job ran (Dagster's implicit asset job holds every asset).
+    return run.job_name in (INGEST_JOB_NAME, IMPLICIT_ASSET_JOB_NAME)
+
+
+def build_notify_after_ingest_sensor(settings: Settings, notify_job: JobDefinition) -> RunStatusSensorDefinition:
+    """Runs ``notify_mentors_job`` after every successful run that materialised ``lms_activity_events``.
+
+    It watches every job of the code location, not only ``lms_ingest_job``: assets
+    materialised and backfilled from the UI run in Dagster's implicit asset job.
+    """
 
     @run_status_sensor(
         run_status=DagsterRunStatus.SUCCESS,
         name=NOTIFY_SENSOR_NAME,
-        monitored_jobs=[ingest_job],
         request_job=notify_job,
         default_status=DefaultSensorStatus.RUNNING if settings.notify_enabled else DefaultSensorStatus.STOPPED,
-        description="After each successful lms_ingest_job run, send the mentor notifications it enqueued.",
+        description=(
+            "After each successful run that materialised lms_activity_events (lms_ingest_job, UI materialisations "
+            "and backfills), send the mentor notifications it enqueued."
+        ),
     )
-    def notify_mentors_after_ingest(context: RunStatusSensorContext) -> RunRequest:
-        return notify_request_after(context.dagster_run.run_id)
+    def notify_mentors_after_ingest(context: RunStatusSensorContext) -> RunRequest | SkipReason:
+        run = context.dagster_run
+        if not materialised_events(run):
+            return SkipReason(f"run {run.run_id} ({run.job_name}) did not materialise lms_activity_events")
+        return notify_request_after(run.run_id)
 
     return notify_mentors_after_ingest

@@ -269,20 +269,31 @@ def test_partial_zulip_configuration_is_one_clear_error(sqlite_backend: Backend)
 def test_sensor_and_schedule_launch_the_notify_job(sqlite_backend: Backend) -> None:
     pipe = school(sqlite_backend, fast_zulip(None))
     [ingest_run] = pipe.instance.get_runs()
-    success = [
-        e
-        for e in pipe.instance.all_logs(ingest_run.run_id)
-        if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS"
-    ]
     sensor = pipe.defs.resolve_sensor_def("notify_mentors_after_ingest")
-    context = dg.build_run_status_sensor_context(
-        sensor_name=sensor.name,
-        dagster_event=success[0].dagster_event,
-        dagster_instance=pipe.instance,
-        dagster_run=ingest_run,
+
+    def after(run: dg.DagsterRun):  # noqa: ANN202 - what the sensor returns for that successful run
+        [success] = [
+            e
+            for e in pipe.instance.all_logs(run.run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_SUCCESS"
+        ]
+        return sensor(
+            dg.build_run_status_sensor_context(
+                sensor_name=sensor.name, dagster_event=success.dagster_event, dagster_instance=pipe.instance, dagster_run=run
+            )
+        )
+
+    assert after(ingest_run).run_key == f"notify-after-{ingest_run.run_id}"
+    # "Materialize" in the UI (or a UI backfill) runs the implicit asset job: it is followed too.
+    ui_job = pipe.defs.resolve_implicit_global_asset_job_def()
+    events = dg.AssetKey("lms_activity_events")
+    ui_run = ui_job.execute_in_process(instance=pipe.instance, partition_key=recent_days()[1], asset_selection=[events])
+    assert after(ui_run.dagster_run).run_key == f"notify-after-{ui_run.run_id}"
+    raw_only = ui_job.execute_in_process(
+        instance=pipe.instance, partition_key=recent_days()[1], asset_selection=[dg.AssetKey("raw_exam_attempts")]
     )
-    request = sensor(context)
-    assert request.run_key == f"notify-after-{ingest_run.run_id}"
+    assert isinstance(after(raw_only.dagster_run), dg.SkipReason)  # nothing enqueued, nothing to send
+    assert isinstance(after(pipe.notify().dagster_run), dg.SkipReason)  # and never after its own runs
     assert sensor.job_name == "notify_mentors_job" and sensor.default_status == dg.DefaultSensorStatus.RUNNING
     schedule = pipe.defs.resolve_schedule_def("notify_mentors_retry_schedule")
     assert (schedule.job_name, schedule.cron_schedule) == ("notify_mentors_job", "*/10 * * * *")
