@@ -58,7 +58,8 @@ def create_engine(url: str | URL, *, read_only: bool = False, variable: str = "d
     """An engine for ``url``; ``read_only`` makes every session refuse writes.
 
     PostgreSQL sessions get ``default_transaction_read_only=on``; SQLite files
-    are opened through a ``mode=ro`` URI. A missing SQLite file is a
+    are opened through a ``mode=ro`` URI, and every SQLite connection runs
+    ``PRAGMA query_only``. A missing SQLite file is a
     :class:`ConfigError` naming ``variable`` instead of a silently created file.
     """
     parsed = normalise_url(url)
@@ -72,6 +73,8 @@ def create_engine(url: str | URL, *, read_only: bool = False, variable: str = "d
             path.parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(parsed, connect_args={"timeout": 30})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
+        if read_only:  # also for URI-form and in-memory URLs, which ``mode=ro`` above does not reach
+            sa.event.listen(engine, "connect", _sqlite_query_only)
         return engine
     connect_args: dict[str, object] = {"connect_timeout": 10, "application_name": "lms-activity-pipeline"}
     if read_only:
@@ -82,6 +85,12 @@ def create_engine(url: str | URL, *, read_only: bool = False, variable: str = "d
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI callback
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout = 30000")
+    cursor.close()
+
+
+def _sqlite_query_only(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI callback
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA query_only = ON")
     cursor.close()
 
 

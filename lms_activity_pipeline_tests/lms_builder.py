@@ -19,15 +19,34 @@ def t(day: int, hour: int = 12, minute: int = 0, second: int = 0, month: int = 5
     return dt.datetime(2024, month, day, hour, minute, second, tzinfo=UTC)
 
 
-def _relaxed(metadata: sa.MetaData) -> sa.MetaData:
-    """A copy of the reference schema without NOT NULL (real LMSs are messy)."""
+class _StoredAsGiven(sa.types.UserDefinedType):
+    """A NUMERIC column that passes values through unconverted (SQLite then stores text as text)."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "NUMERIC"
+
+
+def _relaxed(metadata: sa.MetaData, dialect: str) -> sa.MetaData:
+    """A copy of the reference schema without NOT NULL (real LMSs are messy).
+
+    On PostgreSQL the score columns become text so they can hold junk; SQLite
+    keeps its NUMERIC columns, which store whatever is inserted, as in a real LMS.
+    """
     relaxed = sa.MetaData()
+    junk = _StoredAsGiven() if dialect == "sqlite" else sa.Text()
     for table in metadata.sorted_tables:
         sa.Table(
             table.name,
             relaxed,
             *[
-                sa.Column(c.name, sa.Text if c.name in ("score", "progress_percent") else c.type, primary_key=c.primary_key, nullable=True)
+                sa.Column(
+                    c.name,
+                    junk if c.name in ("score", "progress_percent") else c.type,
+                    primary_key=c.primary_key,
+                    nullable=True,
+                )
                 for c in table.columns
             ],
         )
@@ -37,13 +56,13 @@ def _relaxed(metadata: sa.MetaData) -> sa.MetaData:
 class LMSBuilder:
     """Collects rows and writes them to a reference-schema LMS at ``url``.
 
-    ``strict=False`` creates the tables without NOT NULL constraints and with
-    text score columns, so tests can store the bad rows a real LMS may hold.
+    ``strict=False`` creates the tables without NOT NULL constraints (and with
+    text score columns on PostgreSQL), so tests can store the bad rows a real LMS may hold.
     """
 
     def __init__(self, url: str, *, strict: bool = True) -> None:
         self.engine = db.create_engine(url)
-        self.metadata = REFERENCE if strict else _relaxed(REFERENCE)
+        self.metadata = REFERENCE if strict else _relaxed(REFERENCE, self.engine.dialect.name)
         self.rows: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.metadata.drop_all(self.engine)
         self.metadata.create_all(self.engine)

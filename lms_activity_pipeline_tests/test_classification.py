@@ -238,3 +238,33 @@ def test_cleaning_rejects_bad_values_with_reasons_and_keeps_the_rest() -> None:
         4: "status: unknown value weird",
         5: "started_at: invalid or missing value not a date",
     }
+
+
+def test_cleaning_keeps_the_newest_of_rows_sharing_an_id() -> None:
+    """A source profile may point at a view without a primary key: one row per id survives, the newest."""
+    row = {"user_id": "1", "exam_id": "200", "status": "in_progress", "started_at": "2024-05-03 10:00:00"}
+    raw = pd.DataFrame(
+        [
+            {"id": "7", **row, "updated_at": "2024-05-03 10:00:00"},
+            {"id": "7", **row, "updated_at": "2024-05-03 11:00:00", "status": "submitted", "submitted_at": "2024-05-03 11:00:00"},
+            {"id": "8", **row, "updated_at": "2024-05-03 10:00:00"},
+            {"id": "8", **row, "updated_at": "2024-05-03 12:00:00", "status": "bogus"},  # newer but bad: the good one stays
+        ]
+    )
+    clean, rejected = cleaning.clean_exam_attempts(raw)
+    assert sorted(zip(clean["id"], clean["status"])) == [(7, "submitted"), (8, "in_progress")]
+    assert sorted(rejected["reason"]) == [
+        "id: duplicate of another row with this id and a later updated_at",
+        "status: unknown value bogus",
+    ]
+
+
+def test_integers_beyond_bigint_are_rejected_not_fatal() -> None:
+    row = {"exam_id": "200", "status": "in_progress", "started_at": "2024-05-03 10:00:00", "updated_at": "2024-05-03 10:00:00"}
+    raw = pd.DataFrame(
+        [{"id": 1, "user_id": 1e20, **row}, {"id": 2**63, "user_id": 1, **row}, {"id": 3, "user_id": 2.5, **row}, {"id": 4, "user_id": 4611686018427387905, **row}],
+        dtype=object,  # as a SQLite column holding mixed types reads
+    )
+    clean, rejected = cleaning.clean_exam_attempts(raw)
+    assert clean["user_id"].tolist() == [4611686018427387905]  # exact, not rounded through a float
+    assert len(rejected) == 3

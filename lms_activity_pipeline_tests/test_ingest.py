@@ -148,6 +148,39 @@ def test_bad_rows_are_skipped_counted_and_the_rest_is_stored(backend: Backend) -
     assert logs, "each skipped row is logged with its reason"
 
 
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_sqlite_junk_is_rejected_and_counted_never_lost_or_fatal(backend: Backend) -> None:
+    """What a SQLite LMS can hold in any column: out-of-range numbers, unreadable times, text ids.
+    Before, the first sank the whole run and the unreadable times vanished uncounted."""
+    b = LMSBuilder(backend.lms_url, strict=False).school()
+    b.attempt(1, 1, 200, "graded", t(3, 10), submitted_at=t(3, 11), score=40).write()  # good
+    insert = (
+        'INSERT INTO "Attempts" (id, user_id, exam_id, status, started_at, submitted_at, score, updated_at) '
+        "VALUES (:id, :user, 200, 'submitted', :started, :submitted, :score, :updated)"
+    )
+    day3 = {"started": "2024-05-03 10:00:00", "submitted": "2024-05-03 10:30:00", "score": None}
+    b.execute(insert, id="9223372036854775808", user=1, updated="2024-05-03 10:30:00", **day3)  # id beyond BIGINT
+    b.execute(insert, id=7, user=1e20, updated="2024-05-03 10:30:00", **day3)  # a REAL no BIGINT can hold
+    b.execute(insert, id=8, user=1, updated="garbage", **day3)  # unreadable time
+    b.execute(insert, id=9, user=1, updated=1714730000, **day3)  # epoch seconds, not ISO-8601 text
+    b.execute(insert, id="forty", user=1, updated="2024-05-03 10:30:00", **{**day3, "score": "x"})
+    pipe = Pipeline(backend)
+    result = pipe.ingest("2024-05-03")
+
+    assert set(pipe.event_ids()) == {"exam:1:exam_started", "exam:1:exam_completed", "exam:1:exam_passed"}
+    meta = metadata(result, "raw_exam_attempts")
+    assert (meta["rows_extracted"], meta["rows_rejected"]) == (6, 5)
+    preview = meta["rejected_preview"]
+    for reason in (
+        "id: invalid or missing value 9.223372036854776e+18",  # SQLite stored it as a REAL
+        "user_id: invalid or missing value 1e+20",
+        "updated_at: invalid or missing value garbage",
+        "updated_at: invalid or missing value 1714730000",
+        "id: invalid or missing value forty",
+    ):
+        assert reason in preview, reason
+
+
 def test_lms_sessions_are_read_only(backend: Backend) -> None:
     school(backend)
     lms = LMSResource(database_url=backend.lms_url)
@@ -156,6 +189,18 @@ def test_lms_sessions_are_read_only(backend: Backend) -> None:
             conn.execute(sa.text('UPDATE "Attempts" SET score = 0'))
     with lms.engine.connect() as conn:
         assert conn.execute(sa.text('SELECT score FROM "Attempts" WHERE id = 1')).scalar() == 42
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_sqlite_uri_urls_are_read_only_too(backend: Backend) -> None:
+    school(backend)
+    path = backend.lms_url.removeprefix("sqlite:///")
+    lms = LMSResource(database_url=f"sqlite:///file:{path}?uri=true")
+    with lms.engine.connect() as conn:
+        assert conn.execute(sa.text('SELECT count(*) FROM "Attempts"')).scalar() == 4
+    with pytest.raises(DBAPIError, match="readonly"):
+        with lms.engine.begin() as conn:
+            conn.execute(sa.text('DELETE FROM "Attempts"'))
 
 
 def test_a_range_processed_in_one_day_pieces_stores_the_same_events(backend: Backend) -> None:

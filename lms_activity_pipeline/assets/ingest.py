@@ -115,7 +115,7 @@ def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefi
             extracted += len(raw)
             rejects.append(rejected)
             first = clean if first is None or first.empty else first
-        rejected = pd.concat(rejects, ignore_index=True).drop_duplicates(["source", "id"])
+        rejected = pd.concat(rejects, ignore_index=True).drop_duplicates(["source", "id", "reason"])
         log_rejects(context, rejected)
         context.log.info(
             f"{table.name}: {extracted} LMS rows, {result.inserted} new, {result.updated} changed, "

@@ -91,7 +91,38 @@ def parse_times(values: pd.Series) -> pd.Series:
     """ISO-8601 text or datetimes -> UTC timestamps; text without an offset is UTC."""
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC")
+    if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty", "datetime", "date", "datetime64"):
+        values = values.astype("string")  # numbers (epoch seconds in SQLite) are no ISO-8601: they become NaT
     return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+
+
+INT64_MAX = 2**63 - 1
+
+
+def parse_int(values: pd.Series) -> pd.Series:
+    """Whole numbers that fit a BIGINT -> ``Int64``; anything else (text, fractions, 1e20) -> NA."""
+    num = pd.to_numeric(values, errors="coerce")
+    if pd.api.types.is_unsigned_integer_dtype(num):
+        num = num.astype("UInt64")
+        return num.where(num <= INT64_MAX).astype("Int64")
+    if pd.api.types.is_integer_dtype(num):
+        return num.astype("Int64")
+    whole = num.notna() & (num % 1 == 0) & (num.abs() < 2.0**63)
+    typed = num.where(whole).astype("Int64")
+    # Mixed columns parse through float64, exact only below 2**53: re-read the few larger ones exactly.
+    large = whole & (num.abs() >= 2.0**53)
+    if large.any():
+        typed[large] = [_exact_int(v) for v in values[large]]
+    return typed
+
+
+def _exact_int(value: object) -> int:
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return int(float(str(value)))
 
 
 def _parse_bool(values: pd.Series) -> pd.Series:
@@ -110,9 +141,7 @@ def _typed(frame: pd.DataFrame, spec: tuple[Column, ...]) -> tuple[pd.DataFrame,
         raw = frame[col.name] if col.name in frame.columns else pd.Series(pd.NA, index=frame.index, dtype=object)
         present = raw.notna() & (raw.astype("string").str.strip() != "").fillna(False)
         if col.kind == "int":
-            num = pd.to_numeric(raw, errors="coerce")
-            whole = num.notna() & (num % 1 == 0)
-            value = num.where(whole).astype("Int64")
+            value = parse_int(raw)
         elif col.kind == "float":
             value = pd.to_numeric(raw, errors="coerce").astype("float64")
         elif col.kind == "time":
@@ -132,11 +161,15 @@ def _typed(frame: pd.DataFrame, spec: tuple[Column, ...]) -> tuple[pd.DataFrame,
 Problem = tuple[pd.Series, Callable[[pd.Series], "pd.Series | str"]]
 
 
-def _split(source: str, typed: pd.DataFrame, problems: list[Problem]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _split(
+    source: str, typed: pd.DataFrame, problems: list[Problem], newest: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Separate rows hit by any problem mask; the first problem names the reason.
 
     A problem is ``(mask, describe)``; ``describe(hit)`` builds the reason text
-    only for the rows it hits, so clean batches pay for no string work.
+    only for the rows it hits, so clean batches pay for no string work. Of
+    several otherwise good rows with one ``id`` (SQLite keeps ``'1'`` and ``1``
+    apart) the one with the latest ``newest`` column (else the first) is kept.
     """
     reason = pd.Series(pd.NA, index=typed.index, dtype="string")
     for mask, describe in problems:
@@ -144,6 +177,12 @@ def _split(source: str, typed: pd.DataFrame, problems: list[Problem]) -> tuple[p
         if hit.any():
             text = describe(hit)
             reason[hit] = text[hit] if isinstance(text, pd.Series) else text
+    good = typed.loc[reason.isna()]
+    if newest is not None:
+        good = good.sort_values(newest, ascending=False, kind="stable")
+    repeated = good.index[good["id"].duplicated(keep="first").to_numpy()]
+    if len(repeated):
+        reason[repeated] = "id: duplicate of another row with this id" + (f" and a later {newest}" if newest else "")
     bad = reason.notna()
     rejected = pd.DataFrame({"source": source, "id": typed.loc[bad, "id"].astype(object), "reason": reason[bad]})
     return typed.loc[~bad].reset_index(drop=True), rejected.reset_index(drop=True)
@@ -167,7 +206,7 @@ def clean_exam_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
         (typed["score"] < 0, lambda hit: "score: negative value " + typed.loc[hit, "score"].astype("string")),
         (typed["submitted_at"] < typed["started_at"], lambda hit: "submitted_at is before started_at"),
     ]
-    return _split("Attempts", typed, problems)
+    return _split("Attempts", typed, problems, newest="updated_at")
 
 
 def clean_content_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -180,7 +219,7 @@ def clean_content_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
         ((pct < 0) | (pct > 100), lambda hit: "progress_percent: outside 0..100: " + pct[hit].astype("string")),
         (typed["time_spent_seconds"] < 0, lambda hit: "time_spent_seconds: negative value"),
     ]
-    return _split("ContentAttempts", typed, problems)
+    return _split("ContentAttempts", typed, problems, newest="updated_at")
 
 
 def clean_dimension(source: str, raw: pd.DataFrame, spec: tuple[Column, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:

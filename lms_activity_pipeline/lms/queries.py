@@ -94,18 +94,33 @@ def window_filter(table: sa.Table, window: ExtractWindow, dialect: str) -> list[
     return conds
 
 
+def unreadable_time(col: sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """SQLite: a value that is no ISO-8601 text (garbage, a number), which no time window can place."""
+    return sa.or_(sa.func.julianday(col).is_(None), sa.func.typeof(col) != "text")
+
+
+def attempts_in_window(table: sa.Table, window: ExtractWindow, dialect: str) -> sa.ColumnElement[bool]:
+    """The rows of ``window``; on SQLite a recompute also reads rows whose times cannot be read,
+    so cleaning rejects and counts them instead of their vanishing unseen."""
+    conds = sa.and_(sa.true(), *window_filter(table, window, dialect))
+    incremental = window.changed_since is not None or window.changed_until is not None
+    if dialect != "sqlite" or incremental:
+        return conds
+    return sa.or_(conds, unreadable_time(table.c.started_at), unreadable_time(table.c.updated_at))
+
+
 def _select(table: sa.Table, fields: list[str]) -> sa.Select:
     return sa.select(*[table.c[f].label(f) for f in fields])
 
 
 def exam_attempts(profile: SourceProfile, window: ExtractWindow, dialect: str) -> sa.Select:
     table = profile.table("attempts")
-    return _select(table, EXAM_ATTEMPT_FIELDS).where(*window_filter(table, window, dialect))
+    return _select(table, EXAM_ATTEMPT_FIELDS).where(attempts_in_window(table, window, dialect))
 
 
 def content_attempts(profile: SourceProfile, window: ExtractWindow, dialect: str) -> sa.Select:
     table = profile.table("content_attempts")
-    return _select(table, CONTENT_ATTEMPT_FIELDS).where(*window_filter(table, window, dialect))
+    return _select(table, CONTENT_ATTEMPT_FIELDS).where(attempts_in_window(table, window, dialect))
 
 
 def dimension(profile: SourceProfile, logical: str) -> sa.Select:

@@ -95,12 +95,13 @@ class LMSResource(ConfigurableResource):
             return pd.DataFrame(columns=[c.name for c in cleaning.USER_COLUMNS])
         raw = self._read(queries.users_by_id(self.profile, user_ids))
         return cleaning.clean_dimension("Users", raw, cleaning.USER_COLUMNS)[0]
+
     def existing_user_ids(self, ids: Collection[int]) -> set[int]:
         """The ids among ``ids`` that are rows of the LMS ``Users`` table."""
         wanted, found = sorted(set(ids)), set()
         for i in range(0, len(wanted), USER_ID_CHUNK):
             raw = self._read(queries.users_by_id(self.profile, wanted[i : i + USER_ID_CHUNK]))
-            found |= set(pd.to_numeric(raw["id"], errors="coerce").dropna().astype("int64").tolist())
+            found |= set(cleaning.parse_int(raw["id"]).dropna().astype("int64").tolist())
         return found
 
     def exam_attempt_history(self, student_ids: Collection[int] | None, until: dt.datetime | None) -> pd.DataFrame:
@@ -108,9 +109,9 @@ class LMSResource(ConfigurableResource):
         raw = self._read(queries.exam_attempt_history(self.profile, student_ids, until, self.dialect))
         typed = pd.DataFrame(
             {
-                "id": pd.to_numeric(raw["id"], errors="coerce").astype("Int64"),
-                "user_id": pd.to_numeric(raw["user_id"], errors="coerce").astype("Int64"),
-                "exam_id": pd.to_numeric(raw["exam_id"], errors="coerce").astype("Int64"),
+                "id": cleaning.parse_int(raw["id"]),
+                "user_id": cleaning.parse_int(raw["user_id"]),
+                "exam_id": cleaning.parse_int(raw["exam_id"]),
                 "started_at": cleaning.parse_times(raw["started_at"]),
             }
         )
@@ -121,7 +122,7 @@ class LMSResource(ConfigurableResource):
         raw = self._read(queries.changed_rows(self.profile, logical, since, self.dialect))
         typed = pd.DataFrame(
             {
-                "id": pd.to_numeric(raw["id"], errors="coerce").astype("Int64"),
+                "id": cleaning.parse_int(raw["id"]),
                 "started_at": cleaning.parse_times(raw["started_at"]),
                 "updated_at": cleaning.parse_times(raw["updated_at"]),
             }
