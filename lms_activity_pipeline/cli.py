@@ -190,7 +190,10 @@ def _print_stats(stats: dict[str, Any], brief: bool = False) -> None:
     print(f"lag behind LMS:     {'-' if lag is None else f'{lag:.0f} s'}")
     notes = stats["notifications"]
     print("notifications:      " + ", ".join(f"{k} {v}" for k, v in notes.items()))
-    print(f"last poll:          {stats['last_poll_at'] or 'never'} (run {stats['last_run_id'] or '-'}, {stats['last_run_status'] or '-'})")
+    print(f"last CLI poll:      {stats['last_poll_at'] or 'never'} (run {stats['last_run_id'] or '-'}, {stats['last_run_status'] or '-'})")
+    last = stats["last_ingest"]
+    described = f"{last['started_at']} by {last['trigger']} (run {last['run_id']}, {last['status']})" if last else "never"
+    print(f"last ingest run:    {described}")
 
 
 if __name__ == "__main__":

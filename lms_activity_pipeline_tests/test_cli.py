@@ -88,7 +88,7 @@ def test_monitor_once_twice_second_poll_changes_nothing(
 def test_monitor_stats_match_the_warehouse(
     backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    live_school(backend)
+    lms = live_school(backend)
     env = env_for(backend, tmp_path)
     run_cli(monkeypatch, env, "monitor", "--once")
     capsys.readouterr()
@@ -102,8 +102,27 @@ def test_monitor_stats_match_the_warehouse(
         assert printed[event_type] == (len(group), int((ts >= now - pd.Timedelta(hours=24)).sum()))
     assert printed["total"][0] == len(events)
     assert printed["exam_passed"] == (0, 0)
+    assert f"newest event:       {pd.to_datetime(events['timestamp'], utc=True).max().to_pydatetime()}" in out
     assert "lag behind LMS:     0 s" in out
-    assert "last poll:" in out and "SUCCESS" in out
+    log = Pipeline(backend).log_rows()["status"].value_counts()
+    assert "notifications:      " + ", ".join(
+        f"{s} {int(log.get(s, 0))}" for s in ("pending", "sent", "failed", "skipped", "dry_run")
+    ) in out
+    assert "last CLI poll:" in out and "SUCCESS" in out and re.search(r"last ingest run: .* by cli \(run .*, SUCCESS\)", out)
+
+    # Someone else ingests (the sensor, a backfill): the lag comes from the data, not from this CLI's cursor.
+    newer = recent(0.25)
+    lms.content_attempt(9, 1, 300, "in_progress", recent(0.5), updated_at=newer, progress_percent=10).write()
+    with Pipeline(backend).warehouse.engine.connect() as conn:
+        stored = pd.Timestamp(conn.execute(sa.select(sa.func.max(wh.raw_content_attempts.c.updated_at))).scalar())
+    assert run_cli(monkeypatch, env, "monitor", "--stats") == 0
+    lag = (pd.Timestamp(newer) - (stored if stored.tzinfo else stored.tz_localize("UTC"))).total_seconds()
+    assert f"lag behind LMS:     {lag:.0f} s" in capsys.readouterr().out and lag > 3600
+    pipe = Pipeline(backend, instance=DagsterInstance.get(), LMS_PARTITIONS_START=env["LMS_PARTITIONS_START"])
+    pipe.ingest(recent(0.5).date().isoformat(), dt.datetime.now(dt.UTC).date().isoformat(), tags={"lms/trigger": "sensor"})
+    assert run_cli(monkeypatch, env, "monitor", "--stats") == 0
+    out = capsys.readouterr().out
+    assert "lag behind LMS:     0 s" in out and re.search(r"last ingest run: .* by sensor \(run .*, SUCCESS\)", out)
 
 
 def test_daemon_picks_up_new_rows_and_stops_cleanly_on_sigterm(backend: Backend, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from dagster import DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
 
 from lms_activity_pipeline.config import Settings
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
+from lms_activity_pipeline.jobs import INGEST_JOB_NAME
 from lms_activity_pipeline.monitoring.poll import Cursor, PollPlan, plan_poll
 from lms_activity_pipeline.resources.factory import build_resources
 from lms_activity_pipeline.resources.lms import LMSResource
@@ -27,6 +28,8 @@ from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline.warehouse.outbox import Selection
 
 STATE_NAME = "cli"
+#: The staged copies whose newest ``updated_at`` says how far the warehouse has come.
+STAGED = {"attempts": wh.raw_exam_attempts, "content_attempts": wh.raw_content_attempts}
 
 
 @dataclass(frozen=True)
@@ -203,18 +206,20 @@ class Monitor:
             )
             newest = conn.execute(sa.select(sa.func.max(events.c.timestamp))).scalar()
             notifications = dict(conn.execute(sa.select(log.c.status, sa.func.count()).group_by(log.c.status)).all())
+            stored = {
+                logical: conn.execute(sa.select(sa.func.max(table.c.updated_at))).scalar()
+                for logical, table in STAGED.items()
+            }
         state = self._state()
-        cursor = Cursor.from_json(state.get("cursor"))
         lms_marks = self.lms.high_water_marks()
+        # Lag from the data, not from a cursor: right whoever ingests (the sensor, this CLI, a backfill).
         lags = []
         for logical, lms_mark in lms_marks.items():
-            seen = cursor.marks.get(logical)
             if lms_mark is None:
                 continue
-            if seen is None or seen.updated_at is None:
-                lags.append(None)
-            else:
-                lags.append(max(0.0, (pd.Timestamp(lms_mark) - pd.Timestamp(seen.updated_at)).total_seconds()))
+            seen = stored.get(logical)
+            lags.append(None if seen is None else max(0.0, (pd.Timestamp(lms_mark) - _as_utc(seen)).total_seconds()))
+        last_ingest = self.instance.get_run_records(RunsFilter(job_name=INGEST_JOB_NAME), limit=1)
         return {
             "events_total": {t: int(totals.get(t, 0)) for t in ALL_EVENT_TYPES},
             "events_24h": {t: int(recent.get(t, 0)) for t in ALL_EVENT_TYPES},
@@ -225,6 +230,7 @@ class Monitor:
             "last_poll_at": _as_utc(state.get("last_poll_at")),
             "last_run_id": state.get("last_run_id"),
             "last_run_status": state.get("last_run_status"),
+            "last_ingest": _run_summary(last_ingest[0]) if last_ingest else None,
         }
 
 
@@ -232,6 +238,18 @@ def _as_utc(value: Any) -> dt.datetime | None:
     if value is None:
         return None
     return to_utc(pd.Timestamp(value).to_pydatetime())
+
+
+def _run_summary(record: Any) -> dict[str, Any]:
+    """When the newest ingest run started, who launched it and how it ended."""
+    run = record.dagster_run
+    started = record.start_time or record.create_timestamp.timestamp()
+    return {
+        "run_id": run.run_id,
+        "started_at": dt.datetime.fromtimestamp(started, dt.UTC),
+        "trigger": run.tags.get("lms/trigger") or ("backfill" if run.tags.get("dagster/backfill") else "manual"),
+        "status": run.status.value,
+    }
 
 
 def _op_metadata(run: Any, op: str) -> dict[str, Any] | None:
