@@ -24,6 +24,7 @@ class ConfigError(ValueError):
 DEFAULT_HOME = "./.lms_activity"
 DEFAULT_WAREHOUSE_SCHEMA = "lms_activity"
 DEFAULT_POLL_INTERVAL = 60
+DEFAULT_LOOKBACK_SECONDS = 300
 DEFAULT_NOTIFY_MAX_AGE_HOURS = 24.0
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_PARTITIONS_START = "2024-01-01"
@@ -54,6 +55,16 @@ def parse_positive_int(name: str, raw: str) -> int:
         raise ConfigError(f"{name}={raw!r} is not a whole number of seconds") from None
     if value <= 0:
         raise ConfigError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+def parse_non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number of seconds") from None
+    if value < 0:
+        raise ConfigError(f"{name}={raw!r} must be 0 or more")
     return value
 
 
@@ -160,6 +171,7 @@ class Settings:
     timezone: str
     partitions_start: str
     lms_url_is_default: bool
+    lookback_seconds: int = DEFAULT_LOOKBACK_SECONDS
     executor: str = DEFAULT_EXECUTOR
     celery_broker_url: str = DEFAULT_CELERY_BROKER_URL
     celery_backend_url: str = DEFAULT_CELERY_BACKEND_URL
@@ -225,6 +237,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         timezone=parse_timezone("LMS_TIMEZONE", get("LMS_TIMEZONE") or DEFAULT_TIMEZONE),
         partitions_start=parse_date("LMS_PARTITIONS_START", get("LMS_PARTITIONS_START") or DEFAULT_PARTITIONS_START),
         lms_url_is_default=lms_raw is None,
+        lookback_seconds=parse_non_negative_int(
+            "LMS_ACTIVITY_LOOKBACK_SECONDS", get("LMS_ACTIVITY_LOOKBACK_SECONDS") or str(DEFAULT_LOOKBACK_SECONDS)
+        ),
         executor=executor,
         celery_broker_url=parse_celery_url(
             "LMS_CELERY_BROKER_URL", get("LMS_CELERY_BROKER_URL") or DEFAULT_CELERY_BROKER_URL

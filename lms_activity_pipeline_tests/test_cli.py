@@ -168,11 +168,12 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 60) -> None:  #
         ({"LMS_ACTIVITY_POLL_INTERVAL": "soon"}, "LMS_ACTIVITY_POLL_INTERVAL='soon' is not a whole number of seconds"),
         ({"LMS_EVENT_TYPES_TO_MONITOR": "exam_passed,exam_exploded"}, "LMS_EVENT_TYPES_TO_MONITOR: unknown event type(s) exam_exploded"),
         ({"LMS_TIMEZONE": "Mars/Olympus"}, "LMS_TIMEZONE='Mars/Olympus' is not an IANA time zone"),
+        ({"LMS_ACTIVITY_LOOKBACK_SECONDS": "-5"}, "LMS_ACTIVITY_LOOKBACK_SECONDS='-5' must be 0 or more"),
         ({"LMS_DATABASE_URL": "postgresql://postgres@127.0.0.1:9/nowhere"}, "@127.0.0.1:9/nowhere: connection to server at \"127.0.0.1\", port 9 failed"),
         ({"LMS_DATABASE_URL": "sqlite:////nonexistent/lms.sqlite3"}, "LMS_DATABASE_URL: SQLite database /nonexistent/lms.sqlite3 does not exist"),
         ({"LMS_WAREHOUSE_URL": "mysql://x@y/z"}, "LMS_WAREHOUSE_URL: backend 'mysql' is not supported"),
     ],
-    ids=["interval", "event-type", "timezone", "unreachable", "missing-sqlite", "backend"],
+    ids=["interval", "event-type", "timezone", "lookback", "unreachable", "missing-sqlite", "backend"],
 )
 def test_bad_configuration_is_one_clear_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("LMS_", "DAGSTER_HOME"))}

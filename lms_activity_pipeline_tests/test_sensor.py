@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from dagster import DagsterInstance, build_sensor_context
+from dagster import DagsterInstance, DefaultSensorStatus, build_sensor_context
 
 from lms_activity_pipeline.resources.lms import LMSResource
 from lms_activity_pipeline.resources.settings import PipelineSettings
@@ -144,3 +144,22 @@ def test_a_late_row_that_fits_the_last_window_still_gets_a_new_run_key(backend: 
         )
         assert run.success
     assert {"exam:3:exam_started", "exam:4:exam_started", "exam:5:exam_started"} <= set(pipe.event_ids())
+
+
+def test_interval_status_and_lookback_come_from_the_environment(backend: Backend, lms: LMSBuilder) -> None:
+    pipe = Pipeline(
+        backend,
+        LMS_ACTIVITY_POLL_INTERVAL="17",
+        LMS_ACTIVITY_MONITOR_ENABLED="false",
+        LMS_ACTIVITY_LOOKBACK_SECONDS="7200",
+    )
+    sensor = pipe.defs.resolve_sensor_def(SENSOR_NAME)
+    assert sensor.minimum_interval_seconds == 17 and sensor.default_status == DefaultSensorStatus.STOPPED
+    assert Pipeline(backend).defs.resolve_sensor_def(SENSOR_NAME).default_status == DefaultSensorStatus.RUNNING
+
+    tick = Tick(backend)
+    tick.resources = {"lms": LMSResource(database_url=backend.lms_url), "settings": pipe.defs.resources["settings"]}
+    tick()
+    lms.content_attempt(6, 2, 302, "in_progress", t(4, 7), updated_at=t(4, 7, 0)).write()  # 70 min before the mark
+    [request] = tick().run_requests  # inside a two-hour lookback
+    assert partitions(request) == ("2024-05-04", "2024-05-04")

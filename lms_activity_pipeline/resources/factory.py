@@ -40,6 +40,7 @@ def build_resources(settings: Settings, *, env_vars: bool = True) -> dict[str, A
             event_types=env_or("LMS_EVENT_TYPES_TO_MONITOR", ",".join(settings.event_types)),
             notify_enabled=settings.notify_enabled,
             notify_max_age_hours=settings.notify_max_age_hours,
+            lookback_seconds=settings.lookback_seconds,
         ),
         # Unset variables stay None (dry-run); the API key is only ever an EnvVar reference or a value in memory.
         "zulip": ZulipResource(
