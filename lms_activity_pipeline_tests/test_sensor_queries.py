@@ -61,3 +61,39 @@ def test_change_and_mark_queries_use_the_updated_at_index(big_lms: sa.Engine, lo
     assert "Seq Scan" not in changed and index in changed, changed
     mark = plan(big_lms, queries.high_water_mark(DEFAULT_PROFILE, logical))
     assert "Seq Scan" not in mark and index in mark, mark
+
+
+def test_every_query_of_a_real_tick_avoids_sequential_scans(
+    big_lms: sa.Engine, pg_databases, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """Record every LMS query the real sensor runs in a no-change tick and a tick after 1,000 new rows;
+    EXPLAIN each: none may scan a whole table."""
+    from lms_activity_pipeline_tests.conftest import Backend
+    from lms_activity_pipeline_tests.test_sensor import Tick
+
+    lms_url = big_lms.url.render_as_string(hide_password=False)
+    tick = Tick(Backend("postgresql", lms_url, pg_databases.create("lms_wh")))
+    assert tick().run_requests  # the first tick plans the history run (one min(started_at) scan, once)
+    seen: list[sa.Select] = []
+    read_frame = db.read_frame
+
+    def recording(conn: sa.Connection, stmt: sa.Select):  # noqa: ANN202
+        seen.append(stmt)
+        return read_frame(conn, stmt)
+
+    monkeypatch.setattr(db, "read_frame", recording)
+    assert not tick().run_requests  # nothing changed
+    with big_lms.begin() as conn:
+        conn.execute(
+            sa.text(
+                """INSERT INTO "Attempts" (id, user_id, exam_id, status, started_at, updated_at)
+                   SELECT g, g % 5000, 1, 'in_progress', now() - interval '1 minute', now()
+                   FROM generate_series(:a, :b) AS g"""
+            ),
+            {"a": ROWS + 1, "b": ROWS + 1000},
+        )
+    assert len(tick().run_requests) == 1  # 1,000 new attempts
+    assert len(seen) == 4  # two tables x two ticks: one range read each
+    for stmt in seen:
+        explained = plan(big_lms, stmt)
+        assert "Seq Scan" not in explained and "updated_at" in explained, explained

@@ -9,8 +9,10 @@ The cursor keeps, per attempts table, the high-water mark ``M`` of
 (an index range scan): rows above ``M`` are new; if the digest of the window
 changed, a row committed late with an older ``updated_at`` arrived, and the
 window is reprocessed too. The first poll (no cursor) plans one recompute run
-over the LMS's whole history from two index lookups and one aggregate; no
-poll ever loads a whole table.
+over the LMS's whole history from two index lookups and one aggregate
+(``min(started_at)``, which has no index in the reference schema: one scan, on
+a first start only); no poll ever loads a whole table, and the ticks after it
+are index range scans (tested on PostgreSQL by EXPLAIN of every query).
 """
 
 from __future__ import annotations
