@@ -85,6 +85,29 @@ def test_monitor_once_twice_second_poll_changes_nothing(
     assert [r.job_name for r in runs].count("notify_mentors_job") == 1  # dry-run pairs are final: nothing due again
 
 
+def test_first_start_on_an_lms_with_history_is_one_run_and_notifies_only_recent_events(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lms = live_school(backend)
+    for day in range(1, 4):  # three more days of history, days before the default notification age
+        lms.attempt(100 + day, 2, 201, "graded", recent(24 * day + 30), submitted_at=recent(24 * day + 29), graded_at=recent(24 * day + 28), score=70)
+    lms.write()
+    env = env_for(backend, tmp_path, LMS_PARTITIONS_START=(dt.date.today() - dt.timedelta(days=8)).isoformat())
+    assert run_cli(monkeypatch, env, "monitor", "--once") == 0
+    assert "first poll: recompute history" in capsys.readouterr().out
+    [ingest] = [r for r in DagsterInstance.get().get_runs() if r.job_name == "lms_ingest_job"]  # one run, all days
+    assert ingest.tags["dagster/asset_partition_range_end"] == dt.datetime.now(dt.UTC).date().isoformat()
+    assert ingest.tags["dagster/asset_partition_range_start"] <= recent(24 * 3 + 30).date().isoformat()
+
+    pipe = Pipeline(backend)
+    events = pipe.events()
+    assert len(events) == 8 + 3 * 3  # started, completed, passed per old attempt
+    log = pipe.log_rows()
+    young = pd.to_datetime(events["timestamp"], utc=True) >= pd.Timestamp.now(tz="UTC") - pd.Timedelta(hours=24)
+    assert set(log["event_key"]) == set(events.loc[young, "event_key"])  # the history is stored, never notified
+    assert not any(k.startswith(("exam:101", "exam:102", "exam:103")) for k in log["event_key"])
+
+
 def test_monitor_stats_match_the_warehouse(
     backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
