@@ -3,14 +3,17 @@
 materialised ``lms_activity_events`` (``lms_ingest_job``, or an asset run or backfill from the UI)."""
 
 import datetime as dt
+import json
 
 from dagster import (
     AssetKey,
+    DagsterInstance,
     DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     JobDefinition,
     RunRequest,
+    RunsFilter,
     RunStatusSensorContext,
     RunStatusSensorDefinition,
     SensorDefinition,
@@ -22,6 +25,7 @@ from dagster import (
 )
 from lms_activity_pipeline.config import Settings
 from lms_activity_pipeline.jobs import INGEST_JOB_NAME
+from lms_activity_pipeline.monitoring.followup import PendingRun, RunState, review
 from lms_activity_pipeline.monitoring.poll import Cursor, PollPlan, plan_poll
 from lms_activity_pipeline.resources.lms import LMSResource
 from lms_activity_pipeline.resources.settings import PipelineSettings
@@ -32,7 +36,10 @@ NOTIFY_SENSOR_NAME = "notify_mentors_after_ingest"
 TRIGGER_TAG = "lms/trigger"
 
 
-def run_request_for(plan: PollPlan, trigger: str = "sensor") -> RunRequest:
+PENDING_KEY = "_pending"
+
+
+def run_request_for(plan: PollPlan | PendingRun, trigger: str = "sensor") -> RunRequest:
     """The ``lms_ingest_job`` run that covers ``plan``: one run, however many days."""
     tags = {TRIGGER_TAG: trigger, "lms/changed_rows": str(plan.rows)}
     partition_key = None
@@ -40,13 +47,40 @@ def run_request_for(plan: PollPlan, trigger: str = "sensor") -> RunRequest:
         partition_key = plan.first_partition
     else:
         tags.update(partition_range_tags(plan.first_partition, plan.last_partition))
+    since, until = (plan.since, plan.until) if isinstance(plan, PendingRun) else (plan.changed_since, plan.changed_until)
     return RunRequest(
         run_key=plan.run_key,
         job_name=INGEST_JOB_NAME,
-        run_config=ingest_run_config(plan.changed_since, plan.changed_until),
+        run_config=ingest_run_config(since, until),
         partition_key=partition_key,
         tags=tags,
     )
+
+
+def run_state(instance: DagsterInstance, run_key: str) -> RunState:
+    """How the runs launched for ``run_key`` (Dagster's retries keep the key) stand."""
+    runs = instance.get_runs(RunsFilter(tags={"dagster/run_key": run_key}), limit=10)
+    if not runs:
+        return RunState.WAITING
+    if any(r.status == DagsterRunStatus.SUCCESS for r in runs):
+        return RunState.DONE
+    if any(not r.is_finished for r in runs) or runs[0].tags.get("dagster/will_retry") == "true":
+        return RunState.RUNNING
+    return RunState.FAILED
+
+
+def read_pending(cursor: str | None) -> list[PendingRun]:
+    try:
+        return [PendingRun.from_json(p) for p in json.loads(cursor or "{}").get(PENDING_KEY, [])]
+    except (ValueError, TypeError, AttributeError):
+        return []
+
+
+def sensor_cursor(marks: Cursor, pending: list[PendingRun]) -> str:
+    data = json.loads(marks.to_json())
+    if pending:
+        data[PENDING_KEY] = [p.to_json() for p in pending]
+    return json.dumps(data)
 
 
 def build_lms_activity_sensor(settings: Settings) -> SensorDefinition:
@@ -64,6 +98,11 @@ def build_lms_activity_sensor(settings: Settings) -> SensorDefinition:
         ),
     )
     def lms_activity_sensor(context: SensorEvaluationContext, lms: LMSResource, settings: PipelineSettings) -> SensorResult:
+        followed = review(read_pending(context.cursor), lambda key: run_state(context.instance, key))
+        for item in followed.again:
+            context.log.warning(f"ingest run failed for good; requesting {item.describe()} again")
+        for item in followed.given_up:
+            context.log.error(f"ingest of {item.describe()} failed {item.requests} times; backfill those days by hand")
         result = plan_poll(
             lms,
             Cursor.from_json(context.cursor),
@@ -71,10 +110,17 @@ def build_lms_activity_sensor(settings: Settings) -> SensorDefinition:
             partitions_start=partitions_start,
             lookback=dt.timedelta(seconds=settings.lookback_seconds),
         )
-        if result.plan is None:
-            return SensorResult(skip_reason=result.skip_reason, cursor=result.cursor.to_json())
-        context.log.info(result.plan.describe())
-        return SensorResult(run_requests=[run_request_for(result.plan)], cursor=result.cursor.to_json())
+        requests = [run_request_for(item) for item in followed.again]
+        pending = followed.pending
+        if result.plan is not None:
+            context.log.info(result.plan.describe())
+            requests.append(run_request_for(result.plan))
+            pending = [*pending, PendingRun.of(result.plan)]
+        cursor = sensor_cursor(result.cursor, pending)
+        if not requests:
+            waiting = f"; {len(pending)} requested run(s) not finished yet" if pending else ""
+            return SensorResult(skip_reason=f"{result.skip_reason}{waiting}", cursor=cursor)
+        return SensorResult(run_requests=requests, cursor=cursor)
 
     return lms_activity_sensor
 

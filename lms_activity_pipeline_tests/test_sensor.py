@@ -7,6 +7,7 @@ import json
 import pytest
 from dagster import DagsterInstance, DefaultSensorStatus, build_sensor_context
 
+from lms_activity_pipeline.monitoring.followup import PendingRun, RunState, review
 from lms_activity_pipeline.resources.lms import LMSResource
 from lms_activity_pipeline.resources.settings import PipelineSettings
 from lms_activity_pipeline.runner import RANGE_END_TAG, RANGE_START_TAG
@@ -60,7 +61,9 @@ def test_first_tick_ingests_history_in_one_range_run_then_skips(backend: Backend
     request = first.run_requests[0]
     assert partitions(request)[0] == "2024-05-03"  # the oldest attempt's day, through today
     assert request.run_config == {}  # a recompute of the whole history
-    assert set(json.loads(tick.cursor)) == {"attempts", "content_attempts"}
+    stored = json.loads(tick.cursor)
+    assert set(stored) == {"attempts", "content_attempts", "_pending"}
+    assert [p["run_key"] for p in stored["_pending"]] == [request.run_key]  # followed until it succeeds
 
     second = tick()
     assert not second.run_requests
@@ -163,3 +166,49 @@ def test_interval_status_and_lookback_come_from_the_environment(backend: Backend
     lms.content_attempt(6, 2, 302, "in_progress", t(4, 7), updated_at=t(4, 7, 0)).write()  # 70 min before the mark
     [request] = tick().run_requests  # inside a two-hour lookback
     assert partitions(request) == ("2024-05-04", "2024-05-04")
+
+
+def test_a_run_that_failed_for_good_is_requested_again_until_it_succeeds(backend: Backend, lms: LMSBuilder) -> None:
+    tick = Tick(backend)
+    tick.instance = tick.pipe.instance  # the runs the sensor requests land in this instance
+
+    def launch(request, defs=tick.pipe.defs, **tags: str):  # noqa: ANN001, ANN202 - as the daemon would, run key tag included
+        return defs.resolve_job_def("lms_ingest_job").execute_in_process(
+            run_config=request.run_config, instance=tick.instance, partition_key=request.partition_key,
+            tags={**request.tags, "dagster/run_key": request.run_key, **tags}, raise_on_error=False,
+        )
+
+    [history] = tick().run_requests
+    assert "1 requested run(s) not finished" in tick().skip_message  # still queued in the daemon
+    assert launch(history, **{RANGE_END_TAG: "2024-05-06"}).success  # (the days up to today hold nothing)
+    assert "_pending" not in json.loads(tick().cursor or "{}")  # followed to success, forgotten
+
+    lms.attempt(3, 3, 201, "graded", t(5, 10), submitted_at=t(5, 10, 30), graded_at=t(5, 11), score=80).write()
+    [request] = tick().run_requests
+    gone = backend.lms_url + "_gone" if backend.name == "sqlite" else backend.lms_url.replace("/lms_src", "/nowhere")
+    broken = Pipeline(Backend(backend.name, gone, backend.warehouse_url))
+    assert not launch(request, broken.defs).success  # the LMS was unreachable: the run failed, no retry left
+    [again] = tick().run_requests
+    assert again.run_key == f"{request.run_key}-again1" and again.run_config == request.run_config
+    assert partitions(again) == partitions(request)
+    assert "exam:3:exam_started" not in tick.pipe.event_ids()
+    assert launch(again).success
+    assert {"exam:3:exam_started", "exam:3:exam_passed"} <= set(tick.pipe.event_ids())
+    assert not tick().run_requests and "_pending" not in json.loads(tick.cursor)
+
+
+def test_a_window_is_requested_at_most_five_times() -> None:
+    plan = PendingRun("lms-abc", "2024-05-05", "2024-05-05", None, None, 3)
+    states = {"lms-abc": RunState.FAILED}
+    pending = [plan]
+    keys = []
+    for _ in range(6):
+        result = review(pending, lambda key: states.get(key, RunState.FAILED))
+        keys += [p.run_key for p in result.again]
+        pending = result.pending
+    assert keys == ["lms-abc-again1", "lms-abc-again2", "lms-abc-again3", "lms-abc-again4"] and pending == []
+    never_launched = PendingRun("lms-x", "2024-05-05", "2024-05-05", None, None, 1)
+    pending = [never_launched]
+    for _ in range(11):
+        pending = review(pending, lambda key: RunState.WAITING).pending
+    assert pending == []

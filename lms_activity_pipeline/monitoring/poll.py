@@ -57,12 +57,15 @@ class Cursor:
 
     @classmethod
     def from_json(cls, text: str | None) -> Cursor:
-        """Parse a stored cursor; an empty or unreadable one means "start from scratch"."""
+        """Parse a stored cursor; an empty or unreadable one means "start from scratch".
+
+        Keys starting with ``_`` belong to the sensor (see ``monitoring/followup.py``).
+        """
         if not text:
             return cls()
         try:
             data = json.loads(text)
-            return cls({k: Mark(v[0], v[1]) for k, v in data.items()})
+            return cls({k: Mark(v[0], v[1]) for k, v in data.items() if not k.startswith("_")})
         except (ValueError, TypeError, KeyError, IndexError):
             return cls()
 
