@@ -103,6 +103,48 @@ def test_range_backfill_reproduces_the_day_by_day_tables(backend: Backend) -> No
     pd.testing.assert_frame_equal(pipe.daily().drop(columns="updated_at"), before_daily)
 
 
+def test_rerunning_an_earlier_day_with_new_data_brings_later_days_up_to_date(backend: Backend) -> None:
+    """A failed attempt committed late on 05-04 is ingested by re-running 05-04 alone: the features of
+    Bob's 05-05 events depend on it (prior failures, previous event, events in 7 days) and follow."""
+    lms = crafted(backend)
+    pipe = Pipeline(backend)
+    ingest_day_by_day(pipe)
+    before = pipe.ai_ready()
+    lms.attempt(15, 2, 200, "graded", t(4, 20), submitted_at=t(4, 20, 30), graded_at=t(4, 20, 40), score=10).write()
+    result = pipe.ingest("2024-05-04")
+    meta = metadata(result, "ai_ready_events")
+    later = ["exam:13:exam_started", "exam:13:exam_completed", "exam:13:exam_passed"]
+    assert meta["later_events_recomputed"] == 3 and meta["later_events_changed"] == 3  # Bob's three on 05-05
+    ai = pipe.ai_ready()
+    assert ai.loc[later, "prior_failures"].tolist() == [3, 3, 3]
+    assert ai.loc["exam:13:exam_started", "seconds_since_prev_event"] == (t(5, 10) - t(4, 20, 40)).total_seconds()
+    assert ai.loc[later, "student_events_7d"].tolist() == [s + 3 for s in before.loc[later, "student_events_7d"]]
+    untouched = [k for k in before.index if not k.startswith(("exam:13:", "exam:15:"))]
+    pd.testing.assert_frame_equal(
+        ai.loc[untouched].drop(columns="updated_at"), before.loc[untouched].drop(columns="updated_at")
+    )
+
+    # The same run once more changes nothing, here or later.
+    again = metadata(pipe.ingest("2024-05-04"), "ai_ready_events")
+    assert (again["later_events_recomputed"], again["rows_updated"]) == (0, 0)
+
+
+def test_history_older_than_the_detail_lookback_comes_from_sql_aggregates(backend: Backend) -> None:
+    """Failures and the previous event three weeks back are read through the SQL aggregates (no detail rows)."""
+    lms = LMSBuilder(backend.lms_url).school()
+    lms.attempt(11, 2, 200, "graded", t(1, 10), submitted_at=t(1, 10, 30), graded_at=t(1, 11), score=20)
+    lms.attempt(12, 2, 200, "graded", t(2, 10), submitted_at=t(2, 10, 30), graded_at=t(2, 11), score=20)
+    lms.attempt(13, 2, 200, "graded", t(20, 10), submitted_at=t(20, 10, 30), graded_at=t(20, 11), score=45)
+    lms.write()
+    pipe = Pipeline(backend, LMS_TIMEZONE="America/New_York")
+    for day in ("2024-05-01", "2024-05-02", "2024-05-20"):
+        pipe.ingest(day)
+    row = pipe.ai_ready().loc["exam:13:exam_started"]
+    assert (row["prior_failures"], row["attempt_number"], row["student_events_7d"]) == (2, 3, 0)
+    assert row["seconds_since_prev_event"] == (t(20, 10) - t(2, 11)).total_seconds()
+    assert row["hour_of_day"] == 6  # 10:00 UTC in New York (EDT)
+
+
 def test_reprocessing_keeps_processed_flags_in_both_tables(backend: Backend) -> None:
     crafted(backend)
     pipe = Pipeline(backend)

@@ -5,7 +5,7 @@ window (a run of the sensor or a backfill alike): the window's rows become
 exactly what the current events say, so reprocessing is idempotent.
 """
 
-
+import datetime as dt
 from zoneinfo import ZoneInfo
 
 from dagster import (
@@ -24,12 +24,27 @@ from lms_activity_pipeline.lms.queries import ExtractWindow
 from lms_activity_pipeline.partitions import SINGLE_RUN
 from lms_activity_pipeline.resources.warehouse import WarehouseResource
 from lms_activity_pipeline.warehouse import schema as wh
+from lms_activity_pipeline.warehouse.features import FAR_FUTURE, STUDENT_CHUNK
+from lms_activity_pipeline.warehouse.load import UpsertResult
 
 EVENTS_ASSET = "lms_activity_events"
 PREVIEW_COLUMNS = [
     "event_key", "event_type", "timestamp", "attempt_number", "prior_failures", "score_pct",
     "seconds_since_prev_event", "student_events_7d",
 ]
+
+
+def refresh_later_events(
+    warehouse: WarehouseResource, after: dt.datetime, students: set[int], timezone: str
+) -> tuple[int, UpsertResult]:
+    """Recompute the features of ``students``' events from ``after`` on (their history changed)."""
+    ordered, total, written = sorted(students), 0, UpsertResult(0, 0, 0)
+    for i in range(0, len(ordered), STUDENT_CHUNK):
+        events, history = warehouse.feature_inputs(after, FAR_FUTURE, ordered[i : i + STUDENT_CHUNK])
+        later = feat.event_features(events, history, timezone)
+        written += warehouse.write_ai_ready_events(later, after, FAR_FUTURE, whole_window=False)
+        total += len(later)
+    return total, written
 
 
 def build_feature_assets(partitions_def: TimeWindowPartitionsDefinition) -> list[AssetsDefinition]:
@@ -51,12 +66,17 @@ def build_feature_assets(partitions_def: TimeWindowPartitionsDefinition) -> list
     )
     def ai_ready_events(context: AssetExecutionContext, warehouse: WarehouseResource) -> MaterializeResult:
         window = context.partition_time_window
+        stored = warehouse.stored_timeline(window.start, window.end)
         events, history = warehouse.feature_inputs(window.start, window.end)
         features = feat.event_features(events, history, timezone)
         result = warehouse.write_ai_ready_events(features, window.start, window.end)
+        # Later days were computed from the window as it was: where it changed, bring them up to date.
+        stale = set() if stored is None else feat.students_with_new_timelines(stored, features)
+        refreshed, later = refresh_later_events(warehouse, window.end, stale, timezone) if stale else (0, UpsertResult(0, 0, 0))
         context.log.info(
             f"ai_ready_events: {len(features)} events of {events['student_id'].nunique()} students "
-            f"({len(history.recent)} look-back events), {result.inserted} new, {result.updated} changed"
+            f"({len(history.recent)} look-back events), {result.inserted} new, {result.updated} changed; "
+            f"{refreshed} later events of {len(stale)} students recomputed ({later.updated} changed)"
         )
         return MaterializeResult(
             metadata={
@@ -65,6 +85,8 @@ def build_feature_assets(partitions_def: TimeWindowPartitionsDefinition) -> list
                 **md.table_metadata(wh.ai_ready_events),
                 "students": MetadataValue.int(int(events["student_id"].nunique())),
                 "lookback_events": MetadataValue.int(len(history.recent)),
+                "later_events_recomputed": MetadataValue.int(refreshed),
+                "later_events_changed": MetadataValue.int(later.updated),
                 "preview": md.preview(features, PREVIEW_COLUMNS),
             }
         )

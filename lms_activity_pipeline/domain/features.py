@@ -32,6 +32,8 @@ EVENT_INPUT_COLUMNS = [
 ]
 #: Columns of the detail history (events of the LOOKBACK before the window).
 HISTORY_COLUMNS = ["event_id", "student_id", "event_type", "activity_id", "timestamp"]
+#: What later events' features depend on: a student's events, their types, exams and times.
+TIMELINE_COLUMNS = HISTORY_COLUMNS
 
 FEATURE_COLUMNS = [
     "event_id", "event_key", "student_id", "event_type", "timestamp", "course_id", "activity_id",
@@ -165,6 +167,22 @@ def _prior_failures(frame: pd.DataFrame, failures_before: pd.DataFrame) -> pd.Se
     out = pd.Series(pd.NA, index=frame.index, dtype="Int64")
     out[is_exam] = earlier.astype("int64")
     return out
+
+
+def students_with_new_timelines(stored: pd.DataFrame, computed: pd.DataFrame) -> set[int]:
+    """Students whose events in a window differ between what was stored and what was just computed
+    (an event added, removed, moved or retyped): their later events' features are out of date."""
+    cols = TIMELINE_COLUMNS
+    if stored.empty and computed.empty:
+        return set()
+    left = stored[cols].astype({"timestamp": "datetime64[us, UTC]"}) if len(stored) else stored[cols]
+    right = computed[cols].astype({"timestamp": "datetime64[us, UTC]"}) if len(computed) else computed[cols]
+    for frame in (left, right):
+        for c in ("event_id", "student_id", "activity_id"):
+            if c in frame:
+                frame[c] = pd.to_numeric(frame[c]).astype("Int64")
+    merged = left.merge(right, how="outer", on=cols, indicator=True)
+    return {int(s) for s in merged.loc[merged["_merge"] != "both", "student_id"].dropna().unique()}
 
 
 DAILY_COLUMNS = [

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import pandas as pd
 import sqlalchemy as sa
@@ -54,18 +54,30 @@ class WarehouseResource(ConfigurableResource):
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one())
 
-    def feature_inputs(self, start: dt.datetime, end: dt.datetime) -> tuple[pd.DataFrame, History]:
-        """Events of ``[start, end)`` and the history their features need."""
+    def feature_inputs(
+        self, start: dt.datetime, end: dt.datetime, students: Collection[int] | None = None
+    ) -> tuple[pd.DataFrame, History]:
+        """Events of ``[start, end)`` (of ``students`` only, if given) and the history their features need."""
         with self.engine.connect() as conn:
-            return features.read_feature_inputs(conn, start, end)
+            return features.read_feature_inputs(conn, start, end, students)
+
+    def stored_timeline(self, start: dt.datetime, end: dt.datetime) -> pd.DataFrame | None:
+        """The window's ``ai_ready_events`` as stored (event, student, type, exam, time), or None
+        when no row comes after the window (nothing later can be out of date)."""
+        with self.engine.connect() as conn:
+            if not features.has_rows_after(conn, end):
+                return None
+            return features.stored_timeline(conn, start, end)
 
     def window_events(self, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
         """Events of ``[start, end)`` with the metadata fields the features use."""
         return self.read_typed(features.window_events(start, end))
 
-    def write_ai_ready_events(self, frame: pd.DataFrame, start: dt.datetime, end: dt.datetime) -> load.UpsertResult:
+    def write_ai_ready_events(
+        self, frame: pd.DataFrame, start: dt.datetime, end: dt.datetime, *, whole_window: bool = True
+    ) -> load.UpsertResult:
         with self.engine.begin() as conn:
-            return features.write_ai_ready_events(conn, frame, start, end)
+            return features.write_ai_ready_events(conn, frame, start, end, whole_window=whole_window)
 
     def write_daily_activity(self, frame: pd.DataFrame, first_day: dt.date, end_day: dt.date) -> load.UpsertResult:
         with self.engine.begin() as conn:
