@@ -7,6 +7,7 @@ from typing import Any
 
 from dagster import Definitions
 
+from lms_activity_pipeline.assets.bookkeeping import build_table_specs
 from lms_activity_pipeline.assets.checks import build_checks
 from lms_activity_pipeline.assets.features import build_feature_assets
 from lms_activity_pipeline.assets.ingest import build_ingest_assets
@@ -28,7 +29,7 @@ def build_definitions(settings: Settings, resources: Mapping[str, Any] | None = 
     partitions_def = daily_partitions(settings)
     ingest_job, notify_job = build_ingest_job(), build_notify_job()
     return Definitions(
-        assets=[*build_ingest_assets(partitions_def), *build_feature_assets(partitions_def)],
+        assets=[*build_ingest_assets(partitions_def), *build_feature_assets(partitions_def), *build_table_specs()],
         asset_checks=build_checks(),
         jobs=[ingest_job, notify_job, build_quality_checks_job()],
         sensors=[build_lms_activity_sensor(settings), build_notify_after_ingest_sensor(settings, notify_job)],

@@ -204,6 +204,17 @@ def test_every_asset_carries_its_column_schema(backend: Backend) -> None:
     assert ai_columns["score_pct"].type == "float" and ai_columns["timestamp"].type == "timestamp with time zone"
     assert ai_columns["event_id"].constraints.unique and ai_columns["passed"].constraints.nullable
 
+    # Every other warehouse table is declared too, so the catalog shows all of them with their columns.
+    declared = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert declared == {t.name for t in wh.METADATA.sorted_tables}
+    for table in (wh.lms_event_log, wh.zulip_user_cache, wh.lms_monitor_state):
+        schema = graph.get(AssetKey(table.name)).metadata["dagster/column_schema"]
+        assert [c.name for c in schema.columns] == [c.name for c in table.columns]
+    assert AssetKey("lms_activity_events") in graph.get(AssetKey("lms_event_log")).parent_keys
+    notified = pipe.notify()
+    [event] = [e for e in notified.get_asset_materialization_events() if e.asset_key == AssetKey("lms_event_log")]
+    assert event.materialization.metadata["dagster/row_count"].value == pipe.count(wh.lms_event_log)
+
 
 def test_a_day_without_events_materialises_empty(backend: Backend) -> None:
     crafted(backend)

@@ -3,9 +3,10 @@
 import datetime as dt
 from typing import Any
 
-from dagster import Config, MetadataValue, Nothing, OpExecutionContext, Out, op
+from dagster import AssetMaterialization, Config, MetadataValue, Nothing, OpExecutionContext, Out, op
 from pydantic import Field
 
+from lms_activity_pipeline.assets.bookkeeping import EVENT_LOG
 from lms_activity_pipeline.config import parse_event_types
 from lms_activity_pipeline.notify.notifier import Notifier, NotifyRequest, NotifySummary, ZulipSetup
 from lms_activity_pipeline.resources.lms import LMSResource
@@ -128,3 +129,15 @@ def send_mentor_notifications(
     )
     summary = notifier.run(request) if event_types else NotifySummary(mode="no event types selected")
     context.add_output_metadata(summary_metadata(summary, zulip))
+    statuses = warehouse.outbox().status_counts()
+    context.log_event(
+        AssetMaterialization(
+            EVENT_LOG,
+            description=summary.describe(),
+            metadata={
+                "dagster/row_count": MetadataValue.int(sum(statuses.values())),
+                **{f"status_{s}": MetadataValue.int(n) for s, n in statuses.items()},
+                "sent_by_this_run": MetadataValue.int(summary.counts.get(SENT, 0)),
+            },
+        )
+    )
