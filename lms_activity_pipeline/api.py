@@ -47,7 +47,7 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from lms_activity_pipeline import db
-from lms_activity_pipeline.config import ConfigError, load_settings, parse_event_types
+from lms_activity_pipeline.config import ConfigError, load_settings, parse_event_types, warehouse_schema
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.warehouse import processing
 from lms_activity_pipeline.warehouse.engine import is_translated, open_warehouse, translated
@@ -125,7 +125,7 @@ def _warehouse(engine: Engine | None) -> Engine:
         return _open(settings.warehouse_url, settings.warehouse_schema)
     if is_translated(engine):
         return engine
-    return translated(engine, load_settings().warehouse_schema)
+    return translated(engine, warehouse_schema())  # only this variable: the rest of the environment is not ours
 
 
 @functools.cache

@@ -194,6 +194,15 @@ def default_warehouse_url(home: Path) -> str:
     return f"sqlite:///{(home / 'warehouse.sqlite3').resolve()}"
 
 
+def warehouse_schema(environ: Mapping[str, str] | None = None) -> str:
+    """``LMS_WAREHOUSE_SCHEMA`` (default ``lms_activity``), validated; nothing else is read."""
+    env = os.environ if environ is None else environ
+    schema = (env.get("LMS_WAREHOUSE_SCHEMA") or "").strip() or DEFAULT_WAREHOUSE_SCHEMA
+    if not schema.replace("_", "").isalnum():
+        raise ConfigError(f"LMS_WAREHOUSE_SCHEMA={schema!r} must be letters, digits and underscores")
+    return schema
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the environment; raise :class:`ConfigError` on the first bad value."""
     env = os.environ if environ is None else environ
@@ -204,9 +213,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
     home = Path(get("LMS_HOME") or DEFAULT_HOME).expanduser()
     lms_raw = get("LMS_DATABASE_URL")
-    schema = (get("LMS_WAREHOUSE_SCHEMA") or DEFAULT_WAREHOUSE_SCHEMA).strip()
-    if not schema.replace("_", "").isalnum():
-        raise ConfigError(f"LMS_WAREHOUSE_SCHEMA={schema!r} must be letters, digits and underscores")
+    schema = warehouse_schema(env)
     warehouse_url = (
         parse_database_url("LMS_WAREHOUSE_URL", get("LMS_WAREHOUSE_URL") or "")
         if get("LMS_WAREHOUSE_URL")

@@ -13,9 +13,14 @@ from lms_activity_pipeline.warehouse.schema import METADATA
 def migrate(engine: Engine, schema: str | None) -> list[str]:
     """Create the schema, missing tables, missing columns and missing indexes.
 
-    Safe to run on every start: existing data is never touched. Returns what
-    was changed, for logs. ``engine`` must carry the schema translation.
+    Safe to run on every start: existing data is never touched. It first looks
+    without writing, so an up-to-date warehouse needs no write access (a
+    read-only analyst account) and takes no lock. Returns what was changed, for
+    logs. ``engine`` must carry the schema translation.
     """
+    with engine.connect() as conn:
+        if not _missing(conn, schema):
+            return []
     changes: list[str] = []
     # SQLite: BEGIN IMMEDIATE, so concurrent first starts (parallel steps) wait instead of racing.
     with db.write_transaction(engine) as conn:
@@ -25,24 +30,35 @@ def migrate(engine: Engine, schema: str | None) -> list[str]:
             if not sa.inspect(conn).has_schema(schema):
                 conn.execute(CreateSchema(schema, if_not_exists=True))
                 changes.append(f"created schema {schema}")
-        inspector = sa.inspect(conn)
-        existing = set(inspector.get_table_names(schema=schema))
-        for table in METADATA.sorted_tables:
-            if table.name not in existing:
+        for kind, table, item in _missing(conn, schema):
+            if kind == "table":
                 table.create(conn)
                 changes.append(f"created table {table.name}")
-                continue
-            have = {c["name"] for c in inspector.get_columns(table.name, schema=schema)}
-            for column in table.columns:
-                if column.name not in have:
-                    _add_column(conn, table, column, schema)
-                    changes.append(f"added column {table.name}.{column.name}")
-            indexes = {i["name"] for i in inspector.get_indexes(table.name, schema=schema)}
-            for index in table.indexes:
-                if index.name not in indexes:
-                    index.create(conn)
-                    changes.append(f"created index {index.name}")
+            elif kind == "column":
+                _add_column(conn, table, item, schema)
+                changes.append(f"added column {table.name}.{item.name}")
+            else:
+                item.create(conn)
+                changes.append(f"created index {item.name}")
     return changes
+
+
+def _missing(conn: sa.Connection, schema: str | None) -> list[tuple[str, sa.Table, object]]:
+    """What the database lacks, as ``(kind, table, column or index)``; tables come first."""
+    inspector = sa.inspect(conn)
+    if conn.dialect.name == "postgresql" and schema and not inspector.has_schema(schema):
+        return [("table", t, None) for t in METADATA.sorted_tables]
+    existing = set(inspector.get_table_names(schema=schema))
+    missing: list[tuple[str, sa.Table, object]] = []
+    for table in METADATA.sorted_tables:
+        if table.name not in existing:
+            missing.append(("table", table, None))
+            continue
+        have = {c["name"] for c in inspector.get_columns(table.name, schema=schema)}
+        missing += [("column", table, c) for c in table.columns if c.name not in have]
+        indexes = {i["name"] for i in inspector.get_indexes(table.name, schema=schema)}
+        missing += [("index", table, i) for i in table.indexes if i.name not in indexes]
+    return missing
 
 
 def _add_column(conn: sa.Connection, table: sa.Table, column: sa.Column, schema: str | None) -> None:
@@ -50,3 +66,5 @@ def _add_column(conn: sa.Connection, table: sa.Table, column: sa.Column, schema:
     name = f"{quote(schema)}.{quote(table.name)}" if schema else quote(table.name)
     ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
     conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN {ddl}"))
+    if conn.dialect.name == "postgresql" and column.comment:  # as CREATE TABLE would have: \d+ shows it
+        conn.execute(sa.text(f"COMMENT ON COLUMN {name}.{quote(column.name)} IS :comment"), {"comment": column.comment})
