@@ -240,3 +240,31 @@ def test_dagster_cli_materializes_a_partition(tmp_path: Path) -> None:
     runs = instance.get_runs()
     assert len(runs) == 1 and runs[0].status == DagsterRunStatus.SUCCESS
     assert runs[0].tags["dagster/partition"] == "2024-05-03"
+
+    # A range is one run (single-run backfill policy) and re-covering a loaded day changes nothing there.
+    b.attempt(2, 2, 201, "submitted", t(5, 9), submitted_at=t(5, 9, 30)).write()
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "dagster", "asset", "materialize",
+            "-m", "lms_activity_pipeline.definitions",
+            "--select", "raw_exam_attempts,raw_content_attempts,lms_activity_events",
+            "--partition-range", "2024-05-03...2024-05-05",
+        ],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = DagsterInstance.from_config(str(home)).get_runs()
+    assert len(runs) == 2 and runs[0].status == DagsterRunStatus.SUCCESS
+    assert (runs[0].tags["dagster/asset_partition_range_start"], runs[0].tags["dagster/asset_partition_range_end"]) == (
+        "2024-05-03", "2024-05-05",
+    )
+    assert set(pipe.event_ids()) == {
+        "exam:1:exam_started", "exam:1:exam_completed", "exam:1:exam_passed", "exam:2:exam_started", "exam:2:exam_completed",
+    }
+    [events] = [
+        e for e in DagsterInstance.from_config(str(home)).all_logs(runs[0].run_id)
+        if e.dagster_event and e.dagster_event.is_step_materialization
+        and e.dagster_event.asset_key.to_user_string() == "lms_activity_events"
+    ][-1:]
+    meta = events.dagster_event.step_materialization_data.materialization.metadata
+    assert (meta["rows_inserted"].value, meta["rows_updated"].value, meta["rows_unchanged"].value) == (2, 0, 3)
