@@ -107,17 +107,26 @@ def _monitor(settings: Settings, args: argparse.Namespace) -> int:
     from lms_activity_pipeline.instance import get_instance
     from lms_activity_pipeline.monitoring.service import Monitor
 
+    from lms_activity_pipeline.resources.factory import build_resources
+
     if args.event_types and not args.process_pending:
         raise ConfigError("--event-types only applies to --process-pending")
     if args.interval and not args.daemon:
         raise ConfigError("--interval only applies to --daemon")
+    # Every outside thing is checked before anything is created (demo LMS, Dagster home), so a
+    # configuration error is the only line printed.
+    resources = build_resources(settings, env_vars=False)
+    resources["zulip"].check()
+    _ = resources["warehouse"].engine  # reachable, and migrated
+    if not settings.lms_url_is_default:
+        resources["lms"].check()
     _ensure_demo_lms(settings)
+    resources["lms"].check()
     defs = build_definitions(settings)
     instance = get_instance(settings)
     level = "DEBUG" if args.verbose else "WARNING"
-    monitor = Monitor(settings, defs, instance, run_config={"loggers": {"console": {"config": {"log_level": level}}}})
-    monitor.lms.check()
-    monitor.zulip.check()
+    run_config = {"loggers": {"console": {"config": {"log_level": level}}}}
+    monitor = Monitor(settings, defs, instance, run_config=run_config, resources=resources)
 
     if args.stats:
         _print_stats(monitor.stats())

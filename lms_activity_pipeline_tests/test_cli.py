@@ -211,6 +211,21 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path, env: dict[str, str]
     assert lines[0].startswith(f"lms-activity: configuration error: {next(iter(env))}")
 
 
+def test_configuration_is_checked_before_anything_is_created(tmp_path: Path) -> None:
+    """An unreachable warehouse with the default demo LMS: one line, no demo LMS written, no Dagster home."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LMS_", "DAGSTER_HOME"))}
+    env = {**base, "LMS_HOME": str(tmp_path / "home"), "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+           "LMS_WAREHOUSE_URL": "postgresql://postgres@127.0.0.1:9/nowhere"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "lms_activity_pipeline.cli", "monitor", "--once"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("lms-activity: configuration error: LMS_WAREHOUSE_URL: cannot connect to")
+    assert not (tmp_path / "home" / "demo_lms.sqlite3").exists() and not (tmp_path / "dagster_home").exists()
+
+
 def test_dagster_cli_materializes_a_partition(tmp_path: Path) -> None:
     backend = Backend("sqlite", f"sqlite:///{tmp_path / 'lms.sqlite3'}", f"sqlite:///{tmp_path / 'wh.sqlite3'}")
     b = LMSBuilder(backend.lms_url).school()

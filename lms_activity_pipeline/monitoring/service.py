@@ -66,13 +66,18 @@ class Monitor:
     """
 
     def __init__(
-        self, settings: Settings, defs: Definitions, instance: DagsterInstance, run_config: dict[str, Any] | None = None
+        self,
+        settings: Settings,
+        defs: Definitions,
+        instance: DagsterInstance,
+        run_config: dict[str, Any] | None = None,
+        resources: dict[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.defs = defs
         self.instance = instance
         self.run_config = run_config or {}
-        resources = build_resources(settings, env_vars=False)
+        resources = resources or build_resources(settings, env_vars=False)
         self.lms: LMSResource = resources["lms"]
         self.warehouse: WarehouseResource = resources["warehouse"]
         self.zulip: ZulipResource = resources["zulip"]
