@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pandas as pd
 
 SOURCES = ("attempts", "content_attempts")
@@ -116,10 +117,14 @@ class PollResult:
 
 
 def _digest(rows: pd.DataFrame) -> str:
+    """Order-independent digest of the rows' ``(id, updated_at)`` pairs (vectorised hashing)."""
     if rows.empty:
         return ""
-    keys = rows["id"].astype("string") + "@" + rows["updated_at"].map(lambda t: t.isoformat())
-    return hashlib.sha1("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+    pairs = pd.DataFrame(
+        {"id": rows["id"].astype("int64").to_numpy(), "at": rows["updated_at"].dt.tz_convert("UTC").astype("int64").to_numpy()}
+    )
+    hashed = np.sort(pd.util.hash_pandas_object(pairs, index=False).to_numpy())
+    return hashlib.sha1(hashed.tobytes()).hexdigest()[:16]
 
 
 def _day(ts: pd.Timestamp | dt.datetime, tz: ZoneInfo) -> str:
