@@ -23,6 +23,7 @@ from dagster import (
     run_status_sensor,
     sensor,
 )
+
 from lms_activity_pipeline.config import Settings
 from lms_activity_pipeline.jobs import INGEST_JOB_NAME
 from lms_activity_pipeline.monitoring.followup import PendingRun, RunState, review
@@ -34,8 +35,7 @@ from lms_activity_pipeline.runner import ingest_run_config, partition_range_tags
 SENSOR_NAME = "lms_activity_sensor"
 NOTIFY_SENSOR_NAME = "notify_mentors_after_ingest"
 TRIGGER_TAG = "lms/trigger"
-
-
+#: Where the sensor's cursor keeps the runs it requested and follows (see ``monitoring/followup.py``).
 PENDING_KEY = "_pending"
 
 
@@ -47,11 +47,10 @@ def run_request_for(plan: PollPlan | PendingRun, trigger: str = "sensor") -> Run
         partition_key = plan.first_partition
     else:
         tags.update(partition_range_tags(plan.first_partition, plan.last_partition))
-    since, until = (plan.since, plan.until) if isinstance(plan, PendingRun) else (plan.changed_since, plan.changed_until)
     return RunRequest(
         run_key=plan.run_key,
         job_name=INGEST_JOB_NAME,
-        run_config=ingest_run_config(since, until),
+        run_config=ingest_run_config(plan.changed_since, plan.changed_until),
         partition_key=partition_key,
         tags=tags,
     )

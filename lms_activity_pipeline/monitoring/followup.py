@@ -40,8 +40,8 @@ class PendingRun:
     run_key: str
     first_partition: str
     last_partition: str
-    changed_since: str | None
-    changed_until: str | None
+    since: str | None  # ISO-8601, as kept in the cursor
+    until: str | None
     rows: int
     requests: int = 1
     unseen_ticks: int = 0
@@ -66,12 +66,13 @@ class PendingRun:
         return replace(self, run_key=f"{base}-again{self.requests}", requests=self.requests + 1, unseen_ticks=0)
 
     @property
-    def since(self) -> dt.datetime | None:
-        return None if self.changed_since is None else dt.datetime.fromisoformat(self.changed_since)
+    def changed_since(self) -> dt.datetime | None:
+        """As :attr:`PollPlan.changed_since`."""
+        return None if self.since is None else dt.datetime.fromisoformat(self.since)
 
     @property
-    def until(self) -> dt.datetime | None:
-        return None if self.changed_until is None else dt.datetime.fromisoformat(self.changed_until)
+    def changed_until(self) -> dt.datetime | None:
+        return None if self.until is None else dt.datetime.fromisoformat(self.until)
 
     def describe(self) -> str:
         days = self.first_partition if self.first_partition == self.last_partition else f"{self.first_partition}..{self.last_partition}"

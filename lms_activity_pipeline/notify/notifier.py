@@ -176,7 +176,7 @@ class Notifier:
         if stale.released or stale.uncertain:
             self.log.warning(
                 f"stale claims of interrupted runs: {stale.released} released, "
-                f"{stale.uncertain} failed as uncertain deliveries (never resent automatically)"
+                f"{stale.uncertain} failed as uncertain deliveries (Zulip is asked before any resend)"
             )
         if self.zulip is not None:
             self._settle_uncertain(request, now, summary)

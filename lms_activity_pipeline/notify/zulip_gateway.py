@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import requests
+import zulip
 
 from lms_activity_pipeline.domain.delivery import Reply, ReplyKind
 from lms_activity_pipeline.domain.recipients import user_path
@@ -68,8 +69,6 @@ class ZulipGateway:
         """Build the client if needed; a server that is down is a retryable reply, not an exception."""
         if self._client is not None:
             return Reply(ReplyKind.OK)
-        import zulip
-
         try:
             client = zulip.Client(retry_on_errors=False, client=CLIENT_NAME, **self._options)
         except zulip.UnrecoverableNetworkError as exc:
@@ -172,6 +171,9 @@ class ZulipGateway:
         except requests.exceptions.RequestException as exc:
             kind = ReplyKind.RETRYABLE if idempotent else ReplyKind.UNCERTAIN
             return Reply(kind, error=f"{type(exc).__name__}: {_short(exc)}")
+        except zulip.UnrecoverableNetworkError as exc:  # the client's wrapping of TLS errors and refused connects
+            reached = not idempotent and "SSL" in str(exc)
+            return Reply(ReplyKind.RETRYABLE, error=f"Zulip unreachable: {_short(exc)}", maybe_done=reached)
         return self._classify(body if isinstance(body, dict) else {}, idempotent)
 
     def _classify(self, body: dict[str, Any], idempotent: bool) -> Reply:

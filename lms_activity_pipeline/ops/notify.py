@@ -95,7 +95,8 @@ def preview_markdown(preview: list[dict[str, Any]]) -> str:
     for item in preview:
         to = f" → Zulip user {item['zulip_user_id']}" if item.get("zulip_user_id") else ""
         text = str(item["message"]).replace("```", "ˋˋˋ")
-        blocks.append(f"**{item['mentor']}**{to}: {item['status']} ({item['events']} events)\n\n```text\n{text}\n```")
+        mentor = str(item["mentor"]).replace("`", "ˋ")  # an LMS username: shown as code, never as markdown
+        blocks.append(f"`{mentor}`{to}: {item['status']} ({item['events']} events)\n\n```text\n{text}\n```")
     return "\n\n".join(blocks)
 
 
