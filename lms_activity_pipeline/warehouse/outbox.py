@@ -281,19 +281,19 @@ class Outbox:
         if not log_ids:
             return []
         ids = sorted(log_ids)
+        # Both statements are driven by the primary key (``id IN ids``), whatever the planner's statistics.
         takeable = sa.select(log.c.id).where(log.c.id.in_(ids), selection.claimable())
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:  # SQLite: BEGIN IMMEDIATE, one claimer at a time
             if db.is_postgres(conn):
                 if not try_lock_mentors(conn, ids):
                     return []  # another run is claiming these mentors right now: it takes them whole
                 takeable = takeable.with_for_update(skip_locked=True)
-            conn.execute(
-                log.update()
-                .where(log.c.id.in_(takeable), selection.claimable())
-                .values(claimed_by=token, claimed_at=to_utc(now), sending_at=None)
-            )
-            got = conn.execute(sa.select(log.c.id).where(log.c.id.in_(ids), log.c.claimed_by == token)).scalars()
-            return sorted(int(i) for i in got)
+            got = sorted(int(i) for i in conn.execute(takeable).scalars())  # locked (PostgreSQL) until commit
+            if got:
+                conn.execute(
+                    log.update().where(log.c.id.in_(got)).values(claimed_by=token, claimed_at=to_utc(now), sending_at=None)
+                )
+            return got
 
     def mark_sending(
         self,
