@@ -268,3 +268,17 @@ def test_integers_beyond_bigint_are_rejected_not_fatal() -> None:
     clean, rejected = cleaning.clean_exam_attempts(raw)
     assert clean["user_id"].tolist() == [4611686018427387905]  # exact, not rounded through a float
     assert len(rejected) == 3
+
+
+def test_unreadable_optional_dimension_values_are_reported_and_the_row_kept() -> None:
+    raw = pd.DataFrame(
+        [
+            {"id": "200", "course_id": "100", "title": "Quiz", "max_score": "50", "pass_score": "n/a"},
+            {"id": "201", "course_id": "100", "title": "Final", "max_score": "100", "pass_score": "60"},
+            {"id": "x", "course_id": "100", "title": "Broken", "max_score": "zero", "pass_score": "1"},
+        ],
+        dtype=object,
+    )
+    clean, rejected = cleaning.clean_dimension("Exams", raw, cleaning.EXAM_COLUMNS)
+    assert clean["id"].tolist() == [200, 201] and pd.isna(clean.loc[0, "pass_score"])
+    assert sorted(rejected["reason"]) == ["missing or invalid required column", "pass_score: invalid value n/a ignored (row kept)"]

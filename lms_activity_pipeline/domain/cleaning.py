@@ -223,7 +223,24 @@ def clean_content_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
 
 
 def clean_dimension(source: str, raw: pd.DataFrame, spec: tuple[Column, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Type a dimension table (users, exams, ...); rows with an unusable id are rejected."""
+    """Type a dimension table (users, exams, ...); rows with an unusable id are rejected.
+
+    A present but unreadable optional value (``Exams.pass_score = 'n/a'``) keeps
+    its row with that value empty, and is reported among the rejects ("ignored")
+    so it never silently changes what is classified.
+    """
     typed, bad = _typed(raw, spec)
     required = [c.name for c in spec if c.required]
-    return _split(source, typed, [(bad[required].any(axis=1), lambda hit: "missing or invalid required column")])
+    clean, rejected = _split(source, typed, [(bad[required].any(axis=1), lambda hit: "missing or invalid required column")])
+    notes = [rejected]
+    keep = ~bad[required].any(axis=1)
+    for col in (c for c in spec if not c.required and c.name in raw.columns):
+        hit = bad[col.name] & keep
+        if hit.any():
+            values = raw.loc[hit, col.name].astype("string").str.slice(0, 40)
+            notes.append(
+                pd.DataFrame(
+                    {"source": source, "id": typed.loc[hit, "id"].astype(object), "reason": f"{col.name}: invalid value " + values + " ignored (row kept)"}
+                )
+            )
+    return clean, pd.concat(notes, ignore_index=True) if len(notes) > 1 else rejected
