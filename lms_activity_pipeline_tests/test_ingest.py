@@ -107,11 +107,32 @@ def test_first_seen_time_of_watched_content_is_kept(backend: Backend) -> None:
     pipe = Pipeline(backend)
     pipe.ingest("2024-05-05")
     first = pipe.events().set_index("event_key").loc["content:3:content_watched", "timestamp"]
-    b.execute("UPDATE \"ContentAttempts\" SET progress_percent = 95, updated_at = :u WHERE id = 3", u=t(5, 18))
+    b.execute(
+        "UPDATE \"ContentAttempts\" SET progress_percent = 95, time_spent_seconds = 1400, updated_at = :u WHERE id = 3",
+        u=t(5, 18),
+    )
     pipe.ingest("2024-05-05")
     events = pipe.events().set_index("event_key")
     assert events.loc["content:3:content_watched", "timestamp"] == first
-    assert events.loc["content:3:content_watched", "activity_metadata"]["progress_percent"] == 95
+    watched = events.loc["content:3:content_watched", "activity_metadata"]
+    assert (watched["progress_percent"], watched["time_spent_seconds"]) == (92, 1150)  # as when it was watched
+    started = events.loc["content:3:content_started", "activity_metadata"]
+    assert (started["progress_percent"], started["time_spent_seconds"]) == (95, 1400)  # the row as it is now
+
+
+def test_completed_content_keeps_its_time_spent_when_watched_again(backend: Backend) -> None:
+    """No look-ahead into ai_ready_events: re-watching a finished video later changes neither the
+    completion event's time spent nor the day's content minutes."""
+    b = school(backend)
+    pipe = Pipeline(backend)
+    pipe.ingest("2024-05-03")
+    b.execute('UPDATE "ContentAttempts" SET time_spent_seconds = 5400, updated_at = :u WHERE id = 1', u=t(9, 12))
+    result = pipe.ingest("2024-05-03")
+    assert metadata(result, "lms_activity_events")["rows_updated"] == 1  # content_started shows the row as it is
+    events = pipe.events().set_index("event_key")
+    assert events.loc["content:1:content_completed", "activity_metadata"]["time_spent_seconds"] == 700
+    assert pipe.ai_ready().loc["content:1:content_completed", "time_spent_seconds"] == 700
+    assert pipe.daily().loc[(1, "2024-05-03"), "content_minutes"] == 700 / 60
 
 
 def test_only_monitored_event_types_are_stored(backend: Backend) -> None:

@@ -170,11 +170,19 @@ def _merge(
     return UpsertResult(inserted=inserted, updated=updated, unchanged=existing - updated)
 
 
+#: Events that happen once but whose LMS row keeps changing afterwards (a video re-watched).
+FIRST_SEEN_EVENT_TYPES = ("content_watched", "content_completed")
+#: Their metadata fields that describe the row at the event, kept as first stored (no look-ahead).
+FIRST_SEEN_FIELDS = ("progress_percent", "time_spent_seconds")
+
+
 def upsert_events(conn: sa.Connection, events: pd.DataFrame) -> UpsertResult:
     """Upsert classified events by ``event_key``.
 
     An event whose time fell back to ``updated_at`` ("first seen") keeps the
-    time it was first stored with.
+    time it was first stored with; a watched or completed content event keeps
+    the progress and time spent it was first stored with (the LMS row goes on
+    changing when the video is watched again; the event does not).
     """
     if events.empty:
         return UpsertResult(0, 0, 0)
@@ -194,7 +202,30 @@ def upsert_events(conn: sa.Connection, events: pd.DataFrame) -> UpsertResult:
         .where(stage.c.time_is_fallback, sa.exists().where(table.c.event_key == stage.c.event_key))
         .values(timestamp=first_seen)
     )
+    _keep_first_seen_progress(conn, table, stage)
     return _merge(
         conn, table, stage, len(events), names, "event_key", "updated_at",
         {"activity_metadata": table.c.activity_metadata.type},
+    )
+
+
+def _keep_first_seen_progress(conn: sa.Connection, table: sa.Table, stage: sa.Table) -> None:
+    """In staged watched/completed events already stored, put back the stored :data:`FIRST_SEEN_FIELDS`."""
+    stored = sa.select(table.c.activity_metadata).where(table.c.event_key == stage.c.event_key).scalar_subquery()
+    meta = stage.c.activity_metadata
+    if db.is_postgres(conn):
+        kept = sa.func.jsonb_strip_nulls(
+            sa.func.jsonb_build_object(*[x for f in FIRST_SEEN_FIELDS for x in (sa.literal(f), stored.op("->")(f))])
+        )
+        value = sa.cast(sa.cast(meta, postgresql.JSONB).op("||")(kept), sa.Text)
+    else:
+        args = []
+        for f in FIRST_SEEN_FIELDS:
+            path = f"$.{f}"
+            args += [sa.literal(path), sa.func.coalesce(sa.func.json_extract(stored, path), sa.func.json_extract(meta, path))]
+        value = sa.func.json_set(meta, *args)
+    conn.execute(
+        stage.update()
+        .where(stage.c.event_type.in_(FIRST_SEEN_EVENT_TYPES), sa.exists().where(table.c.event_key == stage.c.event_key))
+        .values(activity_metadata=value)
     )
