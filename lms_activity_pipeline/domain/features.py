@@ -172,16 +172,15 @@ def _prior_failures(frame: pd.DataFrame, failures_before: pd.DataFrame) -> pd.Se
 def students_with_new_timelines(stored: pd.DataFrame, computed: pd.DataFrame) -> set[int]:
     """Students whose events in a window differ between what was stored and what was just computed
     (an event added, removed, moved or retyped): their later events' features are out of date."""
-    cols = TIMELINE_COLUMNS
     if stored.empty and computed.empty:
         return set()
-    left = stored[cols].astype({"timestamp": "datetime64[us, UTC]"}) if len(stored) else stored[cols]
-    right = computed[cols].astype({"timestamp": "datetime64[us, UTC]"}) if len(computed) else computed[cols]
-    for frame in (left, right):
-        for c in ("event_id", "student_id", "activity_id"):
-            if c in frame:
-                frame[c] = pd.to_numeric(frame[c]).astype("Int64")
-    merged = left.merge(right, how="outer", on=cols, indicator=True)
+
+    def timeline(frame: pd.DataFrame) -> pd.DataFrame:
+        ids = {c: pd.to_numeric(frame[c]).astype("Int64") for c in ("event_id", "student_id", "activity_id")}
+        times = pd.to_datetime(frame["timestamp"], utc=True).astype("datetime64[us, UTC]")
+        return frame[TIMELINE_COLUMNS].assign(**ids, timestamp=times)
+
+    merged = timeline(stored).merge(timeline(computed), how="outer", on=TIMELINE_COLUMNS, indicator=True)
     return {int(s) for s in merged.loc[merged["_merge"] != "both", "student_id"].dropna().unique()}
 
 

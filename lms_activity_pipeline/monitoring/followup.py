@@ -81,11 +81,10 @@ class PendingRun:
 
 @dataclass(frozen=True)
 class Review:
-    """What became of the pending requests: still open, to request again, finished, abandoned."""
+    """What became of the pending requests: still open, to request again, abandoned (the rest succeeded)."""
 
     waiting: list[PendingRun]
     again: list[PendingRun]
-    done: list[PendingRun]
     given_up: list[PendingRun]
 
     @property
@@ -97,13 +96,12 @@ def review(pending: Sequence[PendingRun], state_of: Callable[[str], RunState]) -
     """Sort the pending requests by the state of their runs."""
     waiting: list[PendingRun] = []
     again: list[PendingRun] = []
-    done: list[PendingRun] = []
     given_up: list[PendingRun] = []
     for item in pending:
         state = state_of(item.run_key)
         if state is RunState.DONE:
-            done.append(item)
-        elif state is RunState.WAITING:
+            continue
+        if state is RunState.WAITING:
             if item.unseen_ticks < MAX_UNSEEN_TICKS:
                 waiting.append(replace(item, unseen_ticks=item.unseen_ticks + 1))
         elif state is RunState.RUNNING:
@@ -112,4 +110,4 @@ def review(pending: Sequence[PendingRun], state_of: Callable[[str], RunState]) -
             given_up.append(item)
         else:
             again.append(item.again())
-    return Review(waiting, again, done, given_up)
+    return Review(waiting, again, given_up)
