@@ -106,7 +106,6 @@ def _monitor(settings: Settings, args: argparse.Namespace) -> int:
     from lms_activity_pipeline.definitions import build_definitions
     from lms_activity_pipeline.instance import get_instance
     from lms_activity_pipeline.monitoring.service import Monitor
-
     from lms_activity_pipeline.resources.factory import build_resources
 
     if args.event_types and not args.process_pending:
@@ -118,9 +117,7 @@ def _monitor(settings: Settings, args: argparse.Namespace) -> int:
     resources = build_resources(settings, env_vars=False)
     resources["zulip"].check()
     _ = resources["warehouse"].engine  # reachable, and migrated
-    if not settings.lms_url_is_default:
-        resources["lms"].check()
-    _ensure_demo_lms(settings)
+    _ensure_demo_lms(settings)  # only with the default LMS URL
     resources["lms"].check()
     defs = build_definitions(settings)
     instance = get_instance(settings)
