@@ -10,40 +10,45 @@ on it after every run.
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from dagster import AssetKey, AssetSpec
 
 from lms_activity_pipeline.assets import metadata as md
 from lms_activity_pipeline.warehouse import schema as wh
 
 GROUP = "lms_bookkeeping"
-EVENT_LOG = AssetKey("lms_event_log")
+EVENT_LOG = AssetKey(wh.lms_event_log.name)
+
+#: Each table, what writes it, and the assets it is derived from.
+TABLES: tuple[tuple[sa.Table, str, tuple[str, ...]], ...] = (
+    (
+        wh.lms_event_log,
+        "Notification outbox and audit log: one row per (event, mentor), enqueued by lms_activity_events, "
+        "sent and recorded by notify_mentors_job.",
+        ("lms_activity_events",),
+    ),
+    (
+        wh.zulip_user_cache,
+        "Mentor e-mail -> Zulip account, cached by notify_mentors_job so each mentor is looked up once per expiry.",
+        (),
+    ),
+    (
+        wh.lms_monitor_state,
+        "The cursor and last poll of `lms-activity monitor` (the sensor keeps its own in Dagster).",
+        (),
+    ),
+)
 
 
 def build_table_specs() -> list[AssetSpec]:
     return [
         AssetSpec(
-            EVENT_LOG,
-            deps=["lms_activity_events"],
+            table.name,
+            deps=list(deps),
             group_name=GROUP,
             kinds={"sql"},
-            metadata=md.table_metadata(wh.lms_event_log),
-            description=(
-                "Notification outbox and audit log: one row per (event, mentor), enqueued by lms_activity_events, "
-                "sent and recorded by notify_mentors_job."
-            ),
-        ),
-        AssetSpec(
-            "zulip_user_cache",
-            group_name=GROUP,
-            kinds={"sql"},
-            metadata=md.table_metadata(wh.zulip_user_cache),
-            description="Mentor e-mail -> Zulip account, cached by notify_mentors_job so each mentor is looked up once per expiry.",
-        ),
-        AssetSpec(
-            "lms_monitor_state",
-            group_name=GROUP,
-            kinds={"sql"},
-            metadata=md.table_metadata(wh.lms_monitor_state),
-            description="The cursor and last poll of `lms-activity monitor` (the sensor keeps its own in Dagster).",
-        ),
+            metadata=md.table_metadata(table),
+            description=description,
+        )
+        for table, description, deps in TABLES
     ]

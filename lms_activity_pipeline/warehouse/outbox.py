@@ -311,18 +311,14 @@ class Outbox:
         """
         if not log_ids:
             return 0
-        values: dict[str, object] = {
-            "sending_at": to_utc(now),
-            "delivery_attempted_at": to_utc(now),
-            "delivery_digest": digest,
-        }
+        ids, at = sorted(log_ids), to_utc(now)
+        values: dict[str, object] = {"claimed_at": at, "sending_at": at, "delivery_attempted_at": at, "delivery_digest": digest}
         if zulip_user_id is not None:
             values["zulip_user_id"] = zulip_user_id
         with self.engine.begin() as conn:
-            conn.execute(log.update().where(log.c.claimed_by == token).values(claimed_at=to_utc(now)))
-            return conn.execute(
-                log.update().where(log.c.id.in_(sorted(log_ids)), log.c.claimed_by == token).values(**values)
-            ).rowcount
+            marked = conn.execute(log.update().where(log.c.id.in_(ids), log.c.claimed_by == token).values(**values)).rowcount
+            conn.execute(log.update().where(log.c.claimed_by == token, log.c.id.not_in(ids)).values(claimed_at=at))
+            return marked
 
     # --- uncertain deliveries ----------------------------------------------------------
 
