@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, JobDefinition, define_asset_job, job
+from dagster import AssetSelection, JobDefinition, define_asset_job, in_process_executor, job
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from lms_activity_pipeline.ops.notify import send_mentor_notifications
@@ -26,10 +26,15 @@ def build_ingest_job() -> UnresolvedAssetJobDefinition:
 
 
 def build_notify_job() -> JobDefinition:
-    """One op that works through the notification outbox (safe to run concurrently: pairs are claimed)."""
+    """One op that works through the notification outbox (safe to run concurrently: pairs are claimed).
+
+    In-process whatever ``LMS_EXECUTOR`` says: a step process (or a Celery task) for its single op
+    would only add seconds of start-up to every notification run.
+    """
 
     @job(
         name=NOTIFY_JOB_NAME,
+        executor_def=in_process_executor,
         description="Send mentors Zulip DMs for the open (event, mentor) pairs of lms_event_log and record each outcome.",
         tags={"lms/notify": "true"},
     )

@@ -37,20 +37,41 @@ NOTIFY_SENSOR_NAME = "notify_mentors_after_ingest"
 TRIGGER_TAG = "lms/trigger"
 #: Where the sensor's cursor keeps the runs it requested and follows (see ``monitoring/followup.py``).
 PENDING_KEY = "_pending"
+#: An incremental run covers minutes of changes and takes seconds; one still going after this long is
+#: hung, and would hold the single ingest slot of the run queue (and so the live monitoring) forever.
+#: Run monitoring (deploy/dagster.yaml) terminates it; the sensor then requests the window again.
+INCREMENTAL_RUN_MAX_RUNTIME_SECONDS = 3600
+#: How often notify_mentors_after_ingest looks for finished ingest runs (Dagster's default is 30 s).
+NOTIFY_SENSOR_INTERVAL_SECONDS = 5
 
 
-def run_request_for(plan: PollPlan | PendingRun, trigger: str = "sensor") -> RunRequest:
-    """The ``lms_ingest_job`` run that covers ``plan``: one run, however many days."""
+#: Run config that runs every step inside the run's own process. Dagster's default executor starts a
+#: process per step (2-3 s each here, ~25 s for the ingest job's chain of steps, against ~2 s of work
+#: in an incremental run), so incremental runs skip it; history runs keep the configured executor.
+IN_PROCESS_CONFIG = {"execution": {"config": {"in_process": {}}}}
+
+
+def run_request_for(plan: PollPlan | PendingRun, trigger: str = "sensor", *, in_process: bool = False) -> RunRequest:
+    """The ``lms_ingest_job`` run that covers ``plan``: one run, however many days.
+
+    ``in_process`` (only with Dagster's default executor, whose config has that choice) runs an
+    incremental run's steps in one process.
+    """
     tags = {TRIGGER_TAG: trigger, "lms/changed_rows": str(plan.rows)}
     partition_key = None
     if plan.first_partition == plan.last_partition:
         partition_key = plan.first_partition
     else:
         tags.update(partition_range_tags(plan.first_partition, plan.last_partition))
+    if not plan.is_full_history:  # a first start's history run may rightly take hours
+        tags["dagster/max_runtime"] = str(INCREMENTAL_RUN_MAX_RUNTIME_SECONDS)
     return RunRequest(
         run_key=plan.run_key,
         job_name=INGEST_JOB_NAME,
-        run_config=ingest_run_config(plan.changed_since, plan.changed_until),
+        run_config={
+            **ingest_run_config(plan.changed_since, plan.changed_until),
+            **(IN_PROCESS_CONFIG if in_process and not plan.is_full_history else {}),
+        },
         partition_key=partition_key,
         tags=tags,
     )
@@ -85,6 +106,7 @@ def sensor_cursor(marks: Cursor, pending: list[PendingRun]) -> str:
 def build_lms_activity_sensor(settings: Settings) -> SensorDefinition:
     """The sensor, ticking every ``LMS_ACTIVITY_POLL_INTERVAL`` seconds, running when monitoring is enabled."""
     timezone, partitions_start = settings.timezone, settings.partitions_start
+    in_process = settings.executor == "multiprocess"  # Celery and in_process runs keep their executor
 
     @sensor(
         name=SENSOR_NAME,
@@ -109,11 +131,11 @@ def build_lms_activity_sensor(settings: Settings) -> SensorDefinition:
             partitions_start=partitions_start,
             lookback=dt.timedelta(seconds=settings.lookback_seconds),
         )
-        requests = [run_request_for(item) for item in followed.again]
+        requests = [run_request_for(item, in_process=in_process) for item in followed.again]
         pending = followed.pending
         if result.plan is not None:
             context.log.info(result.plan.describe())
-            requests.append(run_request_for(result.plan))
+            requests.append(run_request_for(result.plan, in_process=in_process))
             pending = [*pending, PendingRun.of(result.plan)]
         cursor = sensor_cursor(result.cursor, pending)
         if not requests:
@@ -156,6 +178,7 @@ def build_notify_after_ingest_sensor(settings: Settings, notify_job: JobDefiniti
         run_status=DagsterRunStatus.SUCCESS,
         name=NOTIFY_SENSOR_NAME,
         request_job=notify_job,
+        minimum_interval_seconds=NOTIFY_SENSOR_INTERVAL_SECONDS,
         default_status=DefaultSensorStatus.RUNNING if settings.notify_enabled else DefaultSensorStatus.STOPPED,
         description=(
             "After each successful run that materialised lms_activity_events (lms_ingest_job, UI materialisations "

@@ -8,9 +8,7 @@ instance, the LMS and the warehouse on PostgreSQL.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -29,8 +27,8 @@ from lms_activity_pipeline.runner import INGEST_ASSETS
 from lms_activity_pipeline_tests.conftest import Backend, PgDatabases
 from lms_activity_pipeline_tests.lms_builder import LMSBuilder, t
 from lms_activity_pipeline_tests.pipeline import Pipeline
+from lms_activity_pipeline_tests.processes import ROOT, stop_process_group, subprocess_env
 
-ROOT = Path(__file__).resolve().parents[1]
 PG_WAREHOUSE = "postgresql://postgres@127.0.0.1:5432/warehouse"
 
 # name -> (port, broker URL, result backend URL)
@@ -141,18 +139,6 @@ def celery_env(
     return env
 
 
-def subprocess_env(env: dict[str, str]) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("LMS_", "DAGSTER_"))}
-    return {
-        **base,
-        **env,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        # dagster-celery starts the `celery` command of this environment.
-        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
 @pytest.fixture
 def celery_worker(celery_env: dict[str, str], tmp_path: Path) -> Iterator[str]:
     """A real worker, started as README says, on the test's queue; its node name. Always stopped."""
@@ -195,26 +181,6 @@ def delete_queue(env: dict[str, str]) -> None:
         bound.declare()
         bound.delete()
         bound.exchange.delete()
-
-
-def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM (Celery's warm shutdown) to the worker's process group, then SIGKILL if it lingers."""
-    pgid = proc.pid  # start_new_session: the group id is the leader's pid
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            proc.poll()
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                proc.wait(timeout=5)
-                return
-            time.sleep(0.2)
-    proc.wait(timeout=5)
 
 
 def test_ingest_job_steps_run_on_a_celery_worker(

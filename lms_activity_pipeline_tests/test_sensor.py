@@ -29,8 +29,8 @@ def lms(backend: Backend) -> LMSBuilder:
 class Tick:
     """Evaluates the real sensor against a backend, carrying the cursor like the daemon does."""
 
-    def __init__(self, backend: Backend) -> None:
-        self.pipe = Pipeline(backend)
+    def __init__(self, backend: Backend, **env: str) -> None:
+        self.pipe = Pipeline(backend, **env)
         self.sensor = self.pipe.defs.resolve_sensor_def(SENSOR_NAME)
         self.instance = DagsterInstance.ephemeral()
         self.cursor: str | None = None
@@ -60,7 +60,8 @@ def test_first_tick_ingests_history_in_one_range_run_then_skips(backend: Backend
     assert len(first.run_requests) == 1
     request = first.run_requests[0]
     assert partitions(request)[0] == "2024-05-03"  # the oldest attempt's day, through today
-    assert request.run_config == {}  # a recompute of the whole history
+    assert request.run_config == {}  # a recompute of the whole history, on the configured executor
+    assert "dagster/max_runtime" not in request.tags  # a first start's history may take hours
     stored = json.loads(tick.cursor)
     assert set(stored) == {"attempts", "content_attempts", "_pending"}
     assert [p["run_key"] for p in stored["_pending"]] == [request.run_key]  # followed until it succeeds
@@ -84,6 +85,8 @@ def test_new_rows_request_an_incremental_run_for_their_days(backend: Backend, lm
     assert config["changed_until"] == t(6, 9, 15).isoformat()
     assert config["changed_since"] < t(6, 1).isoformat()
     assert request.run_key.startswith("lms-")
+    assert request.run_config["execution"] == {"config": {"in_process": {}}}  # no process per step
+    assert request.tags["dagster/max_runtime"] == "3600"  # run monitoring ends a hung one
 
     # Running it ingests exactly the new events, incrementally.
     pipe = tick.pipe
@@ -93,6 +96,17 @@ def test_new_rows_request_an_incremental_run_for_their_days(backend: Backend, lm
     )
     assert result.success
     assert {"exam:3:exam_started", "exam:3:exam_completed", "exam:3:exam_passed", "content:2:content_completed"} <= set(pipe.event_ids())
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)  # LMS_EXECUTOR=celery needs a PostgreSQL warehouse
+def test_incremental_runs_keep_a_configured_celery_executor(backend: Backend, lms: LMSBuilder) -> None:
+    pytest.importorskip("dagster_celery", reason="dagster-celery is not installed (pip install -e '.[celery]')")
+    tick = Tick(backend, LMS_EXECUTOR="celery")
+    tick()
+    lms.attempt(3, 3, 201, "graded", t(5, 23, 30), submitted_at=t(6, 0, 10), graded_at=t(6, 1), score=80).write()
+    [request] = tick().run_requests
+    assert "execution" not in request.run_config and "ops" in request.run_config  # steps go to the workers
+    assert tick.pipe.defs.resolve_job_def("notify_mentors_job").executor_def.name == "in_process"  # one op
 
 
 def test_the_same_change_always_gets_the_same_run_key(backend: Backend, lms: LMSBuilder) -> None:

@@ -74,6 +74,11 @@ class PendingRun:
     def changed_until(self) -> dt.datetime | None:
         return None if self.until is None else dt.datetime.fromisoformat(self.until)
 
+    @property
+    def is_full_history(self) -> bool:
+        """As :attr:`PollPlan.is_full_history`."""
+        return self.since is None and self.until is None
+
     def describe(self) -> str:
         days = self.first_partition if self.first_partition == self.last_partition else f"{self.first_partition}..{self.last_partition}"
         return f"{days} ({self.rows} changed rows, run key {self.run_key})"
