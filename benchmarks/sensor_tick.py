@@ -53,7 +53,8 @@ def main() -> None:
     settings = load_settings({"LMS_DATABASE_URL": lms_url, "LMS_WAREHOUSE_URL": wh_url})
     defs = build_definitions(settings)
     sensor = defs.resolve_sensor_def(SENSOR_NAME)
-    resources = build_resources(settings, env_vars=False)
+    # As the code server does for a tick: only the resources the sensor asks for are built.
+    resources = {k: v for k, v in build_resources(settings, env_vars=False).items() if k in sensor.required_resource_keys}
     instance = DagsterInstance.ephemeral()
     repo = defs.get_repository_def()
     writer = db.create_engine(lms_url)

@@ -29,7 +29,6 @@ from lms_activity_pipeline.jobs import INGEST_JOB_NAME
 from lms_activity_pipeline.monitoring.followup import PendingRun, RunState, review
 from lms_activity_pipeline.monitoring.poll import Cursor, PollPlan, plan_poll
 from lms_activity_pipeline.resources.lms import LMSResource
-from lms_activity_pipeline.resources.settings import PipelineSettings
 from lms_activity_pipeline.runner import ingest_run_config, partition_range_tags
 
 SENSOR_NAME = "lms_activity_sensor"
@@ -107,6 +106,9 @@ def build_lms_activity_sensor(settings: Settings) -> SensorDefinition:
     """The sensor, ticking every ``LMS_ACTIVITY_POLL_INTERVAL`` seconds, running when monitoring is enabled."""
     timezone, partitions_start = settings.timezone, settings.partitions_start
     in_process = settings.executor == "multiprocess"  # Celery and in_process runs keep their executor
+    # From the settings the code location loaded, not a resource: Dagster builds every resource a
+    # sensor asks for again on every tick, and that was a fifth of a no-change tick.
+    lookback = dt.timedelta(seconds=settings.lookback_seconds)
 
     @sensor(
         name=SENSOR_NAME,
@@ -118,7 +120,7 @@ def build_lms_activity_sensor(settings: Settings) -> SensorDefinition:
             "incremental lms_ingest_job run for the days the changed rows touch."
         ),
     )
-    def lms_activity_sensor(context: SensorEvaluationContext, lms: LMSResource, settings: PipelineSettings) -> SensorResult:
+    def lms_activity_sensor(context: SensorEvaluationContext, lms: LMSResource) -> SensorResult:
         followed = review(read_pending(context.cursor), lambda key: run_state(context.instance, key))
         for item in followed.again:
             context.log.warning(f"ingest run failed for good; requesting {item.describe()} again")
@@ -129,7 +131,7 @@ def build_lms_activity_sensor(settings: Settings) -> SensorDefinition:
             Cursor.from_json(context.cursor),
             timezone=timezone,
             partitions_start=partitions_start,
-            lookback=dt.timedelta(seconds=settings.lookback_seconds),
+            lookback=lookback,
         )
         requests = [run_request_for(item, in_process=in_process) for item in followed.again]
         pending = followed.pending

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import sqlalchemy as sa
 from dagster import DagsterInstance, DefaultSensorStatus, build_sensor_context
+from sqlalchemy.engine import make_url
 
+from lms_activity_pipeline.db import normalise_url
 from lms_activity_pipeline.monitoring.followup import PendingRun, RunState, review
 from lms_activity_pipeline.resources.lms import LMSResource
-from lms_activity_pipeline.resources.settings import PipelineSettings
 from lms_activity_pipeline.runner import RANGE_END_TAG, RANGE_START_TAG
 from lms_activity_pipeline.sensors import SENSOR_NAME
 from lms_activity_pipeline_tests.conftest import Backend
@@ -34,7 +36,7 @@ class Tick:
         self.sensor = self.pipe.defs.resolve_sensor_def(SENSOR_NAME)
         self.instance = DagsterInstance.ephemeral()
         self.cursor: str | None = None
-        self.resources = {"lms": LMSResource(database_url=backend.lms_url), "settings": PipelineSettings(lookback_seconds=300)}
+        self.resources = {"lms": LMSResource(database_url=backend.lms_url)}
 
     def __call__(self):  # noqa: ANN204 - SensorExecutionData
         context = build_sensor_context(
@@ -109,6 +111,25 @@ def test_incremental_runs_keep_a_configured_celery_executor(backend: Backend, lm
     assert tick.pipe.defs.resolve_job_def("notify_mentors_job").executor_def.name == "in_process"  # one op
 
 
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_ticks_share_one_lms_connection(backend: Backend, lms: LMSBuilder) -> None:
+    """Dagster builds the LMS resource again for every tick; the connection is opened once per process."""
+    name = make_url(backend.lms_url).database
+    observer = sa.create_engine(normalise_url(backend.lms_url), poolclass=sa.pool.NullPool)
+
+    def connections() -> int:
+        with observer.connect() as conn:
+            query = "SELECT count(*) FROM pg_stat_activity WHERE datname = :n AND pid <> pg_backend_pid()"
+            return conn.execute(sa.text(query), {"n": name}).scalar_one()
+
+    tick = Tick(backend)
+    tick()
+    after_one = connections()
+    for _ in range(5):
+        tick()
+    assert connections() == after_one
+
+
 def test_the_same_change_always_gets_the_same_run_key(backend: Backend, lms: LMSBuilder) -> None:
     tick = Tick(backend)
     tick()
@@ -174,8 +195,7 @@ def test_interval_status_and_lookback_come_from_the_environment(backend: Backend
     assert sensor.minimum_interval_seconds == 17 and sensor.default_status == DefaultSensorStatus.STOPPED
     assert Pipeline(backend).defs.resolve_sensor_def(SENSOR_NAME).default_status == DefaultSensorStatus.RUNNING
 
-    tick = Tick(backend)
-    tick.resources = {"lms": LMSResource(database_url=backend.lms_url), "settings": pipe.defs.resources["settings"]}
+    tick = Tick(backend, LMS_ACTIVITY_LOOKBACK_SECONDS="7200")
     tick()
     lms.content_attempt(6, 2, 302, "in_progress", t(4, 7), updated_at=t(4, 7, 0)).write()  # 70 min before the mark
     [request] = tick().run_requests  # inside a two-hour lookback

@@ -161,13 +161,18 @@ def plan_poll(
         if rows.empty:
             marks[logical] = old
             continue
-        marks[logical] = _mark(rows, lookback)
         if mark is None:
+            marks[logical] = _mark(rows, lookback)
             changed.append(rows)
             digests.append(f"{logical}:{_digest(rows)}")
             continue
         fresh = rows[rows["updated_at"] > mark]
-        late = _digest(rows[rows["updated_at"] <= mark]) != old.window_digest
+        late = _digest(rows[rows["updated_at"] <= mark] if len(fresh) else rows) != old.window_digest
+        if fresh.empty and not late:
+            # Nothing new and the window as it was: the mark and its window digest stay the same.
+            marks[logical] = old
+            continue
+        marks[logical] = _mark(rows, lookback)
         changed.append(rows if late else fresh)
         digests.append(f"{logical}:{_digest(changed[-1])}")
     new_cursor = Cursor(marks)

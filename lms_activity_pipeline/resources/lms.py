@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Collection
 
 import pandas as pd
@@ -29,6 +32,27 @@ _DIMENSION_SPECS = {
 }
 
 
+#: Read-only engines by (URL, process), newest last. Dagster builds a new resource for every sensor
+#: tick; a new engine each time meant a new LMS connection per tick (~14 ms of a ~60 ms tick). One
+#: per process: a forked process must not share its parent's pooled sockets.
+_ENGINES: OrderedDict[tuple[str, int], Engine] = OrderedDict()
+_MAX_ENGINES = 4
+_ENGINES_LOCK = threading.Lock()
+
+
+def _shared_engine(url: str) -> Engine:
+    """This process's engine for ``url``; the least recently used beyond four are disposed."""
+    key = (url, os.getpid())
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = _ENGINES[key] = db.create_engine(url, read_only=True, variable="LMS_DATABASE_URL")
+        _ENGINES.move_to_end(key)
+        while len(_ENGINES) > _MAX_ENGINES:
+            _ENGINES.popitem(last=False)[1].dispose()
+        return engine
+
+
 class LMSResource(ConfigurableResource):
     """Read-only access to the LMS database (``LMS_DATABASE_URL``).
 
@@ -44,7 +68,7 @@ class LMSResource(ConfigurableResource):
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = db.create_engine(self.database_url, read_only=True, variable="LMS_DATABASE_URL")
+            self._engine = _shared_engine(self.database_url)
         return self._engine
 
     @property
