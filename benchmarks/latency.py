@@ -1,13 +1,18 @@
-"""End-to-end latency: an LMS insert -> a recorded Zulip DM, with `monitor --daemon --interval 5`.
+"""End-to-end latency: an LMS insert -> a recorded Zulip DM, with a 5 s poll interval.
 
-    PYTHONPATH=. python benchmarks/latency.py              # reuses the lms_bench LMS of backfill.py
-    PYTHONPATH=. python benchmarks/latency.py --generate --students 2000 --days 14
+    python benchmarks/latency.py --generate --lms-db lms_latency --students 2000 --days 14
+    python benchmarks/latency.py --lms-db lms_latency --via dagster
 
-Runs the real daemon in a subprocess against a PostgreSQL LMS and warehouse,
-with the real zulip client sending to the loopback Zulip test server (every
-LMS mentor registered there). After the first poll has stored the history and
-sent its notifications, inserts one graded, failed attempt at a time and
-measures the time until the mentor's DM is stored by the server.
+``--via cli`` (default) runs ``lms-activity monitor --daemon --interval 5``;
+``--via dagster`` runs the production processes instead: ``dagster-daemon run``
+on deploy/dagster.yaml with PostgreSQL run storage, the sensor ticking every
+5 s, its ingest run and the notify run each launched from the queue in a run
+worker process. Both against a PostgreSQL LMS and warehouse, with the real
+zulip client sending to the loopback Zulip test server (every LMS mentor
+registered there). After the first poll has stored the history and sent its
+notifications, inserts one graded, failed attempt at a time and measures the
+time until the mentor's DM is stored by the server (and, via Dagster, where
+that time went).
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -27,23 +34,47 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import sqlalchemy as sa  # noqa: E402
 
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter  # noqa: E402
+
 from benchmarks.common import DEFAULT_SERVER, Report, database_url, ensure_database  # noqa: E402
 from lms_activity_pipeline import db  # noqa: E402
 from lms_activity_pipeline.lms.demo import generate_demo_lms  # noqa: E402
 from lms_activity_pipeline_tests.fake_zulip import FakeZulip  # noqa: E402
 
 INTERVAL = 5
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def wait(condition, timeout: float, proc: subprocess.Popen) -> float:  # noqa: ANN001
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
         if proc.poll() is not None:
-            raise SystemExit(f"daemon exited: {proc.stdout.read()}")
+            raise SystemExit(f"the daemon exited with code {proc.returncode} (its log: daemon.log in the temporary home)")
         if condition():
             return time.perf_counter() - start
         time.sleep(0.02)
     raise SystemExit("timed out")
+
+
+def record_stages(instance: DagsterInstance, inserted: float, stages: dict[str, list[float]]) -> None:
+    """Where one insert's time went, from the run records of the ingest and notify runs it caused."""
+    deadline = time.monotonic() + 60
+    while True:  # the DM is out a moment before its run records its end
+        [ingest] = instance.get_run_records(RunsFilter(job_name="lms_ingest_job"), limit=1)
+        [notify] = instance.get_run_records(RunsFilter(job_name="notify_mentors_job"), limit=1)
+        if notify.end_time is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    steps = [
+        ("insert -> sensor requests the ingest run", ingest.create_timestamp.timestamp() - inserted),
+        ("ingest run queued -> started (dequeue + run worker start-up)", ingest.start_time - ingest.create_timestamp.timestamp()),
+        ("ingest run started -> finished", ingest.end_time - ingest.start_time),
+        ("ingest finished -> notify run requested (run status sensor)", notify.create_timestamp.timestamp() - ingest.end_time),
+        ("notify run queued -> started", notify.start_time - notify.create_timestamp.timestamp()),
+        ("notify run started -> finished", notify.end_time - notify.start_time),
+    ]
+    for name, seconds in steps:
+        stages.setdefault(name, []).append(seconds)
 
 
 def main() -> None:
@@ -52,10 +83,12 @@ def main() -> None:
     parser.add_argument("--generate", action="store_true", help="(re)generate lms_bench first")
     parser.add_argument("--students", type=int, default=20_000)
     parser.add_argument("--days", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--lms-db", default="lms_bench", help="the LMS database on --server")
+    parser.add_argument("--via", choices=["cli", "dagster"], default="cli")
     args = parser.parse_args()
 
-    lms_url = ensure_database(database_url(args.server, "lms_bench"))
+    lms_url = ensure_database(database_url(args.server, args.lms_db))
     if args.generate:
         generate_demo_lms(lms_url, students=args.students, days=args.days)
     wh_url = ensure_database(database_url(args.server, "lms_bench_latency_wh"), recreate=True)
@@ -70,7 +103,8 @@ def main() -> None:
         ).one()
         first_new = conn.execute(sa.text('SELECT max(id) FROM "Attempts"')).scalar_one() + 1
         attempts = conn.execute(sa.text('SELECT count(*) FROM "Attempts"')).scalar_one()
-    report = Report(f"Insert-to-DM latency, daemon --interval {INTERVAL}, PostgreSQL LMS with {attempts:,} attempts")
+    how = f"monitor --daemon --interval {INTERVAL}" if args.via == "cli" else f"dagster-daemon, sensor every {INTERVAL} s"
+    report = Report(f"Insert-to-DM latency, {how}, PostgreSQL LMS with {attempts:,} attempts")
 
     zulip = FakeZulip().start()
     for _, email, name in mentors:
@@ -86,16 +120,30 @@ def main() -> None:
         "ZULIP_EMAIL": zulip.email,
         "ZULIP_API_KEY": zulip.api_key,
         "PYTHONUNBUFFERED": "1",
+        # Only the measured inserts are notified: the history's backlog (events of the last 24 h) would
+        # otherwise still be draining, 1,000 pairs per notify run, while they are measured.
+        "LMS_NOTIFY_MAX_AGE_HOURS": "0.05",
     }
     (home / "dagster_home").mkdir(parents=True)
-    (home / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lms_activity_pipeline.cli", "monitor", "--daemon", "--interval", str(INTERVAL)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    instance = None
+    if args.via == "cli":
+        (home / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        command, cwd = [sys.executable, "-m", "lms_activity_pipeline.cli", "monitor", "--daemon", "--interval", str(INTERVAL)], None
+    else:
+        shutil.copyfile(ROOT / "deploy" / "dagster.yaml", home / "dagster_home" / "dagster.yaml")
+        env["DAGSTER_POSTGRES_URL"] = ensure_database(database_url(args.server, "lms_bench_latency_dagster"), recreate=True)
+        env["LMS_ACTIVITY_POLL_INTERVAL"] = str(INTERVAL)
+        command, cwd = [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")], ROOT
+        os.environ["DAGSTER_POSTGRES_URL"] = env["DAGSTER_POSTGRES_URL"]
+        instance = DagsterInstance.from_config(str(home / "dagster_home"))
+    log = (home / "daemon.log").open("w")
+    proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     warehouse = db.create_engine(wh_url)
+    stages: dict[str, list[float]] = {}
     try:
         def history_done() -> bool:
+            if instance is not None:  # the history's ingest run and the notify run after it
+                return bool(instance.get_runs(RunsFilter(job_name="notify_mentors_job", statuses=[DagsterRunStatus.SUCCESS]), limit=1))
             with warehouse.connect() as conn:
                 try:
                     return bool(conn.execute(sa.text("SELECT last_run_status FROM lms_activity.lms_monitor_state")).scalar())
@@ -103,12 +151,13 @@ def main() -> None:
                     return False
 
         history = wait(history_done, 3600, proc)
-        report.add("first poll (history ingest run)", f"{history:.1f} s", "events older than 24 h are not notified")
+        report.add("first poll (history ingest run)", f"{history:.1f} s", "LMS_NOTIFY_MAX_AGE_HOURS=0.05: only the measured inserts are notified")
         settled = len(zulip.messages) - 1
         while len(zulip.messages) != settled:  # the history's own notifications drain first
             settled = len(zulip.messages)
             time.sleep(2 * INTERVAL)
         latencies = []
+        pacing = random.Random(1)
         student, exam, mentor_email = pair
         for i in range(args.rounds):
             before = len(zulip.messages_to(mentor_email))
@@ -122,13 +171,21 @@ def main() -> None:
                     {"id": first_new + i, "s": student, "e": exam, "t0": now - dt.timedelta(minutes=30),
                      "t1": now - dt.timedelta(minutes=1), "t2": now},
                 )
-            latencies.append(wait(lambda: len(zulip.messages_to(mentor_email)) > before, 120, proc))
-            time.sleep(INTERVAL * 0.37)  # land the next insert at a different point of the poll cycle
+            inserted = time.time()
+            latencies.append(wait(lambda: len(zulip.messages_to(mentor_email)) > before, 180, proc))
+            if instance is not None:
+                record_stages(instance, inserted, stages)
+            time.sleep(pacing.uniform(0, INTERVAL))  # the next insert lands at a random point of the poll cycle
         report.add("insert -> DM, median", f"{statistics.median(latencies):.2f} s", f"max {max(latencies):.2f} s over {len(latencies)} inserts; target < {INTERVAL + 2} s")
         report.add("insert -> DM, all", ", ".join(f"{x:.2f}" for x in latencies), "seconds")
+        for stage, values in stages.items():
+            report.add(f"  {stage}, median", f"{statistics.median(values):.2f} s", f"max {max(values):.2f} s")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+        log.close()
+        if instance is not None:
+            instance.dispose()
         with lms.begin() as conn:
             conn.execute(sa.text('DELETE FROM "Attempts" WHERE id >= :i'), {"i": first_new})
         zulip.stop()

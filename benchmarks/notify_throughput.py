@@ -1,6 +1,6 @@
 """Notification throughput against the loopback Zulip test server (our overhead, not Zulip's).
 
-    PYTHONPATH=. python benchmarks/notify_throughput.py [--mentors 500] [--digest-mentors 50]
+    python benchmarks/notify_throughput.py [--mentors 500] [--digest-mentors 50]
         [--events-per-mentor 40] [--warehouse-url postgresql://...]
 
 Two scenarios, each one real ``notify_mentors_job`` run with the real ``zulip``
@@ -17,18 +17,21 @@ import os
 import tempfile
 import time
 import uuid
+import sys
 import warnings
 from pathlib import Path
 
-import sqlalchemy as sa
-from dagster import DagsterInstance
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers: the loopback Zulip server
 
-from lms_activity_pipeline.db import normalise_url
-from lms_activity_pipeline_tests.conftest import Backend
-from lms_activity_pipeline_tests.fake_zulip import FakeZulip
-from lms_activity_pipeline_tests.lms_builder import LMSBuilder
-from lms_activity_pipeline_tests.notify_helpers import ago, fast_zulip, recent_days
-from lms_activity_pipeline_tests.pipeline import Pipeline, op_metadata
+import sqlalchemy as sa  # noqa: E402
+from dagster import DagsterInstance  # noqa: E402
+
+from lms_activity_pipeline.db import normalise_url  # noqa: E402
+from lms_activity_pipeline_tests.conftest import Backend  # noqa: E402
+from lms_activity_pipeline_tests.fake_zulip import FakeZulip  # noqa: E402
+from lms_activity_pipeline_tests.lms_builder import LMSBuilder  # noqa: E402
+from lms_activity_pipeline_tests.notify_helpers import ago, fast_zulip, recent_days  # noqa: E402
+from lms_activity_pipeline_tests.pipeline import Pipeline, op_metadata  # noqa: E402
 
 
 def build_lms(url: str, server: FakeZulip, mentors: int, events_per_mentor: int) -> int:

@@ -9,8 +9,9 @@ from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 
 
 class PipelineSettings(ConfigurableResource):
-    """``LMS_EVENT_TYPES_TO_MONITOR``, ``LMS_NOTIFY_*`` and the sensor's late-row lookback
-    (``LMS_ACTIVITY_LOOKBACK_SECONDS``)."""
+    """``LMS_EVENT_TYPES_TO_MONITOR``, ``LMS_NOTIFY_*`` and the late-row lookback
+    (``LMS_ACTIVITY_LOOKBACK_SECONDS``; ``lms-activity monitor`` reads it here, the sensor from the
+    settings the code location loaded, the same value)."""
 
     event_types: str = ",".join(ALL_EVENT_TYPES)
     notify_enabled: bool = True
