@@ -97,17 +97,17 @@ def set_connections(server_url: str, database_url: str, *, allowed: bool) -> Non
     admin.dispose()
 
 
-def wait_for_run(instance: DagsterInstance, tags: dict[str, str], statuses: set[DagsterRunStatus], daemon_log: Path,
-                 timeout: float = 120) -> DagsterRun:
-    """The first run with ``tags`` that reaches one of ``statuses``; fails with the daemon's log otherwise."""
+def wait_for_runs(instance: DagsterInstance, tags: dict[str, str], statuses: set[DagsterRunStatus], daemon_log: Path,
+                  count: int = 1, timeout: float = 120) -> list[DagsterRun]:
+    """The first ``count`` runs with ``tags`` that reach one of ``statuses``; fails with the daemon's log otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         runs = [r for r in instance.get_runs(RunsFilter(tags=tags)) if r.status in statuses]
-        if runs:
-            return runs[-1]
+        if len(runs) >= count:
+            return runs[-count:]
         time.sleep(0.3)
     seen = [(r.job_name, r.status.value, dict(r.tags)) for r in instance.get_runs()]
-    pytest.fail(f"no run with {tags} in {statuses} after {timeout} s; runs: {seen}\n{daemon_log.read_text()[-4000:]}")
+    pytest.fail(f"not {count} runs with {tags} in {statuses} after {timeout} s; runs: {seen}\n{daemon_log.read_text()[-4000:]}")
 
 
 def launch(env: dict[str, str], partition: str) -> subprocess.Popen:
@@ -153,12 +153,12 @@ def test_daemon_runs_the_sensor_retries_a_transient_failure_and_never_overlaps_i
     instance = DagsterInstance.from_config(str(production_home))
     try:
         sensor_run = {"lms/trigger": "sensor"}
-        failed = wait_for_run(instance, sensor_run, {DagsterRunStatus.FAILURE}, daemon_log)
+        [failed] = wait_for_runs(instance, sensor_run, {DagsterRunStatus.FAILURE}, daemon_log)
         set_connections(pg_server_url, backend.warehouse_url, allowed=True)
         assert failed.tags["dagster/will_retry"] == "true"
-        retry = wait_for_run(instance, {"dagster/parent_run_id": failed.run_id}, {DagsterRunStatus.SUCCESS}, daemon_log)
+        [retry] = wait_for_runs(instance, {"dagster/parent_run_id": failed.run_id}, {DagsterRunStatus.SUCCESS}, daemon_log)
         assert retry.tags["dagster/retry_number"] == "1" and retry.tags["dagster/run_key"] == failed.tags["dagster/run_key"]
-        notify = wait_for_run(instance, {"lms/ingest_run_id": retry.run_id}, {DagsterRunStatus.SUCCESS}, daemon_log)
+        [notify] = wait_for_runs(instance, {"lms/ingest_run_id": retry.run_id}, {DagsterRunStatus.SUCCESS}, daemon_log)
         assert notify.job_name == "notify_mentors_job"
         log_rows = Pipeline(backend).log_rows()
         assert len(log_rows) == 12 and set(log_rows["status"]) == {"dry_run"}
@@ -167,11 +167,7 @@ def test_daemon_runs_the_sensor_retries_a_transient_failure_and_never_overlaps_i
         for proc in launches:
             output, _ = proc.communicate(timeout=180)
             assert proc.returncode == 0, output[-3000:]
-        manual = {"lms/trigger": "manual"}
-        deadline = time.monotonic() + 120
-        while len([r for r in instance.get_runs(RunsFilter(tags=manual)) if r.status == DagsterRunStatus.SUCCESS]) < 2:
-            assert time.monotonic() < deadline, daemon_log.read_text()[-4000:]
-            time.sleep(0.3)
+        wait_for_runs(instance, {"lms/trigger": "manual"}, {DagsterRunStatus.SUCCESS}, daemon_log, count=2)
 
         records = instance.get_run_records(RunsFilter(tags={"lms/ingest": "true"}))
         assert len(records) == 4  # the failed sensor run, its retry and the two manual runs
