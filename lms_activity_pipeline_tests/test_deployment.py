@@ -102,7 +102,7 @@ def wait_for_runs(instance: DagsterInstance, tags: dict[str, str], statuses: set
     """The first ``count`` runs with ``tags`` that reach one of ``statuses``; fails with the daemon's log otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = [r for r in instance.get_runs(RunsFilter(tags=tags)) if r.status in statuses]
+        runs = instance.get_runs(RunsFilter(tags=tags, statuses=list(statuses)))
         if len(runs) >= count:
             return runs[-count:]
         time.sleep(0.3)
