@@ -1,7 +1,7 @@
 """The analysts' data dictionary, rendered from the Core tables (their column comments and types).
 
-The README's column tables are generated here, so they cannot drift from the
-schema: ``python -m lms_activity_pipeline.warehouse.dictionary README.md``
+The column tables of ``docs/data-dictionary.md`` are generated here, so they cannot drift
+from the schema: ``python -m lms_activity_pipeline.warehouse.dictionary [PATH]``
 rewrites every block between ``<!-- columns:TABLE -->`` and ``<!-- /columns -->``.
 """
 
@@ -43,7 +43,7 @@ def render(text: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    path = Path(argv[0] if argv else "README.md")
+    path = Path(argv[0] if argv else "docs/data-dictionary.md")
     path.write_text(render(path.read_text()))
     return 0
 
