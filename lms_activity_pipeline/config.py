@@ -122,6 +122,10 @@ def parse_database_url(name: str, raw: str) -> str:
         url = make_url(raw.strip())
     except ArgumentError:
         raise ConfigError(f"{name} is not a SQLAlchemy database URL (e.g. {URL_EXAMPLE})") from None
+    except ValueError:  # SQLAlchemy's int() of the port, e.g. host:5432:99 or host:abc
+        raise ConfigError(f"{name} has a malformed port: it must be a number from 1 to 65535 (e.g. {URL_EXAMPLE})") from None
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ConfigError(f"{name}: port {url.port} is out of range 1-65535 (e.g. {URL_EXAMPLE})")
     if url.get_backend_name() not in {"sqlite", "postgresql"}:
         raise ConfigError(f"{name}: backend {url.get_backend_name()!r} is not supported (use sqlite or postgresql)")
     return raw.strip()
