@@ -242,6 +242,38 @@ def test_malformed_database_url_is_a_configuration_error_naming_the_variable(tmp
         assert "lms_activity_pipeline.config.ConfigError: LMS_DATABASE_URL has a malformed port" in output, output
 
 
+def test_demo_refuses_a_database_that_is_not_a_demo(backend: Backend, tmp_path: Path) -> None:
+    """With a real LMS in LMS_DATABASE_URL, ``demo`` is one line on stderr and exit 2, and the LMS is intact."""
+    LMSBuilder(backend.lms_url).school().write()
+    before = snapshot_lms(backend.lms_url)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LMS_", "DAGSTER_HOME"))}
+    env = {**base, "LMS_HOME": str(tmp_path), "LMS_DATABASE_URL": backend.lms_url}
+    demo = [sys.executable, "-m", "lms_activity_pipeline.cli", "demo", "--students", "4", "--days", "1"]
+
+    proc = subprocess.run(demo, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("lms-activity: configuration error: LMS_DATABASE_URL=") and "is not a demo LMS" in line
+    assert "(Attempts, ContentAttempts, Contents, Courses, Exams and 2 more)" in line and "--force" in line
+    assert snapshot_lms(backend.lms_url) == before
+
+    forced = subprocess.run([*demo, "--force"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert forced.returncode == 0, forced.stderr
+    assert snapshot_lms(backend.lms_url)["Users"] != before["Users"]
+    again = subprocess.run(demo, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr  # now a demo: refreshed without --force
+
+
+def snapshot_lms(url: str) -> dict[str, list[tuple]]:
+    """Every row of the reference tables, as stored."""
+    engine = sa.create_engine(url)
+    names = ["Users", "Courses", "Exams", "Contents", "MentorAssignments", "Attempts", "ContentAttempts"]
+    with engine.connect() as conn:
+        rows = {name: sorted(map(tuple, conn.execute(sa.text(f'SELECT * FROM "{name}"')).all())) for name in names}
+    engine.dispose()
+    return rows
+
+
 def test_configuration_is_checked_before_anything_is_created(tmp_path: Path) -> None:
     """An unreachable warehouse with the default demo LMS: one line, no demo LMS written, no Dagster home."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("LMS_", "DAGSTER_HOME"))}
