@@ -302,8 +302,9 @@ def test_ui_materialisations_and_backfills_queue_on_the_ingest_pool_and_are_retr
 ) -> None:
     """UI runs of the assets (Dagster's ``__ASSET_JOB``, no tags of ours) through ``dagster-webserver`` and ``dagster-daemon``.
 
-    A materialisation that fails while the warehouse refuses connections is retried by Dagster from the
-    failure; two backfills of the same days and a materialisation launched together run one after another.
+    On an instance just deployed (the pool's limit set as README's Deployment says), two backfills of the
+    same days and a materialisation launched together run one after another; a materialisation that
+    fails while the warehouse refuses connections is retried by Dagster from the failure.
     """
     backend = Backend("postgresql", pg_databases.create("lms_src"), pg_databases.create("lms_wh"))
     recent_school(backend.lms_url)
@@ -318,7 +319,10 @@ def test_ui_materialisations_and_backfills_queue_on_the_ingest_pool_and_are_retr
         "LMS_ACTIVITY_MONITOR_ENABLED": "false",  # only the UI launches ingest runs here
         "LMS_EXECUTOR": "in_process",
     })
-    set_connections(pg_server_url, backend.warehouse_url, allowed=False)
+    # Without it Dagster creates the limit from `default_limit` when it first sees a queued run in the pool,
+    # and the runs it dequeues in that same pass are not held yet.
+    subprocess.run(["dagster", "instance", "concurrency", "set", INGEST_POOL, "1"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
     port, log_path = free_port(), tmp_path / "dagster.log"
     workspace = str(ROOT / "workspace.yaml")
     with log_path.open("w") as log:
@@ -333,13 +337,6 @@ def test_ui_materialisations_and_backfills_queue_on_the_ingest_pool_and_are_retr
     try:
         ui = DagsterUI(port)
         ui.wait_until_loaded(log_path)
-        failed_id = ui.materialise(today)
-        [failed] = wait_for_runs(instance, {"dagster/partition": today}, {DagsterRunStatus.FAILURE}, log_path)
-        assert failed.run_id == failed_id and failed.job_name == ASSET_JOB
-        set_connections(pg_server_url, backend.warehouse_url, allowed=True)
-        [retry] = wait_for_runs(instance, {"dagster/parent_run_id": failed_id}, {DagsterRunStatus.SUCCESS}, log_path)
-        assert retry.job_name == ASSET_JOB and retry.tags["dagster/retry_number"] == "1"
-
         backfills = [ui.backfill(days(first_day, today)), ui.backfill(days(first_day, today))]
         for backfill_id in backfills:  # both backfill runs are in the queue: launch a materialisation among them
             wait_for_runs(instance, {"dagster/backfill": backfill_id}, set(DagsterRunStatus), log_path)
@@ -347,9 +344,18 @@ def test_ui_materialisations_and_backfills_queue_on_the_ingest_pool_and_are_retr
         for backfill_id in backfills:
             wait_for_runs(instance, {"dagster/backfill": backfill_id}, {DagsterRunStatus.SUCCESS}, log_path)
         wait_for_runs(instance, {}, {DagsterRunStatus.SUCCESS}, log_path, run_ids=[materialised])
+        assert_never_overlap(ingest_run_records(instance))
+
+        set_connections(pg_server_url, backend.warehouse_url, allowed=False)
+        failed_id = ui.materialise(today)
+        [failed] = wait_for_runs(instance, {}, {DagsterRunStatus.FAILURE}, log_path, run_ids=[failed_id])
+        assert failed.job_name == ASSET_JOB
+        set_connections(pg_server_url, backend.warehouse_url, allowed=True)
+        [retry] = wait_for_runs(instance, {"dagster/parent_run_id": failed_id}, {DagsterRunStatus.SUCCESS}, log_path)
+        assert retry.job_name == ASSET_JOB and retry.tags["dagster/retry_number"] == "1"
 
         records = ingest_run_records(instance)
-        assert len(records) == 5  # the failed materialisation, its retry, two backfill runs, one materialisation
+        assert len(records) == 5  # two backfill runs, a materialisation, the failed one and its retry
         assert_never_overlap(records)
     finally:
         for proc in processes:
