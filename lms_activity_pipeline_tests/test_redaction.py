@@ -17,6 +17,9 @@ from sqlalchemy.engine import make_url
 
 from lms_activity_pipeline import db
 from lms_activity_pipeline.config import redact_url
+from lms_activity_pipeline.resources.lms import LMSResource
+from lms_activity_pipeline.resources.warehouse import WarehouseResource
+from lms_activity_pipeline.resources.zulip import ZulipResource
 from lms_activity_pipeline.runner import run_ingest
 from lms_activity_pipeline_tests.conftest import Backend, PgDatabases
 from lms_activity_pipeline_tests.lms_builder import LMSBuilder
@@ -49,6 +52,16 @@ def test_redact_url_hides_every_credential(url: str, secrets: list[str], kept: s
     shown = redact_url(url)
     assert kept in shown
     assert not [s for s in secrets if s in shown], shown
+
+
+def test_resources_repr_and_describe_hide_credentials() -> None:
+    """What a log line, a traceback or the notify run's ``zulip`` metadata may show of a resource."""
+    lms = LMSResource(database_url="postgresql://lms:UserSecret@db/lms?sslpassword=KeySecret")
+    warehouse = WarehouseResource(url="postgresql://wh:WhSecret@db/wh?password=QuerySecret")
+    zulip = ZulipResource(site="https://bot:SiteSecret@zulip.example.com/?api_key=UrlKey", email="bot@example.com", api_key="Key1")
+    shown = f"{lms!r} {warehouse!r} {zulip!r} {zulip.describe()}"
+    assert "lms:***@db/lms" in shown and "Zulip bot bot@example.com at https://bot:***@zulip.example.com" in shown
+    assert_hidden(shown, ["UserSecret", "KeySecret", "WhSecret", "QuerySecret", "SiteSecret", "UrlKey", "Key1"])
 
 
 def secret_url(server_url: str, database: str, *, port: int | None = None) -> tuple[str, list[str]]:
