@@ -16,7 +16,7 @@ from dagster_shared.serdes import serialize_value
 from sqlalchemy.engine import make_url
 
 from lms_activity_pipeline import db
-from lms_activity_pipeline.config import redact_url
+from lms_activity_pipeline.config import ConfigError, load_settings, redact_url
 from lms_activity_pipeline.resources.lms import LMSResource
 from lms_activity_pipeline.resources.warehouse import WarehouseResource
 from lms_activity_pipeline.resources.zulip import ZulipResource
@@ -52,6 +52,20 @@ def test_redact_url_hides_every_credential(url: str, secrets: list[str], kept: s
     shown = redact_url(url)
     assert kept in shown
     assert not [s for s in secrets if s in shown], shown
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("LMS_DATABASE_URL", "postgresql://lms:S3cret@db:5432:99/lms"),
+        ("LMS_WAREHOUSE_URL", "postgresql:/lms:S3cret@db/lms"),  # a slash short of a URL
+        ("LMS_CELERY_BROKER_URL", "guest:S3cret@mq.internal:5672"),  # no scheme
+    ],
+)
+def test_a_mistyped_url_is_never_echoed(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"LMS_WAREHOUSE_URL": "postgresql://wh@db/wh", variable: value})
+    assert str(refused.value).startswith(variable) and "S3cret" not in str(refused.value)
 
 
 def test_resources_repr_and_describe_hide_credentials() -> None:
