@@ -51,6 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--days", type=_positive("--days"), default=14, help="days of history up to now (default 14)")
     demo.add_argument("--seed", type=int, default=42, help="random seed; same seed, same LMS (default 42)")
     demo.add_argument("--now", type=_timestamp, help="anchor time, ISO-8601 (default: now); pins every timestamp for reproducible LMSs")
+    demo.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the demo's tables even in a database holding other tables (those are left as they are); "
+        "without it, only an empty database or an earlier demo is written",
+    )
 
     monitor = sub.add_parser("monitor", parents=[common], help="poll the LMS, ingest what changed, notify mentors")
     mode = monitor.add_mutually_exclusive_group(required=True)
@@ -83,10 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from lms_activity_pipeline.lms.demo import generate_demo_lms
+    from lms_activity_pipeline.lms.demo import NotADemoDatabase, generate_demo_lms
 
     url = settings.lms_database_url
-    summary = generate_demo_lms(url, students=args.students, days=args.days, seed=args.seed, now=args.now)
+    try:
+        summary = generate_demo_lms(
+            url, students=args.students, days=args.days, seed=args.seed, now=args.now, force=args.force
+        )
+    except NotADemoDatabase as exc:
+        raise ConfigError(
+            f"LMS_DATABASE_URL={redact_url(url)} is not a demo LMS: {exc}; nothing was changed "
+            "(point LMS_DATABASE_URL at an empty database, or pass --force to replace the demo tables there)"
+        ) from None
     print(f"Demo LMS ready at {redact_url(url)} ({summary.seconds:.1f} s):")
     for name in ("students", "mentors", "courses", "exams", "contents", "mentor_assignments", "attempts", "content_attempts"):
         print(f"  {name:<20} {getattr(summary, name):>10,}")

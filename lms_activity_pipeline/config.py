@@ -12,9 +12,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote_plus
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES, EventType
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 
 class ConfigError(ValueError):
@@ -34,6 +39,7 @@ DEFAULT_EXECUTOR = "multiprocess"
 DEFAULT_CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CELERY_BACKEND_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CELERY_QUEUE = "dagster"  # dagster-celery's default queue
+URL_EXAMPLE = "postgresql://user@db.internal:5432/lms"
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
@@ -108,13 +114,18 @@ def parse_date(name: str, raw: str) -> str:
 
 
 def parse_database_url(name: str, raw: str) -> str:
+    """A SQLAlchemy URL of a supported backend; a malformed one is a :class:`ConfigError` that never echoes it."""
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
     try:
         url = make_url(raw.strip())
     except ArgumentError:
-        raise ConfigError(f"{name}={_redact(raw)!r} is not a SQLAlchemy database URL") from None
+        raise ConfigError(f"{name} is not a SQLAlchemy database URL (e.g. {URL_EXAMPLE})") from None
+    except ValueError:  # SQLAlchemy's int() of the port, e.g. host:5432:99 or host:abc
+        raise ConfigError(f"{name} has a malformed port: it must be a number from 1 to 65535 (e.g. {URL_EXAMPLE})") from None
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ConfigError(f"{name}: port {url.port} is out of range 1-65535 (e.g. {URL_EXAMPLE})")
     if url.get_backend_name() not in {"sqlite", "postgresql"}:
         raise ConfigError(f"{name}: backend {url.get_backend_name()!r} is not supported (use sqlite or postgresql)")
     return raw.strip()
@@ -130,8 +141,8 @@ def parse_executor(name: str, raw: str) -> str:
 def parse_celery_url(name: str, raw: str) -> str:
     """A Celery broker or result backend URL: only its form is checked (Celery reports the rest)."""
     value = raw.strip()
-    if "://" not in value:
-        raise ConfigError(f"{name}={raw!r} is not a URL (e.g. redis://127.0.0.1:6379/0 or amqp://guest@127.0.0.1//)")
+    if "://" not in value:  # not echoed: a mistyped URL may still hold its password
+        raise ConfigError(f"{name} is not a URL (e.g. redis://127.0.0.1:6379/0 or amqp://guest@127.0.0.1//)")
     return value
 
 
@@ -142,17 +153,34 @@ def parse_queue_name(name: str, raw: str) -> str:
     return value
 
 
-def _redact(url: str) -> str:
-    """A URL with its password hidden, for messages."""
+#: A query parameter whose name contains one of these carries a credential (``password``,
+#: ``sslpassword``, ``passfile``, ``token``, ``api_key``, ``secret``, ``sslkey``, ``X-Amz-Signature``...).
+CREDENTIAL_MARKERS = ("pass", "pwd", "secret", "token", "key", "auth", "credential", "signature")
+HIDDEN = "***"
+
+
+def is_credential(name: str) -> bool:
+    """Whether a URL query parameter called ``name`` may hold a secret (case-insensitive)."""
+    lowered = name.lower()
+    return any(marker in lowered for marker in CREDENTIAL_MARKERS)
+
+
+def redact_url(url: str | URL) -> str:
+    """``url`` fit for a message or a log: its password and every credential-like query parameter as ``***``.
+
+    Every message, banner and log line that shows a URL goes through this function. A string that
+    SQLAlchemy cannot parse is not shown at all: its secret could be anywhere in it.
+    """
+    from sqlalchemy.engine import URL, make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparseable URL is shown as a placeholder
-        return "<unparseable url>"
-
-
-redact_url = _redact
+        parsed = url if isinstance(url, URL) else make_url(url.strip())
+    except (ArgumentError, ValueError):
+        return "<malformed URL>"
+    query = {key: HIDDEN if is_credential(key) else value for key, value in parsed.query.items()}
+    shown = parsed.set(query=query).render_as_string(hide_password=True)
+    return shown.replace(f"={quote_plus(HIDDEN)}", f"={HIDDEN}")  # SQLAlchemy quotes query values
 
 
 @dataclass(frozen=True)
@@ -263,5 +291,6 @@ __all__ = [
     "EventType",
     "Settings",
     "load_settings",
+    "is_credential",
     "redact_url",
 ]

@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.types import NullType
 
-from lms_activity_pipeline.config import ConfigError, redact_url
+from lms_activity_pipeline.config import ConfigError, is_credential, redact_url
 from lms_activity_pipeline.domain.cleaning import parse_times
 
 NULL_MARK = r"\N"
@@ -76,10 +76,22 @@ def create_engine(url: str | URL, *, read_only: bool = False, variable: str = "d
         if read_only:  # also for URI-form and in-memory URLs, which ``mode=ro`` above does not reach
             sa.event.listen(engine, "connect", _sqlite_query_only)
         return engine
-    connect_args: dict[str, object] = {"connect_timeout": 10, "application_name": "lms-activity-pipeline"}
+    parsed, credentials = without_credentials(parsed)
+    connect_args: dict[str, object] = {"connect_timeout": 10, "application_name": "lms-activity-pipeline", **credentials}
     if read_only:
         connect_args["options"] = "-c default_transaction_read_only=on"
     return sa.create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
+
+
+def without_credentials(url: URL) -> tuple[URL, dict[str, object]]:
+    """``url`` without its credential-like query parameters (``?password=``, ``sslpassword``...), and those.
+
+    They go to the driver as connect arguments (libpq takes the same keywords either way), so the
+    engine's URL, which SQLAlchemy shows in its repr and errors hiding only the userinfo password,
+    never holds them.
+    """
+    secrets = {key: value for key, value in url.query.items() if is_credential(key)}
+    return url.difference_update_query(secrets), secrets
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI callback
@@ -101,7 +113,7 @@ def check_connection(engine: Engine, variable: str) -> None:
             conn.execute(sa.text("SELECT 1"))
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc).splitlines()[0]
-        raise ConfigError(f"{variable}: cannot connect to {redact_url(str(engine.url))}: {reason}") from None
+        raise ConfigError(f"{variable}: cannot connect to {redact_url(engine.url)}: {reason}") from None
 
 
 @contextmanager

@@ -13,7 +13,12 @@ QUALITY_JOB_NAME = "lms_quality_checks_job"
 
 
 def build_ingest_job() -> UnresolvedAssetJobDefinition:
-    """Every asset of the ``lms_activity`` group for a day or a range of days (partitions come from the assets)."""
+    """Every asset of the ``lms_activity`` group for a day or a range of days (partitions come from the assets).
+
+    No tags for queueing or retries: its assets are in the ``lms_ingest`` pool and the instance retries
+    every failed run (``run_retries: max_retries: 1``), so runs of Dagster's implicit asset job (UI
+    materialisations, backfills) are serialised and retried the same way.
+    """
     return define_asset_job(
         INGEST_JOB_NAME,
         selection=AssetSelection.groups("lms_activity"),
@@ -21,7 +26,6 @@ def build_ingest_job() -> UnresolvedAssetJobDefinition:
             "Extract LMS attempts for the partition's days, classify them, upsert the event tables, run the checks "
             "and recompute the feature tables."
         ),
-        tags={"dagster/max_retries": 1, "dagster/retry_strategy": "FROM_FAILURE", "lms/ingest": "true"},
     )
 
 

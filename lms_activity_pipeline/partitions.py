@@ -14,3 +14,9 @@ def daily_partitions(settings: Settings) -> DailyPartitionsDefinition:
 
 #: A multi-day backfill is one run over the whole range, not one run per day.
 SINGLE_RUN = BackfillPolicy.single_run()
+
+#: The Dagster concurrency pool of every asset that writes the ingest and feature tables. Runs upsert
+#: overlapping windows of the same tables, so the instance (``concurrency: pools:`` in dagster.yaml,
+#: ``granularity: run``, ``default_limit: 1``) keeps any run holding this pool queued while another one
+#: is in progress, whatever job it is: ``lms_ingest_job``, a UI materialisation or a backfill (``__ASSET_JOB``).
+INGEST_POOL = "lms_ingest"

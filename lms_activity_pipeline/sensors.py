@@ -37,7 +37,7 @@ TRIGGER_TAG = "lms/trigger"
 #: Where the sensor's cursor keeps the runs it requested and follows (see ``monitoring/followup.py``).
 PENDING_KEY = "_pending"
 #: An incremental run covers minutes of changes and takes seconds; one still going after this long is
-#: hung, and would hold the single ingest slot of the run queue (and so the live monitoring) forever.
+#: hung, and would hold the single slot of the lms_ingest pool (and so the live monitoring) forever.
 #: Run monitoring (deploy/dagster.yaml) terminates it; the sensor then requests the window again.
 INCREMENTAL_RUN_MAX_RUNTIME_SECONDS = 3600
 #: How often notify_mentors_after_ingest looks for finished ingest runs (Dagster's default is 30 s).

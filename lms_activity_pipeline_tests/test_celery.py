@@ -55,8 +55,8 @@ def test_celery_with_a_sqlite_warehouse_is_refused_in_one_line() -> None:
     ("env", "message"),
     [
         ({"LMS_EXECUTOR": "dask"}, "LMS_EXECUTOR='dask' is not an executor (use multiprocess, in_process, celery)"),
-        ({"LMS_CELERY_BROKER_URL": "localhost:6379"}, "LMS_CELERY_BROKER_URL='localhost:6379' is not a URL"),
-        ({"LMS_CELERY_BACKEND_URL": "redis"}, "LMS_CELERY_BACKEND_URL='redis' is not a URL"),
+        ({"LMS_CELERY_BROKER_URL": "localhost:6379"}, "LMS_CELERY_BROKER_URL is not a URL (e.g. redis://"),
+        ({"LMS_CELERY_BACKEND_URL": "redis"}, "LMS_CELERY_BACKEND_URL is not a URL (e.g. redis://"),
         ({"LMS_CELERY_QUEUE": "my queue"}, "LMS_CELERY_QUEUE='my queue' must be letters"),
     ],
     ids=["executor", "broker", "backend", "queue"],

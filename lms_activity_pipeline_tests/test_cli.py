@@ -195,8 +195,12 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 60) -> None:  #
         ({"LMS_DATABASE_URL": "postgresql://postgres@127.0.0.1:9/nowhere"}, "@127.0.0.1:9/nowhere: connection to server at \"127.0.0.1\", port 9 failed"),
         ({"LMS_DATABASE_URL": "sqlite:////nonexistent/lms.sqlite3"}, "LMS_DATABASE_URL: SQLite database /nonexistent/lms.sqlite3 does not exist"),
         ({"LMS_WAREHOUSE_URL": "mysql://x@y/z"}, "LMS_WAREHOUSE_URL: backend 'mysql' is not supported"),
+        ({"LMS_DATABASE_URL": "postgresql://u@host:5432:99/db"}, "LMS_DATABASE_URL has a malformed port: it must be a number"),
+        ({"LMS_WAREHOUSE_URL": "postgresql://u@host:abc/db"}, "LMS_WAREHOUSE_URL has a malformed port: it must be a number"),
+        ({"LMS_DATABASE_URL": "postgresql://u@host:99999/db"}, "LMS_DATABASE_URL: port 99999 is out of range 1-65535"),
     ],
-    ids=["interval", "event-type", "timezone", "lookback", "unreachable", "missing-sqlite", "backend"],
+    ids=["interval", "event-type", "timezone", "lookback", "unreachable", "missing-sqlite", "backend", "two-ports",
+         "port-not-a-number", "port-out-of-range"],
 )
 def test_bad_configuration_is_one_clear_line(tmp_path: Path, env: dict[str, str], message: str) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("LMS_", "DAGSTER_HOME"))}
@@ -209,6 +213,65 @@ def test_bad_configuration_is_one_clear_line(tmp_path: Path, env: dict[str, str]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert lines[0].startswith(f"lms-activity: configuration error: {next(iter(env))}")
+
+
+MALFORMED_PORT = "postgresql://lms:PortSecret42@db.internal:5432:99/lms"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["lms-activity", "demo"], ["lms-activity", "monitor", "--stats"], ["dagster", "definitions", "validate", "-m", "lms_activity_pipeline.definitions"]],
+    ids=["demo", "monitor", "code-location"],
+)
+def test_malformed_database_url_is_a_configuration_error_naming_the_variable(tmp_path: Path, command: list[str]) -> None:
+    """Every entry point that reads LMS_DATABASE_URL, the Dagster code location included: no ValueError, no secret."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LMS_", "DAGSTER_HOME"))}
+    program = [sys.executable, "-m", "lms_activity_pipeline.cli"] if command[0] == "lms-activity" else [sys.executable, "-m", "dagster"]
+    proc = subprocess.run(
+        [*program, *command[1:]], cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**base, "LMS_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path), "LMS_DATABASE_URL": MALFORMED_PORT},
+    )
+    output = proc.stdout + proc.stderr
+    assert "PortSecret42" not in output and "invalid literal" not in output and "ValueError" not in output, output
+    if command[0] == "lms-activity":
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr == "lms-activity: configuration error: LMS_DATABASE_URL has a malformed port: " \
+            "it must be a number from 1 to 65535 (e.g. postgresql://user@db.internal:5432/lms)\n"
+    else:  # Dagster reports a code location that fails to load with the exception's one-line message
+        assert proc.returncode != 0
+        assert "lms_activity_pipeline.config.ConfigError: LMS_DATABASE_URL has a malformed port" in output, output
+
+
+def test_demo_refuses_a_database_that_is_not_a_demo(backend: Backend, tmp_path: Path) -> None:
+    """With a real LMS in LMS_DATABASE_URL, ``demo`` is one line on stderr and exit 2, and the LMS is intact."""
+    LMSBuilder(backend.lms_url).school().write()
+    before = snapshot_lms(backend.lms_url)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LMS_", "DAGSTER_HOME"))}
+    env = {**base, "LMS_HOME": str(tmp_path), "LMS_DATABASE_URL": backend.lms_url}
+    demo = [sys.executable, "-m", "lms_activity_pipeline.cli", "demo", "--students", "4", "--days", "1"]
+
+    proc = subprocess.run(demo, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    [line] = proc.stderr.strip().splitlines()
+    assert line.startswith("lms-activity: configuration error: LMS_DATABASE_URL=") and "is not a demo LMS" in line
+    assert "(Attempts, ContentAttempts, Contents, Courses, Exams and 2 more)" in line and "--force" in line
+    assert snapshot_lms(backend.lms_url) == before
+
+    forced = subprocess.run([*demo, "--force"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert forced.returncode == 0, forced.stderr
+    assert snapshot_lms(backend.lms_url)["Users"] != before["Users"]
+    again = subprocess.run(demo, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr  # now a demo: refreshed without --force
+
+
+def snapshot_lms(url: str) -> dict[str, list[tuple]]:
+    """Every row of the reference tables, as stored."""
+    engine = sa.create_engine(url)
+    names = ["Users", "Courses", "Exams", "Contents", "MentorAssignments", "Attempts", "ContentAttempts"]
+    with engine.connect() as conn:
+        rows = {name: sorted(map(tuple, conn.execute(sa.text(f'SELECT * FROM "{name}"')).all())) for name in names}
+    engine.dispose()
+    return rows
 
 
 def test_configuration_is_checked_before_anything_is_created(tmp_path: Path) -> None:

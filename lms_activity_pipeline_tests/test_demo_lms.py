@@ -10,8 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from lms_activity_pipeline import db
-from lms_activity_pipeline.lms.demo import DemoSummary, create_lms_schema, generate_demo_lms
+from lms_activity_pipeline.lms.demo import DEMO_MARKER, DemoSummary, NotADemoDatabase, create_lms_schema, generate_demo_lms
 from lms_activity_pipeline.lms.schema import REFERENCE
+from lms_activity_pipeline_tests.conftest import Backend
+from lms_activity_pipeline_tests.lms_builder import LMSBuilder
 
 NOW = dt.datetime(2024, 5, 20, 10, 30, tzinfo=dt.UTC)
 TABLES = ["Users", "Courses", "Exams", "Contents", "MentorAssignments", "Attempts", "ContentAttempts"]
@@ -328,4 +330,56 @@ def test_postgresql_gets_the_same_rows_as_sqlite(pg_url: str, lms: dict[str, pd.
     with engine.connect() as conn:
         assert conn.execute(sa.text('SELECT count(*) FROM "Attempts"')).scalar_one() == 20
         assert conn.execute(sa.text('SELECT max(updated_at) FROM "ContentAttempts"')).scalar_one() <= NOW
+    engine.dispose()
+
+
+# --------------------------------------------------------------------------- never drop a real LMS
+
+
+def count(url: str, table: str) -> int:
+    engine = db.create_engine(url)
+    with engine.connect() as conn:
+        total = conn.execute(sa.text(f'SELECT count(*) FROM "{table}"')).scalar_one()
+    engine.dispose()
+    return total
+
+
+def test_refuses_an_lms_it_did_not_write_unless_forced(backend: Backend) -> None:
+    """The reference tables of a real LMS (no demo marker) are never dropped without ``force``."""
+    LMSBuilder(backend.lms_url).school().write()
+    before = read_lms(backend.lms_url)
+    with pytest.raises(NotADemoDatabase) as refused:
+        generate_demo_lms(backend.lms_url, students=5, days=2, now=NOW)
+    assert refused.value.tables == sorted(TABLES)
+    with pytest.raises(NotADemoDatabase):
+        create_lms_schema(db.create_engine(backend.lms_url))
+    after = read_lms(backend.lms_url)
+    for name in TABLES:
+        pd.testing.assert_frame_equal(before[name], after[name], obj=name)
+
+    summary = generate_demo_lms(backend.lms_url, students=5, days=2, now=NOW, force=True)
+    assert count(backend.lms_url, "Users") == summary.students + summary.mentors + 1  # a staff member
+    # Now it is a demo: refreshing needs no force.
+    assert generate_demo_lms(backend.lms_url, students=3, days=1, now=NOW).students == 3
+    assert count(backend.lms_url, DEMO_MARKER.name) == 1
+
+
+def test_refuses_a_demo_database_that_also_holds_other_tables(backend: Backend) -> None:
+    generate_demo_lms(backend.lms_url, students=5, days=2, now=NOW)  # an empty database is fine
+    engine = db.create_engine(backend.lms_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE payroll (id INTEGER PRIMARY KEY, amount NUMERIC)"))
+        conn.execute(sa.text("INSERT INTO payroll VALUES (1, 4200)"))
+        if backend.name == "postgresql":  # a real LMS in a schema of its own counts too
+            conn.execute(sa.text('CREATE SCHEMA lms; CREATE TABLE lms.exam_attempt (id INTEGER)'))
+    expected = ["lms.exam_attempt", "payroll"] if backend.name == "postgresql" else ["payroll"]
+    with pytest.raises(NotADemoDatabase) as refused:
+        generate_demo_lms(engine, students=3, days=1, now=NOW)
+    assert refused.value.tables == expected
+    assert count(backend.lms_url, "Users") > 3
+
+    generate_demo_lms(engine, students=3, days=1, now=NOW, force=True)  # replaces the demo, keeps the rest
+    assert count(backend.lms_url, "payroll") == 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM \"Users\" WHERE role = 'student'")).scalar_one() == 3
     engine.dispose()

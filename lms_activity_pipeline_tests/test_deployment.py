@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from dagster import AssetKey, DagsterInstance, DagsterRun, DagsterRunStatus, RunsFilter
+from dagster._core.instance.config import PoolGranularity
 from dagster._core.run_coordinator import QueuedRunCoordinator
+from dagster._core.storage.dagster_run import RunRecord
+from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 from sqlalchemy.engine import make_url
 
 from lms_activity_pipeline.db import normalise_url
+from lms_activity_pipeline.jobs import INGEST_JOB_NAME
+from lms_activity_pipeline.partitions import INGEST_POOL
 from lms_activity_pipeline_tests.conftest import Backend, PgDatabases
 from lms_activity_pipeline_tests.lms_builder import LMSBuilder, t
 from lms_activity_pipeline_tests.notify_helpers import recent_days, recent_school
 from lms_activity_pipeline_tests.pipeline import Pipeline
-from lms_activity_pipeline_tests.processes import ROOT, stop_process_group, subprocess_env
+from lms_activity_pipeline_tests.processes import ROOT, free_port, stop_process_group, subprocess_env
 
 
 @pytest.fixture
@@ -40,10 +47,11 @@ def test_production_instance_stores_runs_and_assets_in_postgres(production_home:
     assert isinstance(instance.schedule_storage, PostgresScheduleStorage)
     assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
     queue = instance.get_concurrency_config().run_queue_config  # what the daemon's dequeue loop reads
-    assert {(limit["key"], limit["limit"]) for limit in queue.tag_concurrency_limits} == {("lms/ingest", 1), ("lms/notify", 1)}
+    assert {(limit["key"], limit["limit"]) for limit in queue.tag_concurrency_limits} == {("lms/notify", 1)}
     assert queue.max_concurrent_runs == 8
     assert instance.run_coordinator.dequeue_interval_seconds == 2
-    assert instance.run_retries_enabled and instance.run_monitoring_enabled
+    assert instance.run_monitoring_enabled
+    assert_serialises_and_retries_ingest_runs(instance)
 
     backend = Backend("postgresql", pg_databases.create("lms_src"), pg_databases.create("lms_wh"))
     b = LMSBuilder(backend.lms_url).school()
@@ -56,11 +64,27 @@ def test_production_instance_stores_runs_and_assets_in_postgres(production_home:
     again = DagsterInstance.from_config(str(production_home))
     runs = again.get_runs()
     assert [(r.run_id, r.job_name, r.status) for r in runs] == [(run.run_id, "lms_ingest_job", DagsterRunStatus.SUCCESS)]
-    assert runs[0].tags["lms/ingest"] == "true"
+    assert runs[0].run_op_concurrency.all_pools == {INGEST_POOL}  # what the queue holds the run on
     records = again.fetch_materializations(AssetKey("lms_activity_events"), limit=10).records
     assert sorted(r.partition_key for r in records) == ["2024-05-03", "2024-05-04"]
     assert set(pipe.event_ids()) == {"exam:1:exam_started", "exam:1:exam_completed", "exam:1:exam_failed"}
     again.dispose()
+
+
+def assert_serialises_and_retries_ingest_runs(instance: DagsterInstance) -> None:
+    """The instance holds a queued run that uses the ingest pool while another one is in progress, and retries failed runs."""
+    pools = instance.get_concurrency_config().pool_config
+    assert pools.pool_granularity == PoolGranularity.RUN and pools.default_pool_limit == 1
+    assert instance.event_log_storage.supports_global_concurrency_limits
+    assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+
+
+def test_local_instance_serialises_and_retries_ingest_runs(tmp_path: Path) -> None:
+    """The repository's dagster.yaml (what `lms-activity monitor` and `dagster dev` use) on its SQLite storage."""
+    shutil.copyfile(ROOT / "dagster.yaml", tmp_path / "dagster.yaml")
+    instance = DagsterInstance.from_config(str(tmp_path))
+    assert_serialises_and_retries_ingest_runs(instance)
+    instance.dispose()
 
 
 def test_ingest_and_notify_runs_through_the_production_instance(production_home: Path, pg_databases: PgDatabases) -> None:
@@ -98,16 +122,31 @@ def set_connections(server_url: str, database_url: str, *, allowed: bool) -> Non
 
 
 def wait_for_runs(instance: DagsterInstance, tags: dict[str, str], statuses: set[DagsterRunStatus], daemon_log: Path,
-                  count: int = 1, timeout: float = 120) -> list[DagsterRun]:
-    """The first ``count`` runs with ``tags`` that reach one of ``statuses``; fails with the daemon's log otherwise."""
+                  count: int = 1, timeout: float = 120, run_ids: list[str] | None = None) -> list[DagsterRun]:
+    """The first ``count`` runs with ``tags`` (and ``run_ids``) that reach one of ``statuses``; fails with the daemon's log otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        runs = instance.get_runs(RunsFilter(tags=tags, statuses=list(statuses)))
+        runs = instance.get_runs(RunsFilter(tags=tags, statuses=list(statuses), run_ids=run_ids))
         if len(runs) >= count:
             return runs[-count:]
         time.sleep(0.3)
     seen = [(r.job_name, r.status.value, dict(r.tags)) for r in instance.get_runs()]
     pytest.fail(f"not {count} runs with {tags} in {statuses} after {timeout} s; runs: {seen}\n{daemon_log.read_text()[-4000:]}")
+
+
+def ingest_run_records(instance: DagsterInstance) -> list[RunRecord]:
+    """Every run that holds the ingest pool: lms_ingest_job and Dagster's implicit asset job (UI runs, backfills)."""
+    records = [r for r in instance.get_run_records() if r.dagster_run.run_op_concurrency]
+    assert {r.dagster_run.job_name for r in records} <= {INGEST_JOB_NAME, ASSET_JOB}
+    assert all(r.dagster_run.run_op_concurrency.all_pools == {INGEST_POOL} for r in records)
+    return records
+
+
+def assert_never_overlap(records: list[RunRecord]) -> None:
+    """The runs ran one after another: each started after the previous one ended."""
+    spans = sorted((r.start_time, r.end_time, r.dagster_run.job_name) for r in records)
+    assert all(start is not None and end is not None for start, end, _ in spans), spans
+    assert all(prev[1] <= nxt[0] for prev, nxt in zip(spans, spans[1:])), spans
 
 
 def launch(env: dict[str, str], partition: str) -> subprocess.Popen:
@@ -170,13 +209,157 @@ def test_daemon_runs_the_sensor_retries_a_transient_failure_and_never_overlaps_i
             assert proc.returncode == 0, output[-3000:]
         wait_for_runs(instance, {"lms/trigger": "manual"}, {DagsterRunStatus.SUCCESS}, daemon_log, count=2)
 
-        records = instance.get_run_records(RunsFilter(tags={"lms/ingest": "true"}))
+        records = ingest_run_records(instance)
         assert len(records) == 4  # the failed sensor run, its retry and the two manual runs
-        spans = sorted((r.start_time, r.end_time) for r in records)
-        assert all(end is not None for _, end in spans)
-        assert all(prev_end <= start for (_, prev_end), (start, _) in zip(spans, spans[1:])), spans
+        assert_never_overlap(records)
     finally:
         stop_process_group(daemon)
         set_connections(pg_server_url, backend.warehouse_url, allowed=True)
         instance.dispose()
     assert len(Pipeline(backend).log_rows()) == 12  # the manual runs re-stored the same events: nothing new to send
+
+
+# --- runs launched from the UI: Dagster's implicit asset job -----------------------------------------
+
+ASSET_JOB = "__ASSET_JOB"  # what the UI runs for a materialisation or a backfill of assets
+CODE_LOCATION = "lms_activity_pipeline"  # workspace.yaml
+POOL_ASSETS = ["raw_exam_attempts", "raw_content_attempts", "lms_activity_events", "ai_ready_events", "student_daily_activity"]
+
+LAUNCH_BACKFILL = """
+mutation LaunchBackfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on Error { message }
+  }
+}
+"""
+LOCATION_STATUS = """
+query { workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus } } } }
+"""
+
+
+class DagsterUI:
+    """The GraphQL calls the Dagster UI makes from an asset's page, against a real ``dagster-webserver``."""
+
+    def __init__(self, port: int) -> None:
+        self.client = DagsterGraphQLClient("127.0.0.1", port_number=port)
+
+    def wait_until_loaded(self, log: Path, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                workspace = self.client._execute(LOCATION_STATUS)["workspaceOrError"]
+                if any(e["loadStatus"] == "LOADED" for e in workspace.get("locationEntries", [])):
+                    return
+            except DagsterGraphQLClientError:
+                pass  # the webserver is still starting
+            time.sleep(0.5)
+        pytest.fail(f"dagster-webserver did not load {CODE_LOCATION} in {timeout} s\n{log.read_text()[-3000:]}")
+
+    def materialise(self, partition: str) -> str:
+        """*Materialize* on the assets for one partition: a run of the implicit asset job, into the queue."""
+        return self.client.submit_job_execution(
+            ASSET_JOB,
+            repository_location_name=CODE_LOCATION,
+            repository_name="__repository__",
+            asset_selection=POOL_ASSETS,
+            tags={"dagster/partition": partition},
+        )
+
+    def backfill(self, partitions: list[str]) -> str:
+        """A backfill of the assets over ``partitions`` from the *Partitions* tab (one run: single-run policy)."""
+        params: dict[str, Any] = {
+            "assetSelection": [{"path": [name]} for name in POOL_ASSETS],
+            "partitionNames": partitions,
+            "fromFailure": False,
+        }
+        result = self.client._execute(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+        assert result["__typename"] == "LaunchBackfillSuccess", result
+        return result["backfillId"]
+
+
+def days(first: str, last: str) -> list[str]:
+    start, end = dt.date.fromisoformat(first), dt.date.fromisoformat(last)
+    return [(start + dt.timedelta(days=n)).isoformat() for n in range((end - start).days + 1)]
+
+
+@pytest.fixture(params=["deploy/dagster.yaml", "dagster.yaml"], ids=["production", "local"])
+def any_instance_home(request: pytest.FixtureRequest, pg_databases: PgDatabases, tmp_path: Path,
+                      monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A DAGSTER_HOME with the production instance (PostgreSQL storage) or the local one (SQLite storage)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(ROOT / request.param, home / "dagster.yaml")
+    if request.param.startswith("deploy"):
+        monkeypatch.setenv("DAGSTER_POSTGRES_URL", pg_databases.create("dagster_storage"))
+    return home
+
+
+@pytest.mark.filterwarnings("ignore:Using variable_values:DeprecationWarning")  # inside dagster-graphql's client
+def test_ui_materialisations_and_backfills_queue_on_the_ingest_pool_and_are_retried(
+    any_instance_home: Path, pg_databases: PgDatabases, pg_server_url: str, tmp_path: Path
+) -> None:
+    """UI runs of the assets (Dagster's ``__ASSET_JOB``, no tags of ours) through ``dagster-webserver`` and ``dagster-daemon``.
+
+    On an instance just deployed (the pool's limit set as README's Deployment says), two backfills of the
+    same days and a materialisation launched together run one after another; a materialisation that
+    fails while the warehouse refuses connections is retried by Dagster from the failure.
+    """
+    backend = Backend("postgresql", pg_databases.create("lms_src"), pg_databases.create("lms_wh"))
+    recent_school(backend.lms_url)
+    first_day, today = recent_days()
+    env = subprocess_env({
+        "DAGSTER_HOME": str(any_instance_home),
+        **({"DAGSTER_POSTGRES_URL": os.environ["DAGSTER_POSTGRES_URL"]} if "DAGSTER_POSTGRES_URL" in os.environ else {}),
+        "LMS_DATABASE_URL": backend.lms_url,
+        "LMS_WAREHOUSE_URL": backend.warehouse_url,
+        "LMS_HOME": str(tmp_path / "lms_home"),
+        "LMS_PARTITIONS_START": first_day,
+        "LMS_ACTIVITY_MONITOR_ENABLED": "false",  # only the UI launches ingest runs here
+        "LMS_EXECUTOR": "in_process",
+    })
+    # Without it Dagster creates the limit from `default_limit` when it first sees a queued run in the pool,
+    # and the runs it dequeues in that same pass are not held yet.
+    subprocess.run(["dagster", "instance", "concurrency", "set", INGEST_POOL, "1"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    port, log_path = free_port(), tmp_path / "dagster.log"
+    workspace = str(ROOT / "workspace.yaml")
+    with log_path.open("w") as log:
+        processes = [
+            subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            for command in (
+                ["dagster-daemon", "run", "-w", workspace],
+                ["dagster-webserver", "-h", "127.0.0.1", "-p", str(port), "-w", workspace],
+            )
+        ]
+    instance = DagsterInstance.from_config(str(any_instance_home))
+    try:
+        ui = DagsterUI(port)
+        ui.wait_until_loaded(log_path)
+        backfills = [ui.backfill(days(first_day, today)), ui.backfill(days(first_day, today))]
+        for backfill_id in backfills:  # both backfill runs are in the queue: launch a materialisation among them
+            wait_for_runs(instance, {"dagster/backfill": backfill_id}, set(DagsterRunStatus), log_path)
+        materialised = ui.materialise(today)
+        for backfill_id in backfills:
+            wait_for_runs(instance, {"dagster/backfill": backfill_id}, {DagsterRunStatus.SUCCESS}, log_path)
+        wait_for_runs(instance, {}, {DagsterRunStatus.SUCCESS}, log_path, run_ids=[materialised])
+        assert_never_overlap(ingest_run_records(instance))
+
+        set_connections(pg_server_url, backend.warehouse_url, allowed=False)
+        failed_id = ui.materialise(today)
+        [failed] = wait_for_runs(instance, {}, {DagsterRunStatus.FAILURE}, log_path, run_ids=[failed_id])
+        assert failed.job_name == ASSET_JOB
+        set_connections(pg_server_url, backend.warehouse_url, allowed=True)
+        [retry] = wait_for_runs(instance, {"dagster/parent_run_id": failed_id}, {DagsterRunStatus.SUCCESS}, log_path)
+        assert retry.job_name == ASSET_JOB and retry.tags["dagster/retry_number"] == "1"
+
+        records = ingest_run_records(instance)
+        assert len(records) == 5  # two backfill runs, a materialisation, the failed one and its retry
+        assert_never_overlap(records)
+    finally:
+        for proc in processes:
+            stop_process_group(proc)
+        set_connections(pg_server_url, backend.warehouse_url, allowed=True)
+        instance.dispose()
+    assert len(Pipeline(backend).event_ids()) == 9  # recent_school's events, stored once whoever ran

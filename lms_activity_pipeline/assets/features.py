@@ -21,7 +21,7 @@ from lms_activity_pipeline.assets import metadata as md
 from lms_activity_pipeline.assets.ingest import GROUP
 from lms_activity_pipeline.domain import features as feat
 from lms_activity_pipeline.lms.queries import ExtractWindow
-from lms_activity_pipeline.partitions import SINGLE_RUN
+from lms_activity_pipeline.partitions import INGEST_POOL, SINGLE_RUN
 from lms_activity_pipeline.resources.warehouse import WarehouseResource
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline.warehouse.features import FAR_FUTURE, STUDENT_CHUNK
@@ -54,6 +54,7 @@ def build_feature_assets(partitions_def: TimeWindowPartitionsDefinition) -> list
     @asset(
         partitions_def=partitions_def,
         backfill_policy=SINGLE_RUN,
+        pool=INGEST_POOL,
         group_name=GROUP,
         kinds={"sql", "pandas"},
         deps=[EVENTS_ASSET],
@@ -94,6 +95,7 @@ def build_feature_assets(partitions_def: TimeWindowPartitionsDefinition) -> list
     @asset(
         partitions_def=partitions_def,
         backfill_policy=SINGLE_RUN,
+        pool=INGEST_POOL,
         group_name=GROUP,
         kinds={"sql", "pandas"},
         deps=[EVENTS_ASSET],

@@ -24,7 +24,7 @@ from lms_activity_pipeline.domain import classification as cls
 from lms_activity_pipeline.domain import cleaning
 from lms_activity_pipeline.domain.mentor_pairs import notification_pairs
 from lms_activity_pipeline.lms.queries import ExtractWindow
-from lms_activity_pipeline.partitions import SINGLE_RUN
+from lms_activity_pipeline.partitions import INGEST_POOL, SINGLE_RUN
 from lms_activity_pipeline.resources.lms import LMSResource
 from lms_activity_pipeline.resources.settings import PipelineSettings
 from lms_activity_pipeline.resources.warehouse import WarehouseResource
@@ -135,6 +135,7 @@ def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefi
     @asset(
         partitions_def=partitions_def,
         backfill_policy=SINGLE_RUN,
+        pool=INGEST_POOL,
         group_name=GROUP,
         kinds={"sql", "pandas"},
         metadata=md.table_metadata(wh.raw_exam_attempts),
@@ -148,6 +149,7 @@ def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefi
     @asset(
         partitions_def=partitions_def,
         backfill_policy=SINGLE_RUN,
+        pool=INGEST_POOL,
         group_name=GROUP,
         kinds={"sql", "pandas"},
         metadata=md.table_metadata(wh.raw_content_attempts),
@@ -163,6 +165,7 @@ def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefi
     @asset(
         partitions_def=partitions_def,
         backfill_policy=SINGLE_RUN,
+        pool=INGEST_POOL,
         group_name=GROUP,
         kinds={"sql", "pandas"},
         deps=[raw_exam_attempts, raw_content_attempts],

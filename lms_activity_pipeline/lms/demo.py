@@ -3,6 +3,10 @@
 ``generate_demo_lms`` drops and recreates the reference tables from
 :data:`~lms_activity_pipeline.lms.schema.REFERENCE` and fills them with a
 school's worth of users, courses and activity over the last ``days`` days.
+It only ever replaces a demo: a database holding any table that a demo did not
+write (no :data:`DEMO_MARKER` table, or tables besides the demo's) is refused
+with :class:`NotADemoDatabase` unless ``force`` is given, so pointing it at a
+real LMS never drops it.
 The same ``(students, days, seed, now)`` always gives the same rows: ids,
 timestamps and scores.
 
@@ -126,16 +130,67 @@ class _Catalogue:
     content_duration: np.ndarray
 
 
+#: Written next to the reference tables by every schema this module creates: a database that holds it
+#: (and nothing but the demo's tables) is a demo LMS, which a refresh may drop and recreate.
+DEMO_MARKER = sa.Table(
+    "lms_activity_demo",
+    sa.MetaData(),
+    sa.Column("generated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("students", sa.Integer),
+    sa.Column("days", sa.Integer),
+    sa.Column("seed", sa.BigInteger),
+    comment="Marks this database as a demo LMS written by lms-activity-pipeline (lms-activity demo may replace it).",
+)
+#: The tables a demo refresh drops and recreates, in the database's default schema.
+DEMO_TABLES = frozenset([*REFERENCE.tables, DEMO_MARKER.name])
+#: PostgreSQL's own schemas, never the user's data.
+SYSTEM_SCHEMAS = ("information_schema", "pg_")
+
+
+class NotADemoDatabase(Exception):
+    """The database holds tables a demo did not write: refreshing it would drop someone's data."""
+
+    def __init__(self, tables: list[str]) -> None:
+        self.tables = tables
+        shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+        super().__init__(f"it holds {len(tables)} table(s) that are not the demo LMS's ({shown})")
+
+
 # --------------------------------------------------------------------------- public API
 
 
-def create_lms_schema(engine: Engine | Connection) -> None:
-    """Drop and recreate the reference LMS tables (a refresh), from ``REFERENCE``."""
+def create_lms_schema(engine: Engine | Connection, *, force: bool = False) -> None:
+    """Drop and recreate the (empty) reference LMS tables of a demo database (a refresh), from ``REFERENCE``.
+
+    Raises :class:`NotADemoDatabase` when the database holds other tables, unless ``force``.
+    """
     if isinstance(engine, Connection):
-        _reset_schema(engine)
+        _reset_schema(engine, force=force)
         return
     with engine.begin() as conn:
-        _reset_schema(conn)
+        _reset_schema(conn, force=force)
+
+
+def foreign_tables(conn: Connection) -> list[str]:
+    """The tables and views a demo refresh must not take for its own, ``schema.name`` outside the default schema.
+
+    Every table of every user schema, unless the database carries :data:`DEMO_MARKER` in its default
+    schema: then the ones besides the demo's. Empty for an empty database.
+    """
+    inspector = sa.inspect(conn)
+    default = inspector.default_schema_name
+    found: list[tuple[str, str]] = []
+    for schema in inspector.get_schema_names():
+        if schema.startswith(SYSTEM_SCHEMAS):
+            continue
+        names = [*inspector.get_table_names(schema=schema), *inspector.get_view_names(schema=schema)]
+        found += [(schema, name) for name in names]
+    is_demo = (default, DEMO_MARKER.name) in found
+    return sorted(
+        name if schema == default else f"{schema}.{name}"
+        for schema, name in found
+        if not (is_demo and schema == default and name in DEMO_TABLES)
+    )
 
 
 def generate_demo_lms(
@@ -145,13 +200,16 @@ def generate_demo_lms(
     days: int = 14,
     seed: int = 42,
     now: dt.datetime | None = None,
+    force: bool = False,
 ) -> DemoSummary:
     """Create or refresh the demo LMS at ``url_or_engine``; the same arguments give the same rows.
 
     ``now`` (default: the current UTC time truncated to the minute) is the end
     of the generated history; naive values are taken as UTC. The schema refresh
     and the load run in one transaction, so readers never see half an LMS on
-    PostgreSQL.
+    PostgreSQL. A database that is neither empty nor a demo raises
+    :class:`NotADemoDatabase` before anything is dropped; ``force`` drops and
+    recreates the demo's tables anyway (any other table is left as it is).
     """
     began = time.perf_counter()
     frames = build_demo_frames(students=students, days=days, seed=seed, now=now)
@@ -159,7 +217,7 @@ def generate_demo_lms(
     engine = db.create_engine(url_or_engine) if owned else url_or_engine
     try:
         with engine.begin() as conn:
-            _reset_schema(conn, indexes=False)
+            _reset_schema(conn, indexes=False, force=force, students=students, days=days, seed=seed)
             for name, frame in frames.items():
                 db.bulk_insert(conn, REFERENCE.tables[name], frame)
             _create_indexes(conn)
@@ -213,14 +271,21 @@ def default_now() -> dt.datetime:
 # --------------------------------------------------------------------------- schema
 
 
-def _reset_schema(conn: Connection, *, indexes: bool = True) -> None:
-    """Drop and create the reference tables on ``conn``; secondary indexes only if ``indexes``.
+def _reset_schema(conn: Connection, *, indexes: bool = True, force: bool = False, **marker: int | None) -> None:
+    """Drop and create the reference tables and the demo marker on ``conn``; secondary indexes only if ``indexes``.
 
-    Loading before indexing is faster; :func:`_create_indexes` adds them after.
+    Refuses (:class:`NotADemoDatabase`) a database holding tables that are not a demo's, unless
+    ``force``. Loading before indexing is faster; :func:`_create_indexes` adds them after.
+    ``marker``: the demo's ``students``, ``days`` and ``seed``, recorded in the marker row.
     """
+    foreign = foreign_tables(conn)
+    if foreign and not force:
+        raise NotADemoDatabase(foreign)
     REFERENCE.drop_all(conn)
-    for table in REFERENCE.sorted_tables:
+    DEMO_MARKER.drop(conn, checkfirst=True)
+    for table in [*REFERENCE.sorted_tables, DEMO_MARKER]:
         conn.execute(sa.schema.CreateTable(table))
+    conn.execute(DEMO_MARKER.insert().values(generated_at=dt.datetime.now(dt.UTC), **marker))
     if indexes:
         _create_indexes(conn)
 

@@ -14,6 +14,7 @@ from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
 
 from lms_activity_pipeline import db
+from lms_activity_pipeline.config import redact_url
 from lms_activity_pipeline.domain import cleaning
 from lms_activity_pipeline.domain.classification import Dimensions
 from lms_activity_pipeline.lms import queries
@@ -64,6 +65,11 @@ class LMSResource(ConfigurableResource):
     profile_path: str | None = None
 
     _engine: Engine | None = PrivateAttr(default=None)
+
+    def __repr_args__(self):  # noqa: ANN204 - pydantic's repr hook
+        """The URL's credentials never appear in a repr (logs, tracebacks, debuggers)."""
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "database_url" and isinstance(value, str) else value)
 
     @property
     def engine(self) -> Engine:

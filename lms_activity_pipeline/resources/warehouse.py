@@ -12,7 +12,7 @@ from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
 
 from lms_activity_pipeline import db
-from lms_activity_pipeline.config import DEFAULT_WAREHOUSE_SCHEMA
+from lms_activity_pipeline.config import DEFAULT_WAREHOUSE_SCHEMA, redact_url
 from lms_activity_pipeline.domain.features import History
 from lms_activity_pipeline.lms.queries import ExtractWindow, window_filter
 from lms_activity_pipeline.warehouse import features, load
@@ -27,6 +27,11 @@ class WarehouseResource(ConfigurableResource):
     schema_name: str = DEFAULT_WAREHOUSE_SCHEMA
 
     _engine: Engine | None = PrivateAttr(default=None)
+
+    def __repr_args__(self):  # noqa: ANN204 - pydantic's repr hook
+        """The URL's credentials never appear in a repr (logs, tracebacks, debuggers)."""
+        for name, value in super().__repr_args__():
+            yield name, (redact_url(value) if name == "url" and isinstance(value, str) else value)
 
     @property
     def schema(self) -> str | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
-from lms_activity_pipeline.config import ConfigError
+from lms_activity_pipeline.config import ConfigError, redact_url
 from lms_activity_pipeline.domain.delivery import RetryPolicy
 from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway
 
@@ -40,9 +40,13 @@ class ZulipResource(ConfigurableResource):
     unknown_user_cache_hours: float = 1.0
 
     def __repr_args__(self):  # noqa: ANN204 - pydantic's repr hook
-        """The API key never appears in a repr (logs, tracebacks, debuggers)."""
+        """The API key, and credentials in the site URL, never appear in a repr (logs, tracebacks, debuggers)."""
         for name, value in super().__repr_args__():
-            yield name, ("********" if name == "api_key" and value is not None else value)
+            if name == "api_key" and value is not None:
+                value = "********"
+            elif name == "site" and isinstance(value, str):
+                value = redact_url(value)
+            yield name, value
 
     @property
     def is_configured(self) -> bool:
@@ -68,7 +72,7 @@ class ZulipResource(ConfigurableResource):
             return "dry-run (no Zulip configured)"
         if _set(self.config_file):
             return f"Zulip bot from zuliprc {self.config_file}"
-        return f"Zulip bot {self.email} at {self.site}"
+        return f"Zulip bot {self.email} at {redact_url(self.site)}"
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
