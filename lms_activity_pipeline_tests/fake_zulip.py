@@ -88,7 +88,7 @@ class RecordedRequest:
 
 @dataclass
 class Fault:
-    """A scripted reply: ``status`` (200 = answer normally, unless ``html``) after ``delay`` seconds."""
+    """A scripted reply: ``status`` (200 = answer normally, unless ``html`` or ``body``) after ``delay`` seconds."""
 
     status: int
     retry_after: float | None = None
@@ -308,7 +308,7 @@ class FakeZulip:
         for the server. ``delay`` sleeps before replying; ``store_anyway``
         stores a sent message before the error (the duplicate-DM hazard: Zulip
         did its work, something in front of it spoilt the answer). ``body``
-        overrides the reply body (a ``str`` is sent as HTML).
+        overrides the reply body, whatever the status (a ``str`` is sent as HTML).
         """
         fault = Fault(status, retry_after, delay, store_anyway, body, html)
         key = endpoint_of(endpoint) if method is None else f"{method.upper()} {endpoint_of(endpoint)}"
@@ -347,7 +347,7 @@ class FakeZulip:
         try:
             if fault is not None and fault.delay:
                 time.sleep(fault.delay)
-            if fault is not None and (fault.status != 200 or fault.html):
+            if fault is not None and (fault.status != 200 or fault.html or fault.body is not None):
                 if fault.store_anyway and endpoint == "messages" and method == "POST":
                     try:  # Zulip did the work (and counted it); the reply is lost on the way
                         sender = self._authenticate(auth)

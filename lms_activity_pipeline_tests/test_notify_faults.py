@@ -131,7 +131,7 @@ def test_server_errors_are_retried_bounded_and_the_next_mentor_goes_on(
     assert (meta["sent"], meta["failed"]) == (1, 1)
     failed = pipe.log_rows().query("status == 'failed'").iloc[0]
     assert (
-        failed["error_message"] == "gave up after 3 attempt(s): HTTP 503: Unexpected error from the server"
+        failed["error_message"] == "gave up after 3 attempt(s): HTTP 503: not a Zulip API reply (text/html)"
         and failed["attempts"] == 3
     )
     assert [r.status for r in fake_zulip.requests_to("messages", "POST")] == [503, 503, 503, 200]
@@ -155,6 +155,55 @@ def test_a_message_zulip_stored_despite_a_5xx_is_not_sent_again(backend: Backend
     assert any("stored by Zulip despite" in e.message for e in pipe.instance.all_logs(result.run_id))
 
 
+@pytest.mark.parametrize("status", [200, 408, 502])
+def test_a_proxy_page_after_zulip_stored_the_message_is_looked_up_not_resent(
+    backend: Backend, fake_zulip: FakeZulip, status: int
+) -> None:
+    """A WAF or proxy answers ``<html>`` (even with 200) after Zulip stored the DM: found, recorded, never resent."""
+    zulip_ids = add_mentors(fake_zulip)
+    pipe = school(backend, fast_zulip(fake_zulip))
+    fake_zulip.fail_next("messages", status, html=True, store_anyway=True, method="POST")
+    result = pipe.notify(event_types=("exam_passed",))
+    meta = op_metadata(result)
+    assert (meta["sent"], meta["failed"]) == (1, 0)
+    [message] = fake_zulip.messages_to(zulip_ids[10])  # exactly one DM
+    [row] = pipe.log_rows().query("event_key == 'exam:1:exam_passed'").to_dict("records")
+    assert (row["status"], row["notification_message_id"], row["attempts"]) == ("sent", message.id, 1)
+    assert [r.status for r in fake_zulip.requests_to("messages")] == [status, 200]  # POST, then the GET that found it
+    logged = [e.message for e in pipe.instance.all_logs(result.run_id)]
+    assert any(f'stored by Zulip despite "HTTP {status}: not a Zulip API reply (text/html)"' in m for m in logged)
+    assert op_metadata(pipe.notify(event_types=("exam_passed",)))["sent"] == 0
+    assert len(fake_zulip.messages) == 1
+
+
+def test_a_proxy_page_before_zulip_saw_the_message_is_resent_after_the_lookup(
+    sqlite_backend: Backend, fake_zulip: FakeZulip
+) -> None:
+    zulip_ids = add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip))
+    fake_zulip.fail_next("messages", 408, html=True, method="POST")  # the proxy gave up; Zulip never saw it
+    meta = op_metadata(pipe.notify(event_types=("exam_passed",)))
+    assert (meta["sent"], meta["failed"]) == (1, 0)
+    [message] = fake_zulip.messages_to(zulip_ids[10])
+    assert [(r.method, r.status) for r in fake_zulip.requests_to("messages")] == [("POST", 408), ("GET", 200), ("POST", 200)]
+    [row] = pipe.log_rows().query("event_key == 'exam:1:exam_passed'").to_dict("records")
+    assert (row["status"], row["notification_message_id"], row["attempts"]) == ("sent", message.id, 2)
+
+
+def test_a_proxy_page_for_a_user_lookup_is_retried_not_taken_for_no_such_user(
+    sqlite_backend: Backend, fake_zulip: FakeZulip
+) -> None:
+    """A 400 or 200 HTML page is not Zulip's "No such user": the mentor is not cached as unknown and skipped."""
+    zulip_ids = add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip))
+    fake_zulip.fail_next("users", 400, html=True)
+    fake_zulip.fail_next("users", 200, body={"ok": True})  # JSON, but not Zulip's
+    meta = op_metadata(pipe.notify(event_types=("exam_passed",)))
+    assert (meta["sent"], meta["skipped"], meta["zulip_user_lookups"]) == (1, 0, 1)
+    assert [r.status for r in fake_zulip.requests_to("users")] == [400, 200, 200]
+    assert len(fake_zulip.messages_to(zulip_ids[10])) == 1
+
+
 def test_a_5xx_that_cannot_be_checked_is_uncertain(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
     zulip_ids = add_mentors(fake_zulip)
     pipe = school(sqlite_backend, fast_zulip(fake_zulip))
@@ -165,7 +214,7 @@ def test_a_5xx_that_cannot_be_checked_is_uncertain(sqlite_backend: Backend, fake
     [row] = pipe.log_rows().query("status == 'failed'").to_dict("records")
     assert row["delivery_uncertain"]
     assert row["error_message"] == (
-        "uncertain delivery (Zulip is asked before any resend): HTTP 502: Unexpected error from the server; "
+        "uncertain delivery (Zulip is asked before any resend): HTTP 502: not a Zulip API reply (text/html); "
         "could not check whether it was stored: gave up after 3 attempt(s): HTTP 500 BAD_REQUEST: Internal server error"
     )
     assert op_metadata(pipe.notify(event_types=("exam_passed",)))["sent"] == 0  # too recent to ask about
