@@ -156,8 +156,8 @@ class Backends:
         admin.dispose()
 
 
-#: Op config that lets one run take every pair (before: ``max_pairs`` capped a run at 1,000 pairs).
-ONE_RUN_FOR_EVERYTHING: dict[str, object] = {"max_pairs": 20_000}
+#: Op config for one run that takes every pair: the defaults (``max_pairs`` used to cap a run at 1,000 pairs).
+ONE_RUN_FOR_EVERYTHING: dict[str, object] = {}
 #: Dagster's console logs of the runs stay out of the figures.
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 

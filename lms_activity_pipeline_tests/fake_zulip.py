@@ -170,8 +170,14 @@ class FakeZulip:
         zulip_version: str = "9.0",
         port: int = 0,
         rate_limit: tuple[float, int] | None = ZULIP_RATE_LIMIT,
+        clock_offset: float = 0.0,
     ) -> None:
-        """``rate_limit``: (window seconds, requests) per user, as Zulip's ``api_by_user``; ``None``: off."""
+        """``rate_limit``: (window seconds, requests) per user, as Zulip's ``api_by_user``; ``None``: off.
+
+        ``clock_offset``: seconds the server's clock is ahead of ours (negative: behind). It shows
+        wherever Zulip shows its clock: the ``Date`` header, ``X-RateLimit-Reset``, message timestamps.
+        """
+        self.clock_offset = clock_offset
         self.email = email
         self.api_key = api_key
         self.feature_level = feature_level
@@ -217,6 +223,10 @@ class FakeZulip:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def now(self) -> float:
+        """The server's clock (epoch seconds)."""
+        return time.time() + self.clock_offset
 
     @property
     def url(self) -> str:
@@ -365,8 +375,7 @@ class FakeZulip:
         record.status = reply.status
         return reply
 
-    @staticmethod
-    def _fault_reply(fault: Fault) -> _Reply:
+    def _fault_reply(self, fault: Fault) -> _Reply:
         if fault.html:
             return _Reply(fault.status, fault.body if isinstance(fault.body, str) else _proxy_page(fault.status))
         if fault.status == 429:
@@ -377,7 +386,7 @@ class FakeZulip:
                 "code": "RATE_LIMIT_HIT",
                 "retry-after": wait,
             }
-            headers = {"Retry-After": str(wait), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(time.time() + wait))}
+            headers = {"Retry-After": str(wait), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(self.now() + wait))}
             return _Reply(429, body, headers)
         if fault.body is not None:
             return _Reply(fault.status, fault.body)
@@ -422,7 +431,7 @@ class FakeZulip:
         if self._limiter is None:
             return {}
         with self._lock:
-            return self._limiter.hit(sender.user_id, time.time())
+            return self._limiter.hit(sender.user_id, self.now())
 
     def _answer(self, method: str, parts: list[str], params: dict[str, str], sender: FakeUser) -> _Reply:
         if parts == ["messages"] and method == "POST":
@@ -486,7 +495,7 @@ class FakeZulip:
             content = content[: MAX_MESSAGE_LENGTH - len(TRUNCATION_SUFFIX)] + TRUNCATION_SUFFIX
         with self._lock:
             message = StoredMessage(
-                self._next_message_id, kind, sorted({u.user_id for u in recipients}), content, sender.email, time.time()
+                self._next_message_id, kind, sorted({u.user_id for u in recipients}), content, sender.email, self.now()
             )
             self._next_message_id += 1
             self.messages.append(message)
@@ -598,6 +607,10 @@ def _handler_for(server: FakeZulip) -> type[BaseHTTPRequestHandler]:
                 pass  # the client gave up (timeout) before the reply
 
         do_GET = do_POST = do_PATCH = do_DELETE = _serve
+
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            """The ``Date`` header, on the server's clock."""
+            return super().date_time_string(server.now() if timestamp is None else timestamp)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             pass

@@ -166,11 +166,10 @@ def event(
     )
 
 
-def test_mentor_batches_group_oldest_first_and_cap() -> None:
+def test_mentor_batches_group_oldest_first_and_whole() -> None:
     pairs = [PendingPair(5, 50, 11), PendingPair(1, 10, 10), PendingPair(2, 20, 11), PendingPair(3, 30, 10)]
     batches = mentor_batches(pairs)
     assert [(b.mentor_id, b.log_ids) for b in batches] == [(10, [1, 3]), (11, [2, 5])]
-    assert [(b.mentor_id, b.log_ids) for b in mentor_batches(pairs, max_pairs=2)] == [(10, [1]), (11, [2])]
 
 
 def test_plan_messages_single_or_digest() -> None:

@@ -29,3 +29,8 @@ def is_visible(char: str) -> bool:
 def has_visible_text(text: object) -> bool:
     """True when ``text`` (``None`` is empty) has at least one character that draws something."""
     return text is not None and any(is_visible(ch) for ch in str(text))
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 mentor``, ``3 mentors``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

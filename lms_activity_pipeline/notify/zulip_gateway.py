@@ -16,12 +16,21 @@ that is not a well-formed Zulip answer (a proxy or WAF page of any status, even
 200, which the client turns into ``{"result": "http-error"}``; JSON of another
 shape; a success without the expected field) says nothing about what Zulip did:
 for the send it means "maybe delivered", for an idempotent GET it is retryable.
+
+Zulip sends ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (epoch seconds
+when the bot may burst again) on every reply: after one that leaves nothing,
+:meth:`ZulipGateway.pause` tells the caller how long to hold off instead of
+collecting a 429. The reset is read against the reply's ``Date`` header, so our
+clock's skew against the server's does not matter.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import time
 from collections.abc import Mapping, Sequence
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
@@ -57,6 +66,8 @@ class ZulipGateway:
         self._last_status: int | None = None
         self._last_retry_after: str | None = None
         self._last_content_type: str | None = None
+        #: ``time.monotonic()`` before which Zulip would refuse our next request (its rate limit is used up).
+        self._hold_until: float | None = None
 
     @property
     def site(self) -> str:
@@ -153,11 +164,30 @@ class ZulipGateway:
 
     # --- internals ------------------------------------------------------------------
 
+    def pause(self) -> float:
+        """Seconds to hold off before the next request: Zulip said the rate limit is used up until then."""
+        if self._hold_until is None:
+            return 0.0
+        return max(0.0, self._hold_until - time.monotonic())
+
     def _remember_response(self, response: requests.Response, *args: Any, **kwargs: Any) -> requests.Response:
         self._last_status = response.status_code
         self._last_retry_after = response.headers.get("Retry-After")
         self._last_content_type = response.headers.get("Content-Type")
+        self._remember_rate_limit(response.headers)
         return response
+
+    def _remember_rate_limit(self, headers: Mapping[str, str]) -> None:
+        remaining = _number(headers.get("X-RateLimit-Remaining"))
+        if remaining is None:
+            return  # a reply without them (a proxy's page, rate limiting off) tells nothing new
+        if remaining > 0:
+            self._hold_until = None
+            return
+        reset = _number(headers.get("X-RateLimit-Reset"))
+        if reset is None:
+            return
+        self._hold_until = time.monotonic() + max(0.0, reset - _server_time(headers.get("Date")))
 
     def _call(
         self,
@@ -256,6 +286,23 @@ def _not_a_zulip_answer(body: Mapping[str, Any], expect: tuple[str, type] | None
         if not isinstance(value, kind) or isinstance(value, bool):
             return f"a success reply without {name!r}"
     return None
+
+
+def _number(value: str | None) -> float | None:
+    """A header as a finite number, else ``None``."""
+    try:
+        number = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and math.isfinite(number) else None
+
+
+def _server_time(date_header: str | None) -> float:
+    """The server's clock when it answered (its ``Date`` header), else ours."""
+    try:
+        return parsedate_to_datetime(date_header).timestamp() if date_header else time.time()
+    except (TypeError, ValueError):
+        return time.time()
 
 
 def _retry_after(body: Mapping[str, Any], header: str | None) -> float | None:
