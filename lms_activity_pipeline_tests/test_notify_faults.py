@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import dagster as dg
@@ -328,7 +329,11 @@ def test_sensor_and_schedule_launch_the_notify_job(sqlite_backend: Backend) -> N
         ]
         return sensor(
             dg.build_run_status_sensor_context(
-                sensor_name=sensor.name, dagster_event=success.dagster_event, dagster_instance=pipe.instance, dagster_run=run
+                sensor_name=sensor.name,
+                dagster_event=success.dagster_event,
+                dagster_instance=pipe.instance,
+                dagster_run=run,
+                resources=pipe.defs.resources,
             )
         )
 
@@ -348,6 +353,43 @@ def test_sensor_and_schedule_launch_the_notify_job(sqlite_backend: Backend) -> N
     assert (schedule.job_name, schedule.cron_schedule) == ("notify_mentors_job", "*/10 * * * *")
     off = Pipeline(sqlite_backend, LMS_NOTIFY_MENTORS_ENABLED="false")
     assert off.defs.resolve_schedule_def(schedule.name).default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_sensor_and_schedule_launch_a_notify_run_only_when_one_is_due(sqlite_backend: Backend) -> None:
+    """The outbox's one definition of "due" decides: pairs to send, a stale claim to recover; else a skip."""
+    pipe = school(sqlite_backend, fast_zulip(None))  # dry-run: every pair is final after one run
+    schedule = pipe.defs.resolve_schedule_def("notify_mentors_retry_schedule")
+    sensor = pipe.defs.resolve_sensor_def("notify_mentors_after_ingest")
+
+    def tick() -> tuple[list[dg.RunRequest], str | None]:  # what a tick of the schedule does now
+        with dg.build_schedule_context(instance=pipe.instance, resources=pipe.defs.resources) as context:
+            data = schedule.evaluate_tick(context)
+        return list(data.run_requests or []), data.skip_message
+
+    def after(result: dg.ExecuteInProcessResult):  # noqa: ANN202 - what the sensor returns for that run
+        [success] = [e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS"]
+        context = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name,
+            dagster_event=success,
+            dagster_instance=pipe.instance,
+            dagster_run=result.dagster_run,
+            resources=pipe.defs.resources,
+        )
+        return sensor(context)
+
+    [request], _ = tick()  # 12 pairs pending
+    assert request.tags["lms/trigger"] == "schedule"
+    assert op_metadata(pipe.notify())["dry_run"] == 12
+    assert tick() == ([], "nothing due: 0 pairs still open")
+    again = pipe.ingest(*recent_days())  # an ingest that enqueued nothing new
+    assert after(again).skip_message == f"after run {again.run_id}: nothing due: 0 pairs still open"
+
+    log = wh.lms_event_log
+    stale = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    pipe.execute(log.update().where(log.c.id == 1).values(status="pending", claimed_by="dead:1", claimed_at=stale))
+    assert len(tick()[0]) == 1 and after(again).run_key == f"notify-after-{again.run_id}"
+    pipe.execute(log.update().where(log.c.id == 1).values(claimed_at=dt.datetime.now(dt.UTC)))  # a live run's
+    assert tick() == ([], "nothing due: 1 pair still open: 1 claimed by a run in progress")
 
 
 def test_zuliprc_from_zulip_config_and_secrets_stay_env_references(

@@ -18,15 +18,15 @@ from lms_activity_pipeline.config import Settings
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.jobs import INGEST_JOB_NAME
 from lms_activity_pipeline.monitoring.poll import Cursor, PollPlan, plan_poll
-from lms_activity_pipeline.ops.notify import NotifyConfig, notify_request
+from lms_activity_pipeline.ops.notify import why_no_run
 from lms_activity_pipeline.resources.factory import build_resources
 from lms_activity_pipeline.resources.lms import LMSResource
+from lms_activity_pipeline.resources.settings import PipelineSettings
 from lms_activity_pipeline.resources.warehouse import WarehouseResource
 from lms_activity_pipeline.resources.zulip import ZulipResource
 from lms_activity_pipeline.runner import run_ingest, run_notify
 from lms_activity_pipeline.timeutil import to_utc
 from lms_activity_pipeline.warehouse import schema as wh
-from lms_activity_pipeline.warehouse.outbox import Backlog
 
 STATE_NAME = "cli"
 #: The staged copies whose newest ``updated_at`` says how far the warehouse has come.
@@ -82,7 +82,8 @@ class Monitor:
         self.lms: LMSResource = resources["lms"]
         self.warehouse: WarehouseResource = resources["warehouse"]
         self.zulip: ZulipResource = resources["zulip"]
-        self.lookback = dt.timedelta(seconds=resources["settings"].lookback_seconds)
+        self.pipeline_settings: PipelineSettings = resources["settings"]
+        self.lookback = dt.timedelta(seconds=self.pipeline_settings.lookback_seconds)
 
     # state -----------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -160,20 +161,10 @@ class Monitor:
         )
         return NotifyOutcome(run.run_id, run.success, _op_metadata(run, "send_mentor_notifications") or {})
 
-    def notify_backlog(self, now: dt.datetime | None = None) -> Backlog:
-        """The outbox as an automatic notify run (the op's default config) would see it now."""
-        request = notify_request(
-            NotifyConfig(),
-            self.settings.event_types,
-            enabled=self.settings.notify_enabled,
-            max_age_hours=self.settings.notify_max_age_hours,
-        )
-        return request.backlog(self.warehouse.outbox(), now or dt.datetime.now(dt.UTC))
-
     def _notify_if_due(self) -> NotifyOutcome | None:
         """Without new events, a notify run only when it has something to do: pairs to send, stale
         claims of a stopped run to recover, uncertain deliveries old enough to look up on Zulip."""
-        if not self.settings.notify_enabled or not self.notify_backlog().due:
+        if why_no_run(self.warehouse.outbox(), self.pipeline_settings, dt.datetime.now(dt.UTC)):
             return None
         return self.notify()
 

@@ -13,7 +13,16 @@ from lms_activity_pipeline.resources.lms import LMSResource
 from lms_activity_pipeline.resources.settings import PipelineSettings
 from lms_activity_pipeline.resources.warehouse import WarehouseResource
 from lms_activity_pipeline.resources.zulip import ZulipResource
-from lms_activity_pipeline.warehouse.outbox import DEFAULT_MAX_ATTEMPTS, DRY_RUN, FAILED, SENT, SKIPPED, Selection
+from lms_activity_pipeline.warehouse.outbox import (
+    DEFAULT_MAX_ATTEMPTS,
+    DRY_RUN,
+    FAILED,
+    SENT,
+    SKIPPED,
+    Backlog,
+    Outbox,
+    Selection,
+)
 
 OP_NAME = "send_mentor_notifications"
 
@@ -73,6 +82,28 @@ def notify_request(
         time_budget=dt.timedelta(minutes=config.time_budget_minutes),
         settle_after=dt.timedelta(seconds=config.settle_uncertain_after_seconds),
     )
+
+
+def automatic_backlog(outbox: Outbox, settings: PipelineSettings, now: dt.datetime) -> Backlog:
+    """The outbox as the runs the sensor, the schedule and ``lms-activity monitor`` launch (the default
+    op config) would see it at ``now``."""
+    request = notify_request(
+        NotifyConfig(), settings.monitored_event_types, enabled=True, max_age_hours=settings.notify_max_age_hours
+    )
+    return request.backlog(outbox, now)
+
+
+def why_no_run(outbox: Outbox, settings: PipelineSettings, now: dt.datetime) -> str | None:
+    """Why an automatic notify run started now would have nothing to do (``None``: one is due).
+
+    What the sensor, the schedule and ``lms-activity monitor`` ask before launching a run.
+    """
+    if not settings.notify_enabled:
+        return "mentor notifications are disabled (LMS_NOTIFY_MENTORS_ENABLED=false)"
+    backlog = automatic_backlog(outbox, settings, now)
+    if backlog.due:
+        return None
+    return f"nothing due: {backlog.describe(dt.timedelta(seconds=NotifyConfig().settle_uncertain_after_seconds))}"
 
 
 def zulip_setup(zulip: ZulipResource) -> ZulipSetup | None:
