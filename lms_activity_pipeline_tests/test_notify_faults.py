@@ -177,6 +177,18 @@ def test_a_proxy_page_after_zulip_stored_the_message_is_looked_up_not_resent(
     assert len(fake_zulip.messages) == 1
 
 
+def test_a_server_clock_far_off_ours_does_not_hide_a_stored_message(backend: Backend, isolated_zulip_env: object) -> None:
+    """Zulip's clock is 10 minutes behind ours: the DM it stored before a 502 is still recognised, not resent."""
+    with FakeZulip(clock_offset=-600) as server:
+        zulip_ids = add_mentors(server, 10)
+        pipe = school(backend, fast_zulip(server))
+        server.fail_next("messages", 502, store_anyway=True, method="POST")
+        meta = op_metadata(pipe.notify(event_types=("exam_passed",)))
+        [message] = server.messages_to(zulip_ids[10])
+        [row] = pipe.log_rows().query("event_key == 'exam:1:exam_passed'").to_dict("records")
+        assert (meta["sent"], row["notification_message_id"], len(server.requests_to("messages", "POST"))) == (1, message.id, 1)
+
+
 def test_a_proxy_page_before_zulip_saw_the_message_is_resent_after_the_lookup(
     sqlite_backend: Backend, fake_zulip: FakeZulip
 ) -> None:

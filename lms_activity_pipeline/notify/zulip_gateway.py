@@ -21,7 +21,9 @@ Zulip sends ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset`` (epoch seconds
 when the bot may burst again) on every reply: after one that leaves nothing,
 :meth:`ZulipGateway.pause` tells the caller how long to hold off instead of
 collecting a 429. The reset is read against the reply's ``Date`` header, so our
-clock's skew against the server's does not matter.
+clock's skew against the server's does not matter; for the same reason
+:meth:`ZulipGateway.find_direct` compares message timestamps (the server's clock)
+with our request time moved onto the server's clock.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ DIRECT_TYPE_FEATURE_LEVEL = 174
 DM_NARROW_FEATURE_LEVEL = 177
 #: How many of a conversation's newest messages :meth:`ZulipGateway.find_direct` reads.
 FIND_WINDOW = 100
-#: Allowed difference between our clock and the server's when matching a stored message.
+#: Margin when matching a stored message's time against our request's (moved onto the server's clock
+#: by the ``Date`` header, which has a 1 s resolution).
 CLOCK_SLACK_SECONDS = 120.0
 CLIENT_NAME = "lms-activity-pipeline"
 MAX_ERROR_LENGTH = 300
@@ -68,6 +71,8 @@ class ZulipGateway:
         self._last_content_type: str | None = None
         #: ``time.monotonic()`` before which Zulip would refuse our next request (its rate limit is used up).
         self._hold_until: float | None = None
+        #: The server's clock minus ours, from the last reply's ``Date`` header (1 s resolution).
+        self._server_offset = 0.0
 
     @property
     def site(self) -> str:
@@ -142,7 +147,7 @@ class ZulipGateway:
         if not reply.ok:
             return reply
         me = str(getattr(self._client, "email", "") or "").lower()
-        earliest = sent_after - CLOCK_SLACK_SECONDS
+        earliest = sent_after + self._server_offset - CLOCK_SLACK_SECONDS  # on the server's clock
         messages = reply.body.get("messages") or []
         for message in reversed(messages):
             if (
@@ -174,6 +179,8 @@ class ZulipGateway:
         self._last_status = response.status_code
         self._last_retry_after = response.headers.get("Retry-After")
         self._last_content_type = response.headers.get("Content-Type")
+        if (server_now := _server_time(response.headers.get("Date"))) is not None:
+            self._server_offset = server_now - time.time()
         self._remember_rate_limit(response.headers)
         return response
 
@@ -187,7 +194,8 @@ class ZulipGateway:
         reset = _number(headers.get("X-RateLimit-Reset"))
         if reset is None:
             return
-        self._hold_until = time.monotonic() + max(0.0, reset - _server_time(headers.get("Date")))
+        server_now = _server_time(headers.get("Date"))
+        self._hold_until = time.monotonic() + max(0.0, reset - (time.time() if server_now is None else server_now))
 
     def _call(
         self,
@@ -297,12 +305,12 @@ def _number(value: str | None) -> float | None:
     return number if number is not None and math.isfinite(number) else None
 
 
-def _server_time(date_header: str | None) -> float:
-    """The server's clock when it answered (its ``Date`` header), else ours."""
+def _server_time(date_header: str | None) -> float | None:
+    """The server's clock when it answered (its ``Date`` header), ``None`` without a usable one."""
     try:
-        return parsedate_to_datetime(date_header).timestamp() if date_header else time.time()
+        return parsedate_to_datetime(date_header).timestamp() if date_header else None
     except (TypeError, ValueError):
-        return time.time()
+        return None
 
 
 def _retry_after(body: Mapping[str, Any], header: str | None) -> float | None:
