@@ -19,7 +19,6 @@ from lms_activity_pipeline.warehouse.outbox import (
     FAILED,
     SENT,
     SKIPPED,
-    Backlog,
     Outbox,
     Selection,
 )
@@ -73,7 +72,7 @@ def selected_event_types(config: NotifyConfig, settings: PipelineSettings) -> tu
 def notify_request(
     config: NotifyConfig, event_types: tuple[str, ...], *, enabled: bool, max_age_hours: float
 ) -> NotifyRequest:
-    """What a run with this op config does (also what the CLI asks the outbox whether a run is due for)."""
+    """What a run with this op config does."""
     return NotifyRequest(
         selection=Selection(event_types, config.retry_all_failed, config.max_attempts),
         enabled=enabled,
@@ -84,26 +83,17 @@ def notify_request(
     )
 
 
-def automatic_backlog(outbox: Outbox, settings: PipelineSettings, now: dt.datetime) -> Backlog:
-    """The outbox as the runs the sensor, the schedule and ``lms-activity monitor`` launch (the default
-    op config) would see it at ``now``."""
+def why_no_run(outbox: Outbox, settings: PipelineSettings, now: dt.datetime) -> str | None:
+    """Why a notify run launched now with the default op config would have nothing to do (``None``: one
+    is due, see :attr:`Backlog.due`). The sensor, the schedule and ``lms-activity monitor`` ask it
+    before launching one."""
+    if not settings.notify_enabled:
+        return "mentor notifications are disabled (LMS_NOTIFY_MENTORS_ENABLED=false)"
     request = notify_request(
         NotifyConfig(), settings.monitored_event_types, enabled=True, max_age_hours=settings.notify_max_age_hours
     )
-    return request.backlog(outbox, now)
-
-
-def why_no_run(outbox: Outbox, settings: PipelineSettings, now: dt.datetime) -> str | None:
-    """Why an automatic notify run started now would have nothing to do (``None``: one is due).
-
-    What the sensor, the schedule and ``lms-activity monitor`` ask before launching a run.
-    """
-    if not settings.notify_enabled:
-        return "mentor notifications are disabled (LMS_NOTIFY_MENTORS_ENABLED=false)"
-    backlog = automatic_backlog(outbox, settings, now)
-    if backlog.due:
-        return None
-    return f"nothing due: {backlog.describe(dt.timedelta(seconds=NotifyConfig().settle_uncertain_after_seconds))}"
+    backlog = request.backlog(outbox, now)
+    return None if backlog.due else f"nothing due: {backlog.describe(request.settle_after)}"
 
 
 def zulip_setup(zulip: ZulipResource) -> ZulipSetup | None:
