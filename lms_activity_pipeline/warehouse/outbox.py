@@ -293,8 +293,8 @@ class Outbox:
     def due_mentors(self, selection: Selection, after: MentorKey | None, limit: int) -> list[MentorKey]:
         """A page of mentors with takeable pairs, by their oldest takeable pair (keyset after ``after``).
 
-        A mentor recorded meanwhile (its pairs no longer takeable, or only failed
-        ones at the same ids) does not come back on a later page.
+        Paging ends: a mentor handled meanwhile has no takeable pair left, or
+        its oldest one (failed, same id) is behind ``after``.
         """
         first = sa.func.min(log.c.id).label("first_id")
         mentors = sa.select(first, log.c.mentor_id).where(selection.claimable()).group_by(log.c.mentor_id).subquery()
