@@ -1,12 +1,21 @@
-"""Notification throughput against the loopback Zulip test server (our overhead, not Zulip's).
+"""Notification throughput against the loopback Zulip test server.
 
     python benchmarks/notify_throughput.py [--mentors 500] [--digest-mentors 50]
-        [--events-per-mentor 40] [--warehouse-url postgresql://...]
+        [--events-per-mentor 40] [--burst-mentors 300] [--limited-mentors 60]
+        [--warehouse-url postgresql://...] [--only NAME]
 
-Two scenarios, each one real ``notify_mentors_job`` run with the real ``zulip``
-client: one event per mentor (every pair is its own DM), and many events per
-mentor (one digest each). A real Zulip server allows 200 requests per minute
-per bot by default, so in production the rate limit, not this code, sets the pace.
+Each scenario runs real ``notify_mentors_job`` runs with the real ``zulip`` client:
+
+- ``single``, ``digest``: our overhead, the server's rate limit off: one event
+  per mentor (every pair is its own DM), and many events per mentor (one digest each);
+- ``burst``: a burst of 3,000 pairs (300 mentors x 10 events) after an import,
+  notify runs with the default config until nothing is open: how many runs it takes;
+- ``limited``: one DM each to ``--limited-mentors`` mentors under Zulip's rate
+  limit shape (here 20 requests per 3 s instead of 200 per 60 s, to keep it short):
+  time and how many requests Zulip refused with 429.
+
+A real Zulip server allows 200 requests per minute per bot by default, so in
+production the rate limit, not this code, sets the pace.
 """
 
 from __future__ import annotations
@@ -60,17 +69,60 @@ def build_lms(url: str, server: FakeZulip, mentors: int, events_per_mentor: int)
 
 
 def scenario(name: str, backend: Backend, mentors: int, events_per_mentor: int) -> None:
-    with FakeZulip() as server:
+    """One run that sends everything, the server's rate limit off: our own cost per pair and message."""
+    with FakeZulip(rate_limit=None) as server:
         pairs = build_lms(backend.lms_url, server, mentors, events_per_mentor)
         pipe = Pipeline(backend, DagsterInstance.ephemeral(), resources={"zulip": fast_zulip(server)})
-        pipe.ingest(*recent_days())
+        pipe.ingest(*recent_days(), run_config=QUIET)
         started = time.perf_counter()
-        meta = op_metadata(pipe.notify(max_pairs=pairs))
+        meta = op_metadata(pipe.notify(run_config=QUIET, **ONE_RUN_FOR_EVERYTHING))
         seconds = time.perf_counter() - started
     assert meta["sent"] == pairs, meta
     print(
         f"{name:<34} {backend.name:<10} {pairs:>6} pairs {meta['messages']:>5} messages in {seconds:6.2f} s: "
         f"{pairs / seconds:7.0f} pairs/s, {meta['messages'] / seconds:5.0f} messages/s"
+    )
+
+
+def burst(backend: Backend, mentors: int, events_per_mentor: int) -> None:
+    """Default-config runs (what the sensor, the schedule and the CLI launch) until nothing is open."""
+    with FakeZulip(rate_limit=None) as server:
+        pairs = build_lms(backend.lms_url, server, mentors, events_per_mentor)
+        pipe = Pipeline(backend, DagsterInstance.ephemeral(), resources={"zulip": fast_zulip(server)})
+        pipe.ingest(*recent_days(), run_config=QUIET)
+        started = time.perf_counter()
+        sent_per_run: list[int] = []
+        while len(sent_per_run) < 20:
+            meta = op_metadata(pipe.notify(run_config=QUIET))
+            sent_per_run.append(meta["sent"])
+            if not meta["open_pairs_left"] or not meta["sent"]:
+                break
+        seconds = time.perf_counter() - started
+        recipients = [m.recipient_ids[0] for m in server.messages]
+    split = len(recipients) - len(set(recipients))
+    print(
+        f"{'burst, default config':<34} {backend.name:<10} {pairs:>6} pairs of {mentors} mentors: "
+        f"{len(sent_per_run)} run(s) sent {'+'.join(map(str, sent_per_run))} in {seconds:6.2f} s, "
+        f"{meta['open_pairs_left']} left; {split} mentor(s) got their digest split across runs"
+    )
+
+
+def limited(backend: Backend, mentors: int, window: float = 3.0, limit: int = 20) -> None:
+    """Single DMs under Zulip's rate-limit shape, Zulip's wait policy (Retry-After honoured, up to 300 s)."""
+    with FakeZulip(rate_limit=(window, limit)) as server:
+        pairs = build_lms(backend.lms_url, server, mentors, 1)
+        zulip = fast_zulip(server, max_retry_after_seconds=300.0)
+        pipe = Pipeline(backend, DagsterInstance.ephemeral(), resources={"zulip": zulip})
+        pipe.ingest(*recent_days(), run_config=QUIET)
+        started = time.perf_counter()
+        meta = op_metadata(pipe.notify(run_config=QUIET, **ONE_RUN_FOR_EVERYTHING))
+        seconds = time.perf_counter() - started
+        statuses = [r.status for r in server.requests if r.sender_email]
+    assert meta["sent"] == pairs, meta
+    floor = (len(statuses) - statuses.count(429) - limit) / limit * window
+    print(
+        f"{f'limited to {limit} per {window:g} s':<34} {backend.name:<10} {pairs:>6} pairs in {seconds:6.2f} s "
+        f"(the limit allows it in {floor:.1f} s at best): {len(statuses)} requests, {statuses.count(429)} refused with 429"
     )
 
 
@@ -104,11 +156,20 @@ class Backends:
         admin.dispose()
 
 
+#: Op config for one run that takes every pair: the defaults (``max_pairs`` used to cap a run at 1,000 pairs).
+ONE_RUN_FOR_EVERYTHING: dict[str, object] = {}
+#: Dagster's console logs of the runs stay out of the figures.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mentors", type=int, default=500, help="mentors with one event each")
     parser.add_argument("--digest-mentors", type=int, default=50, help="mentors with a digest each")
     parser.add_argument("--events-per-mentor", type=int, default=40, help="events per digest")
+    parser.add_argument("--burst-mentors", type=int, default=300, help="mentors with 10 events each in the burst")
+    parser.add_argument("--limited-mentors", type=int, default=60, help="mentors with one DM each under the rate limit")
+    parser.add_argument("--only", choices=["single", "digest", "burst", "limited"], action="append", help="these scenarios")
     parser.add_argument(
         "--warehouse-url", default=os.environ.get("LMS_TEST_POSTGRES_URL"), help="PostgreSQL server URL"
     )
@@ -120,14 +181,21 @@ def main() -> None:
     print(f"now {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         backends = Backends(Path(tmp), args.warehouse_url or None)
+        only = set(args.only or ["single", "digest", "burst", "limited"])
         try:
-            scenario("one DM per event", backends.fresh(), args.mentors, 1)
-            scenario(
-                f"digests of {args.events_per_mentor} events",
-                backends.fresh(),
-                args.digest_mentors,
-                args.events_per_mentor,
-            )
+            if "single" in only:
+                scenario("one DM per event", backends.fresh(), args.mentors, 1)
+            if "digest" in only:
+                scenario(
+                    f"digests of {args.events_per_mentor} events",
+                    backends.fresh(),
+                    args.digest_mentors,
+                    args.events_per_mentor,
+                )
+            if "burst" in only:
+                burst(backends.fresh(), args.burst_mentors, 10)
+            if "limited" in only:
+                limited(backends.fresh(), args.limited_mentors)
         finally:
             backends.drop_all()
 

@@ -174,9 +174,9 @@ def _print_notify(outcome: Any) -> None:
     meta = outcome.summary
     counts = ", ".join(f"{meta.get(k, 0)} {k}" for k in ("sent", "skipped", "failed", "dry_run"))
     line = f"  notify run {outcome.run_id}: {counts}; {meta.get('messages', 0)} messages to {meta.get('mentors', 0)} mentors"
-    print(f"{line}; {meta.get('open_pairs_left', 0)} pairs still open")
+    print(f"{line}; {meta.get('open_pairs') or str(meta.get('open_pairs_left', 0)) + ' pairs still open'}")
     if meta.get("stopped_early"):
-        print(f"  stopped early: {meta['stopped_early']}")
+        print(f"  stopped early: {meta['stopped_early']} (the rest waits for the next run)")
 
 
 def _print_outcome(outcome: Any) -> None:

@@ -1,6 +1,7 @@
 """Sensors: ``lms_activity_sensor`` polls the LMS and requests incremental ingest runs;
 ``notify_mentors_after_ingest`` launches ``notify_mentors_job`` after each successful run that
-materialised ``lms_activity_events`` (``lms_ingest_job``, or an asset run or backfill from the UI)."""
+materialised ``lms_activity_events`` (``lms_ingest_job``, or an asset run or backfill from the UI),
+when the outbox has something due."""
 
 import datetime as dt
 import json
@@ -28,7 +29,10 @@ from lms_activity_pipeline.config import Settings
 from lms_activity_pipeline.jobs import INGEST_JOB_NAME
 from lms_activity_pipeline.monitoring.followup import PendingRun, RunState, review
 from lms_activity_pipeline.monitoring.poll import Cursor, PollPlan, plan_poll
+from lms_activity_pipeline.ops.notify import why_no_run
 from lms_activity_pipeline.resources.lms import LMSResource
+from lms_activity_pipeline.resources.settings import PipelineSettings
+from lms_activity_pipeline.resources.warehouse import WarehouseResource
 from lms_activity_pipeline.runner import ingest_run_config, partition_range_tags
 
 SENSOR_NAME = "lms_activity_sensor"
@@ -169,8 +173,9 @@ def materialised_events(run: DagsterRun) -> bool:
     return run.job_name in (INGEST_JOB_NAME, IMPLICIT_ASSET_JOB_NAME)
 
 
-def build_notify_after_ingest_sensor(settings: Settings, notify_job: JobDefinition) -> RunStatusSensorDefinition:
-    """Runs ``notify_mentors_job`` after every successful run that materialised ``lms_activity_events``.
+def build_notify_after_ingest_sensor(config: Settings, notify_job: JobDefinition) -> RunStatusSensorDefinition:
+    """Runs ``notify_mentors_job`` after every successful run that materialised ``lms_activity_events``,
+    when a run is due (``Outbox.backlog``; an ingest that enqueued nothing leaves nothing to do).
 
     It watches every job of the code location, not only ``lms_ingest_job``: assets
     materialised and backfilled from the UI run in Dagster's implicit asset job.
@@ -181,16 +186,20 @@ def build_notify_after_ingest_sensor(settings: Settings, notify_job: JobDefiniti
         name=NOTIFY_SENSOR_NAME,
         request_job=notify_job,
         minimum_interval_seconds=NOTIFY_SENSOR_INTERVAL_SECONDS,
-        default_status=DefaultSensorStatus.RUNNING if settings.notify_enabled else DefaultSensorStatus.STOPPED,
+        default_status=DefaultSensorStatus.RUNNING if config.notify_enabled else DefaultSensorStatus.STOPPED,
         description=(
             "After each successful run that materialised lms_activity_events (lms_ingest_job, UI materialisations "
-            "and backfills), send the mentor notifications it enqueued."
+            "and backfills), send the mentor notifications it enqueued (and whatever else is due)."
         ),
     )
-    def notify_mentors_after_ingest(context: RunStatusSensorContext) -> RunRequest | SkipReason:
+    def notify_mentors_after_ingest(
+        context: RunStatusSensorContext, warehouse: WarehouseResource, settings: PipelineSettings
+    ) -> RunRequest | SkipReason:
         run = context.dagster_run
         if not materialised_events(run):
             return SkipReason(f"run {run.run_id} ({run.job_name}) did not materialise lms_activity_events")
+        if reason := why_no_run(warehouse.outbox(), settings, dt.datetime.now(dt.UTC)):
+            return SkipReason(f"after run {run.run_id}: {reason}")
         return notify_request_after(run.run_id)
 
     return notify_mentors_after_ingest

@@ -5,7 +5,10 @@ It implements what the notifier uses (``server_settings``, ``users/{email}``,
 a direct-message conversation) with Zulip's status codes,
 error codes and messages, stores the messages it accepts, records every
 request, and plays scripted faults (429, 5xx, slow replies, stored-then-failed
-sends). Stdlib only; see ``conftest_zulip.py`` for the ``fake_zulip`` fixture.
+sends, a proxy or WAF answering with an HTML page of any status). Like Zulip it
+rate-limits each user's authenticated requests (a sliding window, default 200
+per 60 s) and sends ``X-RateLimit-Limit``/``-Remaining``/``-Reset`` on every
+such reply. Stdlib only; see ``conftest_zulip.py`` for the ``fake_zulip`` fixture.
 
     with FakeZulip() as server:
         server.add_user("mentor@example.com", "Mentor")
@@ -23,6 +26,7 @@ import time
 import urllib.parse
 from collections import deque
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -34,6 +38,8 @@ TRUNCATION_SUFFIX = "\n[message truncated]"
 DIRECT_TYPE_FEATURE_LEVEL = 174
 #: First feature level with the ``dm`` narrow operator (``pm-with`` before).
 DM_NARROW_FEATURE_LEVEL = 177
+#: Zulip's default ``api_by_user`` rule: 200 requests per 60 seconds (window seconds, requests).
+ZULIP_RATE_LIMIT = (60.0, 200)
 
 
 @dataclass
@@ -82,13 +88,14 @@ class RecordedRequest:
 
 @dataclass
 class Fault:
-    """A scripted reply: ``status`` (200 = answer normally) after ``delay`` seconds."""
+    """A scripted reply: ``status`` (200 = answer normally, unless ``html`` or ``body``) after ``delay`` seconds."""
 
     status: int
     retry_after: float | None = None
     delay: float | None = None
     store_anyway: bool = False
     body: Any = None
+    html: bool = False
 
 
 @dataclass
@@ -101,9 +108,41 @@ class _Reply:
 class ApiError(Exception):
     """An error reply in Zulip's shape."""
 
-    def __init__(self, status: int, code: str, msg: str, **extra: Any) -> None:
+    def __init__(self, status: int, code: str, msg: str, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(msg)
-        self.reply = _Reply(status, {"result": "error", "msg": msg, "code": code, **extra})
+        self.reply = _Reply(status, {"result": "error", "msg": msg, "code": code, **extra}, dict(headers or {}))
+
+
+class SlidingWindowLimiter:
+    """Zulip's Redis rate limiter for one rule: at most ``limit`` requests in any ``window`` seconds.
+
+    A refused request is not counted. ``X-RateLimit-Reset`` is when the newest
+    counted request leaves the window (so a full burst is possible again).
+    """
+
+    def __init__(self, window: float, limit: int) -> None:
+        self.window, self.limit = window, limit
+        self._calls: dict[int, deque[float]] = {}
+
+    def hit(self, user_id: int, now: float) -> dict[str, str]:
+        """Count a request; its rate-limit headers. Raises the 429 :class:`ApiError` when over the limit."""
+        calls = self._calls.setdefault(user_id, deque())
+        while calls and calls[0] <= now - self.window:
+            calls.popleft()
+        if len(calls) >= self.limit:
+            free_in = calls[0] + self.window - now
+            headers = self._headers(0, now + free_in)
+            headers["Retry-After"] = str(free_in)
+            raise ApiError(429, "RATE_LIMIT_HIT", "API usage exceeded rate limit", headers, **{"retry-after": free_in})
+        calls.append(now)
+        return self._headers(self.limit - len(calls), calls[-1] + self.window)
+
+    def _headers(self, remaining: int, reset: float) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(int(reset)),  # Zulip sends whole epoch seconds
+        }
 
 
 def endpoint_of(path: str) -> str:
@@ -130,7 +169,15 @@ class FakeZulip:
         feature_level: int = 300,
         zulip_version: str = "9.0",
         port: int = 0,
+        rate_limit: tuple[float, int] | None = ZULIP_RATE_LIMIT,
+        clock_offset: float = 0.0,
     ) -> None:
+        """``rate_limit``: (window seconds, requests) per user, as Zulip's ``api_by_user``; ``None``: off.
+
+        ``clock_offset``: seconds the server's clock is ahead of ours (negative: behind). It shows
+        wherever Zulip shows its clock: the ``Date`` header, ``X-RateLimit-Reset``, message timestamps.
+        """
+        self.clock_offset = clock_offset
         self.email = email
         self.api_key = api_key
         self.feature_level = feature_level
@@ -139,6 +186,7 @@ class FakeZulip:
         self.requests: list[RecordedRequest] = []
         self._users: dict[int, FakeUser] = {}
         self._faults: dict[str, deque[Fault]] = {}
+        self._limiter = SlidingWindowLimiter(*rate_limit) if rate_limit else None
         self._lock = threading.Lock()
         self._next_user_id = 1
         self._next_message_id = 1000
@@ -175,6 +223,10 @@ class FakeZulip:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def now(self) -> float:
+        """The server's clock (epoch seconds)."""
+        return time.time() + self.clock_offset
 
     @property
     def url(self) -> str:
@@ -252,6 +304,7 @@ class FakeZulip:
         store_anyway: bool = False,
         body: Any = None,
         method: str | None = None,
+        html: bool = False,
     ) -> None:
         """Script the next ``times`` requests to ``endpoint`` (``"messages"``, ``"users"``, ``"server_settings"``).
 
@@ -260,11 +313,14 @@ class FakeZulip:
         ``status`` 429 replies ``RATE_LIMIT_HIT`` with ``retry_after`` seconds
         (default 1) in the body and the ``Retry-After`` header; 500 replies a
         JSON error; 502/503/504 an HTML page as a proxy would; 200 answers
-        normally (use it with ``delay`` for a slow server). ``delay`` sleeps
-        before replying; ``store_anyway`` stores a sent message before the
-        error (the duplicate-DM hazard). ``body`` overrides the reply body.
+        normally (use it with ``delay`` for a slow server). ``html`` makes any
+        status (200 and 4xx included) an HTML page, as a proxy or WAF answering
+        for the server. ``delay`` sleeps before replying; ``store_anyway``
+        stores a sent message before the error (the duplicate-DM hazard: Zulip
+        did its work, something in front of it spoilt the answer). ``body``
+        overrides the reply body, whatever the status (a ``str`` is sent as HTML).
         """
-        fault = Fault(status, retry_after, delay, store_anyway, body)
+        fault = Fault(status, retry_after, delay, store_anyway, body, html)
         key = endpoint_of(endpoint) if method is None else f"{method.upper()} {endpoint_of(endpoint)}"
         with self._lock:
             self._faults.setdefault(key, deque()).extend([fault] * times)
@@ -301,10 +357,12 @@ class FakeZulip:
         try:
             if fault is not None and fault.delay:
                 time.sleep(fault.delay)
-            if fault is not None and fault.status != 200:
+            if fault is not None and (fault.status != 200 or fault.html or fault.body is not None):
                 if fault.store_anyway and endpoint == "messages" and method == "POST":
-                    try:
-                        self._send(self._authenticate(auth), params)
+                    try:  # Zulip did the work (and counted it); the reply is lost on the way
+                        sender = self._authenticate(auth)
+                        self._rate_limit(sender)
+                        self._send(sender, params)
                     except ApiError:
                         pass
                 reply = self._fault_reply(fault)
@@ -317,8 +375,9 @@ class FakeZulip:
         record.status = reply.status
         return reply
 
-    @staticmethod
-    def _fault_reply(fault: Fault) -> _Reply:
+    def _fault_reply(self, fault: Fault) -> _Reply:
+        if fault.html:
+            return _Reply(fault.status, fault.body if isinstance(fault.body, str) else _proxy_page(fault.status))
         if fault.status == 429:
             wait = 1 if fault.retry_after is None else fault.retry_after
             body = fault.body or {
@@ -327,7 +386,8 @@ class FakeZulip:
                 "code": "RATE_LIMIT_HIT",
                 "retry-after": wait,
             }
-            return _Reply(429, body, {"Retry-After": str(wait)})
+            headers = {"Retry-After": str(wait), "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(self.now() + wait))}
+            return _Reply(429, body, headers)
         if fault.body is not None:
             return _Reply(fault.status, fault.body)
         if fault.status == 500:
@@ -358,6 +418,22 @@ class FakeZulip:
             raise ApiError(404, "BAD_REQUEST", "Endpoint does not exist.")
         sender = self._authenticate(auth)
         record.sender_email = sender.email
+        limits = self._rate_limit(sender)
+        try:
+            reply = self._answer(method, parts, params, sender)
+        except ApiError as error:
+            error.reply.headers.update(limits)
+            raise
+        reply.headers.update(limits)
+        return reply
+
+    def _rate_limit(self, sender: FakeUser) -> dict[str, str]:
+        if self._limiter is None:
+            return {}
+        with self._lock:
+            return self._limiter.hit(sender.user_id, self.now())
+
+    def _answer(self, method: str, parts: list[str], params: dict[str, str], sender: FakeUser) -> _Reply:
         if parts == ["messages"] and method == "POST":
             message_id = self._send(sender, params)
             return _Reply(200, {"result": "success", "msg": "", "id": message_id})
@@ -419,7 +495,7 @@ class FakeZulip:
             content = content[: MAX_MESSAGE_LENGTH - len(TRUNCATION_SUFFIX)] + TRUNCATION_SUFFIX
         with self._lock:
             message = StoredMessage(
-                self._next_message_id, kind, sorted({u.user_id for u in recipients}), content, sender.email, time.time()
+                self._next_message_id, kind, sorted({u.user_id for u in recipients}), content, sender.email, self.now()
             )
             self._next_message_id += 1
             self.messages.append(message)
@@ -480,6 +556,15 @@ class FakeZulip:
         return user
 
 
+def _proxy_page(status: int) -> str:
+    """The kind of page nginx, a load balancer or a WAF sends instead of the server's JSON."""
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
+    return f"<html><head><title>{status} {reason}</title></head><body><center><h1>{status} {reason}</h1></center></body></html>"
+
+
 def _parse_recipients(raw: str) -> list[int | str]:
     """``to`` as Zulip reads it: a JSON list of ids or of emails, one id, or comma-separated emails."""
     try:
@@ -522,6 +607,10 @@ def _handler_for(server: FakeZulip) -> type[BaseHTTPRequestHandler]:
                 pass  # the client gave up (timeout) before the reply
 
         do_GET = do_POST = do_PATCH = do_DELETE = _serve
+
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            """The ``Date`` header, on the server's clock."""
+            return super().date_time_string(server.now() if timestamp is None else timestamp)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
             pass

@@ -209,3 +209,59 @@ def test_connection_refused(fake_zulip: FakeZulip) -> None:
     fake_zulip.stop()
     with pytest.raises(requests.exceptions.ConnectionError):
         client.send_message({"type": "direct", "to": [1], "content": "x"})
+
+
+def test_every_authenticated_reply_carries_rate_limit_headers_and_the_limit_is_enforced(
+    isolated_zulip_env: object,
+) -> None:
+    with FakeZulip(rate_limit=(60, 3)) as server:
+        mentor = server.add_user("mentor@example.com")
+        auth = (server.email, server.api_key)
+        url = f"{server.url}/api/v1"
+        before = time.time()
+        first = requests.get(f"{url}/users/me", auth=auth)
+        refused = requests.post(f"{url}/messages", auth=auth, data={"type": "direct", "to": "[999]", "content": "x"})
+        sent = requests.post(f"{url}/messages", auth=auth, data={"type": "direct", "to": f"[{mentor.user_id}]", "content": "x"})
+        limited = requests.get(f"{url}/users/me", auth=auth)
+
+        assert [r.headers["X-RateLimit-Remaining"] for r in (first, refused, sent)] == ["2", "1", "0"]
+        assert {r.headers["X-RateLimit-Limit"] for r in (first, refused, sent, limited)} == {"3"}
+        assert before + 59 <= int(sent.headers["X-RateLimit-Reset"]) <= time.time() + 60  # whole epoch seconds
+        assert refused.status_code == 400  # an error reply still counts, as on Zulip
+        body = limited.json()
+        assert (limited.status_code, body["code"], limited.headers["X-RateLimit-Remaining"]) == (429, "RATE_LIMIT_HIT", "0")
+        assert 0 < body["retry-after"] <= 60 and float(limited.headers["Retry-After"]) == body["retry-after"]
+        assert "X-RateLimit-Limit" not in requests.get(f"{url}/server_settings").headers  # unauthenticated
+        assert len(server.messages) == 1
+
+
+def test_the_rate_limit_window_slides(isolated_zulip_env: object) -> None:
+    with FakeZulip(rate_limit=(0.5, 2)) as server:
+        client = make_client(server)
+        assert [client.get_profile()["result"] for _ in range(3)] == ["success", "success", "error"]
+        time.sleep(0.6)  # the window has moved past the first requests
+        assert client.get_profile()["result"] == "success"
+
+
+@pytest.mark.parametrize("status", [200, 408, 403, 502])
+def test_a_proxy_answers_html_with_any_status_optionally_after_zulip_stored_the_message(
+    fake_zulip: FakeZulip, status: int
+) -> None:
+    mentor = fake_zulip.add_user("mentor@example.com")
+    client = make_client(fake_zulip)
+    fake_zulip.fail_next("messages", status, html=True, store_anyway=True, method="POST")
+    fake_zulip.fail_next("messages", status, html=True, method="POST")
+    request = {"type": "direct", "to": [mentor.user_id], "content": "x"}
+
+    stored = client.send_message(request)
+    lost = client.send_message(request)
+
+    # The client turns a body that is not JSON into this, whatever the status.
+    assert stored == lost == {"msg": "Unexpected error from the server", "result": "http-error", "status_code": status}
+    assert len(fake_zulip.messages) == 1
+    raw = requests.post(f"{fake_zulip.url}/api/v1/messages", auth=(fake_zulip.email, fake_zulip.api_key), data={})
+    assert raw.status_code == 400  # faults used up
+    fake_zulip.fail_next("users", status, html=True)
+    page = requests.get(f"{fake_zulip.url}/api/v1/users/me", auth=(fake_zulip.email, fake_zulip.api_key))
+    assert page.status_code == status and page.headers["Content-Type"] == "text/html"
+    assert page.text.startswith("<html>") and "X-RateLimit-Remaining" not in page.headers

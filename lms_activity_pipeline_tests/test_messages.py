@@ -214,6 +214,43 @@ def test_newlines_in_names_cannot_start_blocks() -> None:
     assert all(line.startswith(("Course:", "Score:", "Time spent:", "When:")) for line in rest)
 
 
+#: Names that are there for the database and blank on screen.
+INVISIBLE_NAMES = [
+    "",
+    "   \t ",
+    "\u200b\u200b\u200b",  # zero-width spaces
+    "\u200e\u200f\u202e\u2066\u2069",  # bidi marks, override, isolates
+    "\u00a0\u3000\u2028\ufeff",  # no-break and ideographic spaces, line separator, BOM
+    "\x00\x07\x1b\x7f",  # control characters
+    "\u3164\u115f\u2800\u034f\ufe0f",  # Hangul fillers, braille blank, CGJ, variation selector
+]
+
+
+@pytest.mark.parametrize("name", INVISIBLE_NAMES)
+def test_a_name_that_shows_nothing_falls_back_to_the_username(name: str) -> None:
+    ev = event("exam_passed", metadata={**EXAM_META, "student_name": name}, student_username="ana_l")
+    assert render_event_message(ev).startswith("✅ **ana\u02cdl** passed the exam **Midterm**")
+    [digest] = render_digest([ev, event("exam_failed", event_id=2, metadata={**EXAM_META, "student_name": name}, student_username="ana_l")])
+    assert "**ana\u02cdl** (2 events)" in digest.splitlines()
+
+
+@pytest.mark.parametrize("name", INVISIBLE_NAMES)
+def test_a_username_that_shows_nothing_either_gives_student_and_the_id(name: str) -> None:
+    ev = event("exam_passed", metadata={**EXAM_META, "student_name": name}, student_username=name, student_id=42)
+    assert render_event_message(ev).startswith("✅ **student 42** passed the exam **Midterm**")
+    assert escape_inline(name) == ""
+
+
+def test_invisible_titles_get_the_untitled_fallback_and_visible_names_are_kept() -> None:
+    ev = event("exam_passed", activity_title="\u200b \u200f", course_title="\u2066\u2069")
+    assert render_event_message(ev).splitlines()[:2] == [
+        "✅ **Ana López** passed the exam **(untitled activity)** (attempt 2)",
+        "Score: 42/50 (84%), pass mark 35/50 (70%)",
+    ]
+    kept = event("exam_passed", metadata={**EXAM_META, "student_name": "\u200b李\u200b"})
+    assert render_event_message(kept).startswith("✅ **\u200b李\u200b** passed")
+
+
 # --- digests ----------------------------------------------------------------------
 
 

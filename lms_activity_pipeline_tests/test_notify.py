@@ -167,6 +167,16 @@ def test_injection_in_titles_and_names_arrives_as_plain_text(backend: Backend, f
     assert f"Course: {hostile}" in visible  # the text arrives, as plain text
 
 
+def test_a_student_name_of_invisible_characters_is_shown_as_the_username(backend: Backend, fake_zulip: FakeZulip) -> None:
+    add_mentors(fake_zulip, 10)
+    recent_school(backend.lms_url, alice_name="\u200b\u200f \u2066\u2069\t\u200b")  # the LMS has it, nobody sees it
+    pipe = Pipeline(backend, resources={"zulip": fast_zulip(fake_zulip)})
+    pipe.ingest(*recent_days())
+    pipe.notify(event_types=("exam_passed",))
+    [message] = fake_zulip.messages
+    assert message.content.startswith("✅ **alice** passed the exam **Quadratics quiz**")
+
+
 def test_rate_limit_is_waited_out_and_sends_exactly_once(backend: Backend, fake_zulip: FakeZulip) -> None:
     zulip_ids = add_mentors(fake_zulip)
     pipe, _ = ingested(backend, fake_zulip)

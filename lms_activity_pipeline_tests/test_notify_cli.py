@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, RunsFilter
 
 from lms_activity_pipeline import cli
+from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.fake_zulip import FakeZulip
 from lms_activity_pipeline_tests.notify_helpers import (
@@ -101,3 +107,66 @@ def test_incomplete_zulip_configuration_exits_with_one_line(
     assert cli.main(["monitor", "--process-pending"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("lms-activity: configuration error: ZULIP_API_KEY not set") and "\n" not in err
+
+
+def wait_until(condition, timeout: float, proc: subprocess.Popen | None = None) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process exited early: {proc.stdout.read() if proc.stdout else ''}")
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.1)
+
+
+def test_a_monitor_killed_while_sending_is_recovered_by_a_later_quiet_poll(
+    backend: Backend,
+    fake_zulip: FakeZulip,
+    cli_env: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``monitor --once`` is killed (SIGKILL) while Zulip is storing its DM. The LMS stays quiet: polls start
+    no run while the claim is young, say what the pair waits for, and once the claim is stale a poll starts
+    the run that recovers it and finds the DM on Zulip: one DM, the pair ``sent`` with its id."""
+    zulip_ids = add_mentors(fake_zulip, 10)
+    recent_school(backend.lms_url)
+    monkeypatch.setenv("LMS_EVENT_TYPES_TO_MONITOR", "exam_passed")  # one pair: alice's pass, to mentor 10
+    fake_zulip.fail_next("messages", 200, delay=2.0, method="POST")  # Zulip stores it, slowly
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lms_activity_pipeline.cli", "monitor", "--once"],
+        cwd=tmp_path, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_until(lambda: fake_zulip.requests_to("messages", "POST"), timeout=120, proc=proc)
+    finally:
+        proc.kill()
+        proc.communicate(timeout=30)
+    wait_until(lambda: fake_zulip.messages, timeout=10)  # the server finished what the dead process asked
+    [stored] = fake_zulip.messages_to(zulip_ids[10])
+    pipe = Pipeline(backend)
+    [row] = pipe.log_rows().to_dict("records")
+    assert row["status"] == "pending" and row["claimed_by"] and row["sending_at"] is not None
+
+    # Minutes later, nothing new in the LMS: the claim may be a live run's, so no run is started ...
+    notify_runs = len(runs_of(cli_env, "notify_mentors_job"))
+    assert cli.main(["monitor", "--once"]) == 0
+    assert len(runs_of(cli_env, "notify_mentors_job")) == notify_runs
+    # ... and a run that is started anyway says what the pair waits for, not "0 pairs still open".
+    capsys.readouterr()
+    assert cli.main(["monitor", "--process-pending"]) == 0
+    out = capsys.readouterr().out
+    assert "0 sent, 0 skipped, 0 failed, 0 dry_run; 0 messages to 0 mentors; 1 pair still open: 1 claimed by a run in progress" in out
+
+    # Half an hour on, still nothing new in the LMS: the claim is stale, the poll starts the run that recovers it.
+    log = wh.lms_event_log
+    earlier = {c: row[c].to_pydatetime() - dt.timedelta(minutes=31) for c in ("claimed_at", "sending_at", "delivery_attempted_at")}
+    pipe.execute(log.update().where(log.c.id == int(row["id"])).values(**earlier))
+    assert cli.main(["monitor", "--once"]) == 0
+    out = capsys.readouterr().out
+    assert ": 1 sent, 0 skipped, 0 failed, 0 dry_run; 0 messages to 0 mentors; 0 pairs still open" in out
+    [row] = pipe.log_rows().to_dict("records")
+    assert (row["status"], row["notification_message_id"], row["delivery_uncertain"]) == ("sent", stored.id, False)
+    assert len(fake_zulip.messages) == 1 and len(fake_zulip.requests_to("messages", "POST")) == 1
+    assert len(runs_of(cli_env, "notify_mentors_job")) == notify_runs + 2

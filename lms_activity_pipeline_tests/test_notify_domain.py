@@ -147,6 +147,19 @@ def test_endless_rate_limiting_is_bounded_and_waits_are_capped() -> None:
     assert delivery.error.startswith("still rate limited after 3 waits")
 
 
+def test_the_server_asked_pause_is_taken_before_the_request_within_the_caps() -> None:
+    slept: list[float] = []
+    pauses = [30.0, 0.0, 5000.0]  # what the gateway says before each request: hold off, go, absurd
+    policy = RetryPolicy(max_retry_after_seconds=300, max_total_wait_seconds=400, backoff_seconds=1)
+    delivery = call_with_retries(scripted(BUSY, BUSY, OK), policy, slept.append, pace=lambda: pauses.pop(0))
+    assert delivery.ok and slept == [30.0, 1, 2, 300.0]  # paused, backoff, backoff, paused at the cap
+    assert (delivery.paced_seconds, delivery.waited_seconds, delivery.rate_limit_waits) == (330.0, 333.0, 0)
+
+    slept.clear()  # a pause that no longer fits in the message's total wait is not taken: the request goes out
+    tight = RetryPolicy(max_retry_after_seconds=300, max_total_wait_seconds=100)
+    assert call_with_retries(scripted(OK), tight, slept.append, pace=lambda: 200.0).ok and slept == []
+
+
 # --- batches and messages -----------------------------------------------------------------
 
 
@@ -166,11 +179,10 @@ def event(
     )
 
 
-def test_mentor_batches_group_oldest_first_and_cap() -> None:
+def test_mentor_batches_group_oldest_first_and_whole() -> None:
     pairs = [PendingPair(5, 50, 11), PendingPair(1, 10, 10), PendingPair(2, 20, 11), PendingPair(3, 30, 10)]
     batches = mentor_batches(pairs)
     assert [(b.mentor_id, b.log_ids) for b in batches] == [(10, [1, 3]), (11, [2, 5])]
-    assert [(b.mentor_id, b.log_ids) for b in mentor_batches(pairs, max_pairs=2)] == [(10, [1]), (11, [2])]
 
 
 def test_plan_messages_single_or_digest() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import dagster as dg
@@ -131,7 +132,7 @@ def test_server_errors_are_retried_bounded_and_the_next_mentor_goes_on(
     assert (meta["sent"], meta["failed"]) == (1, 1)
     failed = pipe.log_rows().query("status == 'failed'").iloc[0]
     assert (
-        failed["error_message"] == "gave up after 3 attempt(s): HTTP 503: Unexpected error from the server"
+        failed["error_message"] == "gave up after 3 attempt(s): HTTP 503: not a Zulip API reply (text/html)"
         and failed["attempts"] == 3
     )
     assert [r.status for r in fake_zulip.requests_to("messages", "POST")] == [503, 503, 503, 200]
@@ -155,6 +156,67 @@ def test_a_message_zulip_stored_despite_a_5xx_is_not_sent_again(backend: Backend
     assert any("stored by Zulip despite" in e.message for e in pipe.instance.all_logs(result.run_id))
 
 
+@pytest.mark.parametrize("status", [200, 408, 502])
+def test_a_proxy_page_after_zulip_stored_the_message_is_looked_up_not_resent(
+    backend: Backend, fake_zulip: FakeZulip, status: int
+) -> None:
+    """A WAF or proxy answers ``<html>`` (even with 200) after Zulip stored the DM: found, recorded, never resent."""
+    zulip_ids = add_mentors(fake_zulip)
+    pipe = school(backend, fast_zulip(fake_zulip))
+    fake_zulip.fail_next("messages", status, html=True, store_anyway=True, method="POST")
+    result = pipe.notify(event_types=("exam_passed",))
+    meta = op_metadata(result)
+    assert (meta["sent"], meta["failed"]) == (1, 0)
+    [message] = fake_zulip.messages_to(zulip_ids[10])  # exactly one DM
+    [row] = pipe.log_rows().query("event_key == 'exam:1:exam_passed'").to_dict("records")
+    assert (row["status"], row["notification_message_id"], row["attempts"]) == ("sent", message.id, 1)
+    assert [r.status for r in fake_zulip.requests_to("messages")] == [status, 200]  # POST, then the GET that found it
+    logged = [e.message for e in pipe.instance.all_logs(result.run_id)]
+    assert any(f'stored by Zulip despite "HTTP {status}: not a Zulip API reply (text/html)"' in m for m in logged)
+    assert op_metadata(pipe.notify(event_types=("exam_passed",)))["sent"] == 0
+    assert len(fake_zulip.messages) == 1
+
+
+def test_a_server_clock_far_off_ours_does_not_hide_a_stored_message(backend: Backend, isolated_zulip_env: object) -> None:
+    """Zulip's clock is 10 minutes behind ours: the DM it stored before a 502 is still recognised, not resent."""
+    with FakeZulip(clock_offset=-600) as server:
+        zulip_ids = add_mentors(server, 10)
+        pipe = school(backend, fast_zulip(server))
+        server.fail_next("messages", 502, store_anyway=True, method="POST")
+        meta = op_metadata(pipe.notify(event_types=("exam_passed",)))
+        [message] = server.messages_to(zulip_ids[10])
+        [row] = pipe.log_rows().query("event_key == 'exam:1:exam_passed'").to_dict("records")
+        assert (meta["sent"], row["notification_message_id"], len(server.requests_to("messages", "POST"))) == (1, message.id, 1)
+
+
+def test_a_proxy_page_before_zulip_saw_the_message_is_resent_after_the_lookup(
+    sqlite_backend: Backend, fake_zulip: FakeZulip
+) -> None:
+    zulip_ids = add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip))
+    fake_zulip.fail_next("messages", 408, html=True, method="POST")  # the proxy gave up; Zulip never saw it
+    meta = op_metadata(pipe.notify(event_types=("exam_passed",)))
+    assert (meta["sent"], meta["failed"]) == (1, 0)
+    [message] = fake_zulip.messages_to(zulip_ids[10])
+    assert [(r.method, r.status) for r in fake_zulip.requests_to("messages")] == [("POST", 408), ("GET", 200), ("POST", 200)]
+    [row] = pipe.log_rows().query("event_key == 'exam:1:exam_passed'").to_dict("records")
+    assert (row["status"], row["notification_message_id"], row["attempts"]) == ("sent", message.id, 2)
+
+
+def test_a_proxy_page_for_a_user_lookup_is_retried_not_taken_for_no_such_user(
+    sqlite_backend: Backend, fake_zulip: FakeZulip
+) -> None:
+    """A 400 or 200 HTML page is not Zulip's "No such user": the mentor is not cached as unknown and skipped."""
+    zulip_ids = add_mentors(fake_zulip)
+    pipe = school(sqlite_backend, fast_zulip(fake_zulip))
+    fake_zulip.fail_next("users", 400, html=True)
+    fake_zulip.fail_next("users", 200, body={"ok": True})  # JSON, but not Zulip's
+    meta = op_metadata(pipe.notify(event_types=("exam_passed",)))
+    assert (meta["sent"], meta["skipped"], meta["zulip_user_lookups"]) == (1, 0, 1)
+    assert [r.status for r in fake_zulip.requests_to("users")] == [400, 200, 200]
+    assert len(fake_zulip.messages_to(zulip_ids[10])) == 1
+
+
 def test_a_5xx_that_cannot_be_checked_is_uncertain(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:
     zulip_ids = add_mentors(fake_zulip)
     pipe = school(sqlite_backend, fast_zulip(fake_zulip))
@@ -165,7 +227,7 @@ def test_a_5xx_that_cannot_be_checked_is_uncertain(sqlite_backend: Backend, fake
     [row] = pipe.log_rows().query("status == 'failed'").to_dict("records")
     assert row["delivery_uncertain"]
     assert row["error_message"] == (
-        "uncertain delivery (Zulip is asked before any resend): HTTP 502: Unexpected error from the server; "
+        "uncertain delivery (Zulip is asked before any resend): HTTP 502: not a Zulip API reply (text/html); "
         "could not check whether it was stored: gave up after 3 attempt(s): HTTP 500 BAD_REQUEST: Internal server error"
     )
     assert op_metadata(pipe.notify(event_types=("exam_passed",)))["sent"] == 0  # too recent to ask about
@@ -279,7 +341,11 @@ def test_sensor_and_schedule_launch_the_notify_job(sqlite_backend: Backend) -> N
         ]
         return sensor(
             dg.build_run_status_sensor_context(
-                sensor_name=sensor.name, dagster_event=success.dagster_event, dagster_instance=pipe.instance, dagster_run=run
+                sensor_name=sensor.name,
+                dagster_event=success.dagster_event,
+                dagster_instance=pipe.instance,
+                dagster_run=run,
+                resources=pipe.defs.resources,
             )
         )
 
@@ -299,6 +365,43 @@ def test_sensor_and_schedule_launch_the_notify_job(sqlite_backend: Backend) -> N
     assert (schedule.job_name, schedule.cron_schedule) == ("notify_mentors_job", "*/10 * * * *")
     off = Pipeline(sqlite_backend, LMS_NOTIFY_MENTORS_ENABLED="false")
     assert off.defs.resolve_schedule_def(schedule.name).default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_sensor_and_schedule_launch_a_notify_run_only_when_one_is_due(sqlite_backend: Backend) -> None:
+    """The outbox's one definition of "due" decides: pairs to send, a stale claim to recover; else a skip."""
+    pipe = school(sqlite_backend, fast_zulip(None))  # dry-run: every pair is final after one run
+    schedule = pipe.defs.resolve_schedule_def("notify_mentors_retry_schedule")
+    sensor = pipe.defs.resolve_sensor_def("notify_mentors_after_ingest")
+
+    def tick() -> tuple[list[dg.RunRequest], str | None]:  # what a tick of the schedule does now
+        with dg.build_schedule_context(instance=pipe.instance, resources=pipe.defs.resources) as context:
+            data = schedule.evaluate_tick(context)
+        return list(data.run_requests or []), data.skip_message
+
+    def after(result: dg.ExecuteInProcessResult):  # noqa: ANN202 - what the sensor returns for that run
+        [success] = [e for e in result.all_events if e.event_type_value == "PIPELINE_SUCCESS"]
+        context = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name,
+            dagster_event=success,
+            dagster_instance=pipe.instance,
+            dagster_run=result.dagster_run,
+            resources=pipe.defs.resources,
+        )
+        return sensor(context)
+
+    [request], _ = tick()  # 12 pairs pending
+    assert request.tags["lms/trigger"] == "schedule"
+    assert op_metadata(pipe.notify())["dry_run"] == 12
+    assert tick() == ([], "nothing due: 0 pairs still open")
+    again = pipe.ingest(*recent_days())  # an ingest that enqueued nothing new
+    assert after(again).skip_message == f"after run {again.run_id}: nothing due: 0 pairs still open"
+
+    log = wh.lms_event_log
+    stale = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    pipe.execute(log.update().where(log.c.id == 1).values(status="pending", claimed_by="dead:1", claimed_at=stale))
+    assert len(tick()[0]) == 1 and after(again).run_key == f"notify-after-{again.run_id}"
+    pipe.execute(log.update().where(log.c.id == 1).values(claimed_at=dt.datetime.now(dt.UTC)))  # a live run's
+    assert tick() == ([], "nothing due: 1 pair still open: 1 claimed by a run in progress")
 
 
 def test_zuliprc_from_zulip_config_and_secrets_stay_env_references(

@@ -80,7 +80,7 @@ def test_a_mentor_being_claimed_by_another_run_is_left_whole_to_it(pg_databases:
     """Run A is half-way through claiming a mentor's pairs: run B takes none of them, not the rest."""
     pipe = crowded_school(Backend("postgresql", pg_databases.create("lms_src"), pg_databases.create("lms_wh")), fake_zulip)
     outbox = pipe.warehouse.outbox()
-    mentor = [p.log_id for p in outbox.candidates(Selection(), 200) if p.mentor_id == 100]
+    mentor = [p.log_id for p in outbox.takeable_pairs(Selection(), [100])]
     assert len(mentor) == 12
     now = dt.datetime.now(dt.UTC)
     with outbox.engine.connect() as a:
@@ -100,7 +100,7 @@ def test_a_killed_run_loses_nothing_and_resends_nothing_blindly(backend: Backend
     pipe.ingest(*recent_days())
     outbox = pipe.warehouse.outbox()
     by_mentor: dict[int, list[int]] = {}
-    for pair in outbox.candidates(Selection(), 100):
+    for pair in outbox.takeable_pairs(Selection(), [10, 11, 12, 13]):
         by_mentor.setdefault(pair.mentor_id, []).append(pair.log_id)
     an_hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
     # A run died after claiming mentor 10's pairs, and another while sending to mentor 11.

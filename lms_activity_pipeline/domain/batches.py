@@ -45,15 +45,9 @@ class PlannedMessage:
         return len(self.event_ids) > 1
 
 
-def mentor_batches(pairs: Iterable[PendingPair], max_pairs: int | None = None) -> list[MentorBatch]:
-    """Group pairs by mentor, mentors in order of their oldest pair (lowest ``log_id``).
-
-    With ``max_pairs`` at most that many pairs are taken, oldest first; a
-    mentor cut by the limit gets the rest in a later run.
-    """
+def mentor_batches(pairs: Iterable[PendingPair]) -> list[MentorBatch]:
+    """Group pairs by mentor, mentors in order of their oldest pair (lowest ``log_id``)."""
     ordered = sorted(pairs, key=lambda p: p.log_id)
-    if max_pairs is not None:
-        ordered = ordered[: max(max_pairs, 0)]
     grouped: dict[int, list[PendingPair]] = {}
     for pair in ordered:
         grouped.setdefault(pair.mentor_id, []).append(pair)

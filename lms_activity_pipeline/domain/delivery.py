@@ -15,6 +15,11 @@ Pure Python: the Zulip gateway turns HTTP replies and exceptions into a
 A send that failed *after* reaching the server (a 5xx, a dropped connection)
 may have been stored anyway: :func:`call_without_duplicates` asks the server
 before sending again, so a bounded retry never becomes a duplicate message.
+
+``pace`` (optional) says how long the server asked us to hold off before the
+next request even without a 429 (Zulip's ``X-RateLimit-Remaining: 0`` until
+``X-RateLimit-Reset``); that pause is taken before the request, within the same
+wait caps.
 """
 
 from __future__ import annotations
@@ -99,6 +104,8 @@ class Delivery:
     attempts: int
     rate_limit_waits: int = 0
     waited_seconds: float = 0.0
+    #: Part of ``waited_seconds`` spent pacing before requests (no 429 needed).
+    paced_seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -119,28 +126,44 @@ class Delivery:
         return reason
 
 
+Pace = Callable[[], float]
+
+
 def call_with_retries(
-    call: Callable[[], Reply], policy: RetryPolicy, sleep: Callable[[float], None] = time.sleep
+    call: Callable[[], Reply],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+    pace: Pace | None = None,
 ) -> Delivery:
-    """Call until the reply is final under ``policy``; ``sleep`` is injectable for tests."""
+    """Call until the reply is final under ``policy``; ``sleep`` is injectable for tests.
+
+    ``pace`` gives the seconds the server wants us to hold off before the next
+    request; that pause (capped like a Retry-After) is taken while it fits in
+    the message's total wait, else the request goes out and a 429 is handled.
+    """
     attempts = waits = 0
-    waited = 0.0
+    waited = paced = 0.0
     while True:
+        if pace is not None and (hold := min(max(pace(), 0.0), policy.max_retry_after_seconds)) > 0:
+            if waited + hold <= policy.max_total_wait_seconds:
+                sleep(hold)
+                waited += hold
+                paced += hold
         reply = call()
         if reply.kind is ReplyKind.RATE_LIMITED:
             pause = policy.rate_limit_wait(reply.retry_after)
             if waits >= policy.max_rate_limit_waits or waited + pause > policy.max_total_wait_seconds:
-                return Delivery(reply, attempts, waits, waited)
+                return Delivery(reply, attempts, waits, waited, paced)
             sleep(pause)
             waits += 1
             waited += pause
             continue
         attempts += 1
         if reply.kind is not ReplyKind.RETRYABLE or attempts >= policy.max_attempts:
-            return Delivery(reply, attempts, waits, waited)
+            return Delivery(reply, attempts, waits, waited, paced)
         pause = policy.backoff(attempts)
         if waited + pause > policy.max_total_wait_seconds:
-            return Delivery(reply, attempts, waits, waited)
+            return Delivery(reply, attempts, waits, waited, paced)
         sleep(pause)
         waited += pause
 
@@ -150,6 +173,7 @@ def call_without_duplicates(
     find: Callable[[], Reply],
     policy: RetryPolicy,
     sleep: Callable[[float], None] = time.sleep,
+    pace: Pace | None = None,
 ) -> Delivery:
     """Like :func:`call_with_retries` for a request that must not be carried out twice.
 
@@ -164,7 +188,7 @@ def call_without_duplicates(
         reply = send()
         if reply.kind is not ReplyKind.RETRYABLE or not reply.maybe_done:
             return reply
-        check = call_with_retries(find, policy, sleep)
+        check = call_with_retries(find, policy, sleep, pace)
         if not check.ok:
             return Reply(
                 ReplyKind.UNCERTAIN,
@@ -175,4 +199,4 @@ def call_without_duplicates(
             return Reply(ReplyKind.OK, {**check.reply.body, "recovered": reply.error}, status=reply.status)
         return reply
 
-    return call_with_retries(attempt, policy, sleep)
+    return call_with_retries(attempt, policy, sleep, pace)

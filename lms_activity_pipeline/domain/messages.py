@@ -18,6 +18,7 @@ from typing import Any
 
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES, EXAM_EVENT_TYPES, EventType
 from lms_activity_pipeline.domain.notification_event import NotificationEvent
+from lms_activity_pipeline.domain.text import has_visible_text
 
 #: Zulip truncates longer messages (server setting ``MAX_MESSAGE_LENGTH``).
 ZULIP_MAX_MESSAGE_LENGTH = 10_000
@@ -105,9 +106,11 @@ def escape_inline(text: object, *, max_length: int | None = MAX_FIELD_LENGTH) ->
     bare URLs, domains and ``:emoji:`` stay text), markdown delimiters (`` ` * _ ~ | ``) become look-alike
     characters and a leading block marker is defused. Letters, accents, emoji
     and apostrophes are kept. Text longer than ``max_length`` is shortened
-    with "…". ``None`` gives an empty string.
+    with "…". ``None``, and text that would show nothing (only whitespace,
+    zero-width, bidi or control characters), give an empty string, so callers'
+    fallbacks apply.
     """
-    if text is None:
+    if not has_visible_text(text):
         return ""
     clean = _single_line(str(text))
     if max_length is not None and len(clean) > max_length:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lms_activity_pipeline.domain.text import has_visible_text
+
 
 @dataclass(frozen=True)
 class NotificationEvent:
@@ -31,4 +33,9 @@ class NotificationEvent:
 
     @property
     def student_name(self) -> str:
-        return str(self.metadata.get("student_name") or self.student_username)
+        """The LMS full name; the username when the name shows nothing (empty, only invisible or
+        control characters); ``student <id>`` when the username shows nothing either."""
+        for candidate in (self.metadata.get("student_name"), self.student_username):
+            if has_visible_text(candidate):
+                return str(candidate)
+        return f"student {self.student_id}"

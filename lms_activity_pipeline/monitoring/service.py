@@ -18,14 +18,15 @@ from lms_activity_pipeline.config import Settings
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.jobs import INGEST_JOB_NAME
 from lms_activity_pipeline.monitoring.poll import Cursor, PollPlan, plan_poll
+from lms_activity_pipeline.ops.notify import why_no_run
 from lms_activity_pipeline.resources.factory import build_resources
 from lms_activity_pipeline.resources.lms import LMSResource
+from lms_activity_pipeline.resources.settings import PipelineSettings
 from lms_activity_pipeline.resources.warehouse import WarehouseResource
 from lms_activity_pipeline.resources.zulip import ZulipResource
 from lms_activity_pipeline.runner import run_ingest, run_notify
 from lms_activity_pipeline.timeutil import to_utc
 from lms_activity_pipeline.warehouse import schema as wh
-from lms_activity_pipeline.warehouse.outbox import Selection
 
 STATE_NAME = "cli"
 #: The staged copies whose newest ``updated_at`` says how far the warehouse has come.
@@ -81,7 +82,8 @@ class Monitor:
         self.lms: LMSResource = resources["lms"]
         self.warehouse: WarehouseResource = resources["warehouse"]
         self.zulip: ZulipResource = resources["zulip"]
-        self.lookback = dt.timedelta(seconds=resources["settings"].lookback_seconds)
+        self.pipeline_settings: PipelineSettings = resources["settings"]
+        self.lookback = dt.timedelta(seconds=self.pipeline_settings.lookback_seconds)
 
     # state -----------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -160,10 +162,9 @@ class Monitor:
         return NotifyOutcome(run.run_id, run.success, _op_metadata(run, "send_mentor_notifications") or {})
 
     def _notify_if_due(self) -> NotifyOutcome | None:
-        """Without new events, a notify run only when the outbox holds pairs an automatic run would take."""
-        if not self.settings.notify_enabled:
-            return None
-        if not self.warehouse.outbox().count(Selection(self.settings.event_types)):
+        """Without new events, a notify run only when it has something to do: pairs to send, stale
+        claims of a stopped run to recover, uncertain deliveries old enough to look up on Zulip."""
+        if why_no_run(self.warehouse.outbox(), self.pipeline_settings, dt.datetime.now(dt.UTC)):
             return None
         return self.notify()
 

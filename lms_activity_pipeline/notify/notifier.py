@@ -1,20 +1,25 @@
 """The outbox worker: takes open (event, mentor) pairs, sends each mentor one message or a digest, records.
 
-One run of :meth:`Notifier.run`:
+One run of :meth:`Notifier.run` drains what is due, within its time budget:
 
 1. stale claims of dead runs are released (or failed as uncertain, if a send
    may have happened); uncertain deliveries old enough to tell are looked up
    on Zulip and settled (``sent`` as the message found, or a certain failure
-   that this run may resend); open pairs whose event is now too old are
-   ``skipped``;
-2. candidate pairs are grouped per mentor (oldest first, ``max_pairs`` at most)
-   and the mentors' LMS contacts are read (before anything is claimed);
+   that this run may resend), page by page; open pairs whose event is now too
+   old are ``skipped``;
+2. mentors with takeable pairs are read a page at a time (oldest pair first,
+   :data:`MENTOR_PAGE` mentors), with all their takeable pairs and their LMS
+   contacts (before anything is claimed): memory is bounded by a page, and a
+   mentor's pairs are never split between runs;
 3. per mentor: claim the pairs, resolve the Zulip account, render, mark
-   ``sending_at``, send with the retry policy, record ``sent``/``failed``/
+   ``sending_at``, send with the retry policy (Zulip's 429 Retry-After, and
+   its rate-limit headers to hold off before a 429), record ``sent``/``failed``/
    ``skipped`` (or ``dry_run`` without Zulip), pair by pair through the message
    that carried it. A mentor's failure never stops the others; after
    ``breaker_threshold`` mentors in a row fail on server or network errors (or
-   bad credentials) the run stops and leaves the rest open for the next run.
+   bad credentials) the run stops, and once ``time_budget`` has passed it starts
+   no new mentor: what is left is counted by :meth:`Outbox.backlog` and waits
+   for the next run.
 
 No Dagster here: the op in ``ops/notify.py`` wires resources in and turns the
 :class:`NotifySummary` into metadata.
@@ -42,6 +47,7 @@ from lms_activity_pipeline.domain.delivery import (
     call_without_duplicates,
 )
 from lms_activity_pipeline.domain.recipients import MentorContact, ZulipAccount
+from lms_activity_pipeline.domain.text import plural
 from lms_activity_pipeline.notify.directory import MentorDirectory
 from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway, content_digest
 from lms_activity_pipeline.warehouse.outbox import (
@@ -49,17 +55,22 @@ from lms_activity_pipeline.warehouse.outbox import (
     FAILED,
     SENT,
     SKIPPED,
+    Backlog,
+    MentorKey,
     Outbox,
     Outcome,
     Selection,
     UncertainDelivery,
+    UncertainKey,
 )
 from lms_activity_pipeline.warehouse.zulip_user_cache import ZulipUserCache
 
 PREVIEW_MESSAGES = 10
 PREVIEW_CHARS = 300
-#: Uncertain messages looked up on Zulip per run, at most.
-SETTLE_LIMIT = 200
+#: Mentors read (with all their takeable pairs) per page.
+MENTOR_PAGE = 200
+#: Rows of uncertain delivery read per page.
+SETTLE_PAGE = 500
 
 
 @dataclass(frozen=True)
@@ -67,14 +78,24 @@ class NotifyRequest:
     """What one run may do."""
 
     selection: Selection = field(default_factory=Selection)
-    max_pairs: int = 1000
     enabled: bool = True
     max_age: dt.timedelta = dt.timedelta(hours=24)
     claim_timeout: dt.timedelta = dt.timedelta(minutes=30)
+    #: After this long the run starts no new mentor (the one in hand is finished); the rest waits
+    #: for the next run. Below ``claim_timeout`` by default.
+    time_budget: dt.timedelta = dt.timedelta(minutes=20)
     breaker_threshold: int = 3
     #: An uncertain delivery is looked up on Zulip once its request is this old (a request
     #: that timed out may still be in progress on the server until then).
     settle_after: dt.timedelta = dt.timedelta(minutes=2)
+
+    def __post_init__(self) -> None:
+        if self.time_budget <= dt.timedelta(0):
+            raise ValueError(f"the time budget must be positive, got {self.time_budget}")
+
+    def backlog(self, outbox: Outbox, now: dt.datetime) -> Backlog:
+        """The outbox's open pairs as this request sees them (:attr:`Backlog.due`: would a run do anything?)."""
+        return outbox.backlog(self.selection, now, self.claim_timeout, self.settle_after)
 
 
 @dataclass(frozen=True)
@@ -102,9 +123,19 @@ class NotifySummary:
     uncertain_found: int = 0
     uncertain_not_delivered: int = 0
     uncertain_unresolved: int = 0
-    open_after: int = 0
+    #: What the run left open, by what it waits for (counted after the run).
+    left: Backlog = field(default_factory=Backlog)
+    settle_after: dt.timedelta | None = None
+    #: Why the run stopped before everything due was done (time budget, breaker).
     stopped_early: str | None = None
     preview: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def open_after(self) -> int:
+        return self.left.total
+
+    def describe_left(self) -> str:
+        return self.left.describe(self.settle_after)
 
     def describe(self) -> str:
         counts = ", ".join(f"{self.counts.get(s, 0)} {s}" for s in (SENT, SKIPPED, FAILED, DRY_RUN))
@@ -114,7 +145,7 @@ class NotifySummary:
                 f"; uncertain deliveries: {self.uncertain_found} found on Zulip, "
                 f"{self.uncertain_not_delivered} not delivered, {self.uncertain_unresolved} still unknown"
             )
-        text += f"; {self.open_after} pairs still open"
+        text += f"; {self.describe_left()}"
         return text + (f"; stopped early: {self.stopped_early}" if self.stopped_early else "")
 
 
@@ -159,18 +190,19 @@ class Notifier:
         return "zulip" if self.zulip is not None else "dry_run"
 
     def run(self, request: NotifyRequest) -> NotifySummary:
-        summary = NotifySummary(mode=self.mode)
+        summary = NotifySummary(mode=self.mode, settle_after=request.settle_after)
         selection = request.selection
+        now = self.clock()
         if not request.enabled:
             summary.mode = "disabled"
-            summary.open_after = self.outbox.count(selection)
+            summary.left = request.backlog(self.outbox, now)
             self.log.warning(
                 f"Mentor notifications are disabled (LMS_NOTIFY_MENTORS_ENABLED=false): nothing sent, "
                 f"{summary.open_after} pairs stay open in lms_event_log"
             )
             return summary
 
-        now = self.clock()
+        deadline = now + request.time_budget
         stale = self.outbox.recover_stale_claims(now - request.claim_timeout, now)
         summary.stale_released, summary.stale_uncertain = stale.released, stale.uncertain
         if stale.released or stale.uncertain:
@@ -179,7 +211,7 @@ class Notifier:
                 f"{stale.uncertain} failed as uncertain deliveries (Zulip is asked before any resend)"
             )
         if self.zulip is not None:
-            self._settle_uncertain(request, now, summary)
+            self._settle_uncertain(request, now, deadline, summary)
         hours = request.max_age.total_seconds() / 3600
         too_old = self.outbox.skip_too_old(
             selection,
@@ -192,42 +224,80 @@ class Notifier:
             summary.counts[SKIPPED] += too_old
             self.log.info(f"{too_old} pairs skipped: their event is older than {hours:g} h")
 
-        batches = mentor_batches(self.outbox.candidates(selection, request.max_pairs), request.max_pairs)
-        contacts = self._contacts([b.mentor_id for b in batches]) if batches else {}
-        failures_in_a_row = 0
-        for index, batch in enumerate(batches):
-            if failures_in_a_row >= request.breaker_threshold:
-                left = len(batches) - index
-                summary.stopped_early = (
-                    f"{failures_in_a_row} mentors in a row failed on server, network or credential errors; "
-                    f"{left} mentors left open for the next run"
-                )
-                self.log.error(f"Stopping early: {summary.stopped_early}")
-                break
-            systemic = self._process(batch, contacts[batch.mentor_id], selection, summary)
-            failures_in_a_row = failures_in_a_row + 1 if systemic else 0
+        self._send_due(request, deadline, summary)
 
         if self.directory is not None:
             summary.zulip_user_lookups = self.directory.lookups
-        summary.open_after = self.outbox.count(selection)
+        summary.left = request.backlog(self.outbox, self.clock())
+        if summary.stopped_early:
+            self.log.warning(f"Stopped early: {summary.stopped_early}; left for the next run: {summary.describe_left()}")
         self.log.info(summary.describe())
         return summary
 
+    def _send_due(self, request: NotifyRequest, deadline: dt.datetime, summary: NotifySummary) -> None:
+        """Every mentor with takeable pairs, a page at a time, until none is left, the budget is
+        spent or the breaker trips. Each mentor is taken at most once per run."""
+        selection = request.selection
+        visited: set[int] = set()
+        after: MentorKey | None = None
+        failures_in_a_row = 0
+        while page := self.outbox.due_mentors(selection, after, MENTOR_PAGE):
+            after = page[-1]
+            fresh = [key.mentor_id for key in page if key.mentor_id not in visited]
+            batches = mentor_batches(self.outbox.takeable_pairs(selection, fresh))
+            contacts = self._contacts([b.mentor_id for b in batches]) if batches else {}
+            for batch in batches:
+                if reason := self._stop_reason(request, failures_in_a_row, deadline, started=len(visited)):
+                    summary.stopped_early = reason
+                    return
+                visited.add(batch.mentor_id)
+                systemic = self._process(batch, contacts[batch.mentor_id], selection, summary)
+                failures_in_a_row = failures_in_a_row + 1 if systemic else 0
+
+    def _stop_reason(
+        self, request: NotifyRequest, failures_in_a_row: int, deadline: dt.datetime, started: int
+    ) -> str | None:
+        """Why no further mentor should be started (``None``: go on). The first mentor always starts."""
+        if failures_in_a_row >= request.breaker_threshold:
+            return f"{failures_in_a_row} mentors in a row failed on server, network or credential errors"
+        if started and self.clock() >= deadline:
+            minutes = request.time_budget.total_seconds() / 60
+            return f"time budget of {minutes:g} min reached after {plural(started, 'mentor')}"
+        return None
+
     # --- uncertain deliveries -----------------------------------------------------------
 
-    def _settle_uncertain(self, request: NotifyRequest, now: dt.datetime, summary: NotifySummary) -> None:
-        """Ask Zulip about each message of uncertain delivery; record what it says."""
+    def _settle_uncertain(
+        self, request: NotifyRequest, now: dt.datetime, deadline: dt.datetime, summary: NotifySummary
+    ) -> None:
+        """Ask Zulip about each message of uncertain delivery, a page at a time; record what it says."""
         zulip = self.zulip
         assert zulip is not None
-        pending = self.outbox.uncertain_deliveries(request.selection, now - request.settle_after, SETTLE_LIMIT)
-        for index, item in enumerate(pending):
-            check = call_with_retries(lambda item=item: self._find(zulip, item), zulip.policy, self.sleep)
+        after: UncertainKey | None = None
+        while True:
+            page, after = self.outbox.uncertain_deliveries(
+                request.selection, now - request.settle_after, after, SETTLE_PAGE
+            )
+            if not page or not self._settle_page(zulip, page, deadline, summary):
+                return
+
+    def _settle_page(
+        self, zulip: ZulipSetup, page: list[UncertainDelivery], deadline: dt.datetime, summary: NotifySummary
+    ) -> bool:
+        """Settle one page; False when the rest must wait (Zulip not answering, time budget spent)."""
+        for index, item in enumerate(page):
+            if self.clock() >= deadline:
+                self.log.warning("time budget spent looking up uncertain deliveries; the rest waits for the next run")
+                return False
+            check = call_with_retries(
+                lambda item=item: self._find(zulip, item), zulip.policy, self.sleep, zulip.gateway.pause
+            )
             if not check.ok:
-                left = sum(len(i.log_ids) for i in pending[index:])
                 if check.reply.is_systemic and check.reply.kind is not ReplyKind.UNCERTAIN:
+                    left = sum(len(i.log_ids) for i in page[index:])
                     summary.uncertain_unresolved += left
                     self.log.warning(f"could not look up uncertain deliveries on Zulip ({check.error}); {left} pairs wait")
-                    return
+                    return False
                 summary.uncertain_unresolved += len(item.log_ids)
                 self.log.warning(f"uncertain delivery to Zulip user {item.zulip_user_id} still unknown: {check.error}")
                 continue
@@ -247,6 +317,7 @@ class Notifier:
                 self.log.info(
                     f"uncertain delivery to Zulip user {item.zulip_user_id} never arrived: {settled} pair(s) may be resent"
                 )
+        return True
 
     @staticmethod
     def _find(zulip: ZulipSetup, item: UncertainDelivery):  # noqa: ANN205 - a Reply
@@ -392,6 +463,7 @@ class _MentorJob:
             lambda: zulip.gateway.find_direct(to, digest, started),
             zulip.policy,
             self.notifier.sleep,
+            zulip.gateway.pause,
         )
         common = {"attempts": delivery.attempts, "zulip_user_id": account.user_id}
         if delivery.ok:
@@ -461,6 +533,8 @@ def _waits(delivery: Delivery) -> str:
         extra.append(f"{delivery.attempts} attempts")
     if delivery.rate_limit_waits:
         extra.append(f"{delivery.rate_limit_waits} rate-limit waits ({delivery.waited_seconds:.1f} s)")
+    if delivery.paced_seconds:
+        extra.append(f"held off {delivery.paced_seconds:.1f} s as Zulip's rate-limit headers asked")
     if recovered := delivery.reply.body.get("recovered"):
         extra.append(f"stored by Zulip despite \"{recovered}\", so not sent again")
     return f" ({', '.join(extra)})" if extra else ""

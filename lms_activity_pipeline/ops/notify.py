@@ -13,7 +13,15 @@ from lms_activity_pipeline.resources.lms import LMSResource
 from lms_activity_pipeline.resources.settings import PipelineSettings
 from lms_activity_pipeline.resources.warehouse import WarehouseResource
 from lms_activity_pipeline.resources.zulip import ZulipResource
-from lms_activity_pipeline.warehouse.outbox import DEFAULT_MAX_ATTEMPTS, DRY_RUN, FAILED, SENT, SKIPPED, Selection
+from lms_activity_pipeline.warehouse.outbox import (
+    DEFAULT_MAX_ATTEMPTS,
+    DRY_RUN,
+    FAILED,
+    SENT,
+    SKIPPED,
+    Outbox,
+    Selection,
+)
 
 OP_NAME = "send_mentor_notifications"
 
@@ -22,8 +30,13 @@ class NotifyConfig(Config):
     """Which open pairs this run takes (defaults: what the sensor and the retry schedule want)."""
 
     event_types: list[str] = Field(default=[], description="Only these event types (empty: every monitored type).")
-    max_pairs: int = Field(
-        default=1000, ge=1, le=20_000, description="At most this many (event, mentor) pairs per run, oldest first."
+    time_budget_minutes: float = Field(
+        default=20.0,
+        gt=0,
+        description=(
+            "The run takes every mentor with pairs due, oldest first; after this long it starts no new mentor "
+            "(the one in hand is finished) and leaves the rest to the next run. Keep it below claim_timeout_minutes."
+        ),
     )
     retry_all_failed: bool = Field(
         default=False,
@@ -56,6 +69,33 @@ def selected_event_types(config: NotifyConfig, settings: PipelineSettings) -> tu
     return tuple(t for t in wanted if t in monitored)
 
 
+def notify_request(
+    config: NotifyConfig, event_types: tuple[str, ...], *, enabled: bool, max_age_hours: float
+) -> NotifyRequest:
+    """What a run with this op config does."""
+    return NotifyRequest(
+        selection=Selection(event_types, config.retry_all_failed, config.max_attempts),
+        enabled=enabled,
+        max_age=dt.timedelta(hours=max_age_hours),
+        claim_timeout=dt.timedelta(minutes=config.claim_timeout_minutes),
+        time_budget=dt.timedelta(minutes=config.time_budget_minutes),
+        settle_after=dt.timedelta(seconds=config.settle_uncertain_after_seconds),
+    )
+
+
+def why_no_run(outbox: Outbox, settings: PipelineSettings, now: dt.datetime) -> str | None:
+    """Why a notify run launched now with the default op config would have nothing to do (``None``: one
+    is due, see :attr:`Backlog.due`). The sensor, the schedule and ``lms-activity monitor`` ask it
+    before launching one."""
+    if not settings.notify_enabled:
+        return "mentor notifications are disabled (LMS_NOTIFY_MENTORS_ENABLED=false)"
+    request = notify_request(
+        NotifyConfig(), settings.monitored_event_types, enabled=True, max_age_hours=settings.notify_max_age_hours
+    )
+    backlog = request.backlog(outbox, now)
+    return None if backlog.due else f"nothing due: {backlog.describe(request.settle_after)}"
+
+
 def zulip_setup(zulip: ZulipResource) -> ZulipSetup | None:
     if not zulip.is_configured:
         return None
@@ -76,6 +116,8 @@ def summary_metadata(summary: NotifySummary, zulip: ZulipResource) -> dict[str, 
         "messages": MetadataValue.int(summary.messages),
         "zulip_user_lookups": MetadataValue.int(summary.zulip_user_lookups),
         "open_pairs_left": MetadataValue.int(summary.open_after),
+        "open_pairs": MetadataValue.text(summary.describe_left()),
+        **{f"open_pairs_{name}": MetadataValue.int(getattr(summary.left, name)) for name in OPEN_PARTS},
         "stale_claims_released": MetadataValue.int(summary.stale_released),
         "stale_claims_uncertain": MetadataValue.int(summary.stale_uncertain),
         "uncertain_found_on_zulip": MetadataValue.int(summary.uncertain_found),
@@ -87,6 +129,10 @@ def summary_metadata(summary: NotifySummary, zulip: ZulipResource) -> dict[str, 
     if summary.preview:
         meta["preview"] = MetadataValue.md(preview_markdown(summary.preview))
     return meta
+
+
+#: The parts of ``open_pairs_left`` in the metadata (``open_pairs_<part>``), see :class:`Backlog`.
+OPEN_PARTS = ("takeable", "takeable_mentors", "stale_claims", "claimed", "uncertain_due", "uncertain_waiting", "held")
 
 
 def preview_markdown(preview: list[dict[str, Any]]) -> str:
@@ -120,13 +166,8 @@ def send_mentor_notifications(
     setup = zulip_setup(zulip) if settings.notify_enabled else None
     context.log.info(f"Notifying through {zulip.describe()}; event types: {', '.join(event_types) or 'none'}")
     notifier = Notifier(warehouse.outbox(), lms.users, setup, run_id=context.run_id, log=context.log)
-    request = NotifyRequest(
-        selection=Selection(event_types, config.retry_all_failed, config.max_attempts),
-        max_pairs=config.max_pairs,
-        enabled=settings.notify_enabled,
-        max_age=dt.timedelta(hours=settings.notify_max_age_hours),
-        claim_timeout=dt.timedelta(minutes=config.claim_timeout_minutes),
-        settle_after=dt.timedelta(seconds=config.settle_uncertain_after_seconds),
+    request = notify_request(
+        config, event_types, enabled=settings.notify_enabled, max_age_hours=settings.notify_max_age_hours
     )
     summary = notifier.run(request) if event_types else NotifySummary(mode="no event types selected")
     context.add_output_metadata(summary_metadata(summary, zulip))

@@ -25,6 +25,10 @@ Life of a pair (``status`` in capitals, claim columns in brackets)::
 - A claim older than the claim timeout belongs to a run that died: without
   ``sending_at`` it is released (nothing was sent); with it the pair becomes
   ``failed`` + ``delivery_uncertain`` instead of being silently re-sent.
+- :meth:`Outbox.backlog` is the one definition of what is open and what a run
+  would do about it now (:attr:`Backlog.due`): pairs to take, stale claims to
+  recover, uncertain deliveries old enough to look up on Zulip. Whatever decides
+  whether to start a notification run asks it.
 
 Every statement is set-based; each method is one short transaction.
 """
@@ -34,6 +38,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import pandas as pd
 import sqlalchemy as sa
@@ -43,6 +48,7 @@ from sqlalchemy.engine import Engine
 from lms_activity_pipeline import db
 from lms_activity_pipeline.domain.batches import PendingPair
 from lms_activity_pipeline.domain.notification_event import NotificationEvent
+from lms_activity_pipeline.domain.text import plural
 from lms_activity_pipeline.timeutil import to_utc
 from lms_activity_pipeline.warehouse.schema import lms_activity_events, lms_event_log
 
@@ -97,6 +103,20 @@ def checkable_uncertain() -> sa.ColumnElement[bool]:
     )
 
 
+class MentorKey(NamedTuple):
+    """Where a mentor stands in the queue: its oldest takeable pair, then its id."""
+
+    first_id: int
+    mentor_id: int
+
+
+class UncertainKey(NamedTuple):
+    """Where a row stands among uncertain deliveries: its request's time, then its id."""
+
+    attempted_at: dt.datetime
+    log_id: int
+
+
 @dataclass(frozen=True)
 class UncertainDelivery:
     """One message whose delivery is unknown: the pairs it carried and how to find it on Zulip."""
@@ -124,6 +144,56 @@ class Outcome:
 class StaleClaims:
     released: int
     uncertain: int
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The open (``pending``/``failed``) pairs of a selection, by what they wait for."""
+
+    #: A run takes them now: pending, or failed with a certain failure (below the attempt cap).
+    takeable: int = 0
+    takeable_mentors: int = 0
+    #: Claimed by a run that stopped (claim older than the claim timeout): the next run recovers them.
+    stale_claims: int = 0
+    #: Claimed by a run in progress.
+    claimed: int = 0
+    #: Uncertain deliveries old enough to be looked up on Zulip (the next run does).
+    uncertain_due: int = 0
+    #: Uncertain deliveries too recent to look up yet (the request may still be finishing on the server).
+    uncertain_waiting: int = 0
+    #: Failed and not retried automatically (attempt cap reached, or uncertain and not checkable): --process-pending.
+    held: int = 0
+
+    @property
+    def due(self) -> bool:
+        """Would a notification run started now do anything with these pairs?"""
+        return bool(self.takeable or self.stale_claims or self.uncertain_due)
+
+    @property
+    def total(self) -> int:
+        return (
+            self.takeable + self.stale_claims + self.claimed + self.uncertain_due + self.uncertain_waiting + self.held
+        )
+
+    def describe(self, settle_after: dt.timedelta | None = None) -> str:
+        """``0 pairs still open``, or the total and what each part waits for."""
+        if not self.total:
+            return "0 pairs still open"
+        after = "" if settle_after is None else f" once {_duration(settle_after)} old"
+        parts = [
+            (self.takeable, f"{self.takeable} to send to {plural(self.takeable_mentors, 'mentor')}"),
+            (self.stale_claims, f"{self.stale_claims} claimed by a run that stopped (the next run recovers them)"),
+            (self.claimed, f"{self.claimed} claimed by a run in progress"),
+            (self.uncertain_due, f"{self.uncertain_due} of uncertain delivery to look up on Zulip (the next run does)"),
+            (self.uncertain_waiting, f"{self.uncertain_waiting} of uncertain delivery, looked up on Zulip{after}"),
+            (self.held, f"{self.held} failed for good (only --process-pending retries them)"),
+        ]
+        return f"{plural(self.total, 'pair')} still open: " + "; ".join(text for n, text in parts if n)
+
+
+def _duration(value: dt.timedelta) -> str:
+    seconds = value.total_seconds()
+    return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} s"
 
 
 #: First key of the advisory locks that serialise claims per mentor ("lmsA" as an int4).
@@ -220,22 +290,57 @@ class Outbox:
 
     # --- reading ---------------------------------------------------------------
 
-    def candidates(self, selection: Selection, limit: int) -> list[PendingPair]:
-        """Up to ``limit`` takeable pairs, oldest first (not locked: :meth:`claim` decides)."""
+    def due_mentors(self, selection: Selection, after: MentorKey | None, limit: int) -> list[MentorKey]:
+        """A page of mentors with takeable pairs, by their oldest takeable pair (keyset after ``after``).
+
+        Paging ends: a mentor handled meanwhile has no takeable pair left, or
+        its oldest one (failed, same id) is behind ``after``.
+        """
+        first = sa.func.min(log.c.id).label("first_id")
+        mentors = sa.select(first, log.c.mentor_id).where(selection.claimable()).group_by(log.c.mentor_id).subquery()
+        stmt = sa.select(mentors.c.first_id, mentors.c.mentor_id)
+        if after is not None:
+            stmt = stmt.where(sa.tuple_(mentors.c.first_id, mentors.c.mentor_id) > sa.tuple_(*after))
+        stmt = stmt.order_by(mentors.c.first_id, mentors.c.mentor_id).limit(limit)
+        with self.engine.connect() as conn:
+            return [MentorKey(int(r.first_id), int(r.mentor_id)) for r in conn.execute(stmt)]
+
+    def takeable_pairs(self, selection: Selection, mentor_ids: Collection[int]) -> list[PendingPair]:
+        """Every takeable pair of these mentors, oldest first (not locked: :meth:`claim` decides)."""
+        if not mentor_ids:
+            return []
         stmt = (
             sa.select(log.c.id, log.c.event_id, log.c.mentor_id)
-            .where(selection.claimable())
+            .where(selection.claimable(), log.c.mentor_id.in_(sorted(mentor_ids)))
             .order_by(log.c.id)
-            .limit(limit)
         )
         with self.engine.connect() as conn:
             return [PendingPair(int(r.id), int(r.event_id), int(r.mentor_id)) for r in conn.execute(stmt)]
 
-    def count(self, selection: Selection) -> int:
+    def backlog(
+        self, selection: Selection, now: dt.datetime, claim_timeout: dt.timedelta, settle_after: dt.timedelta
+    ) -> Backlog:
+        """The open pairs of ``selection`` by what they wait for, as a run started at ``now`` would see them."""
+        stale = log.c.claimed_at < to_utc(now - claim_timeout)
+        settleable = log.c.delivery_attempted_at < to_utc(now - settle_after)
+        kind = sa.case(
+            (sa.and_(log.c.claimed_by.is_not(None), stale), "stale_claims"),
+            (log.c.claimed_by.is_not(None), "claimed"),
+            (selection.claimable(), "takeable"),
+            (sa.and_(checkable_uncertain(), settleable), "uncertain_due"),
+            (checkable_uncertain(), "uncertain_waiting"),
+            else_="held",
+        ).label("kind")
+        open_pairs = (
+            sa.select(kind, log.c.mentor_id).where(log.c.status.in_(OPEN_STATUSES), *selection.of_types()).subquery()
+        )
+        stmt = sa.select(
+            open_pairs.c.kind, sa.func.count(), sa.func.count(sa.distinct(open_pairs.c.mentor_id))
+        ).group_by(open_pairs.c.kind)
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(sa.select(sa.func.count()).select_from(log).where(selection.claimable())).scalar_one()
-            )
+            rows = {r[0]: (int(r[1]), int(r[2])) for r in conn.execute(stmt)}
+        counts = {name: pairs for name, (pairs, _) in rows.items()}
+        return Backlog(**counts, takeable_mentors=rows.get("takeable", (0, 0))[1])
 
     def events_for(self, log_ids: Collection[int]) -> dict[int, NotificationEvent]:
         """The stored events of the given pairs, by ``lms_event_log.id``."""
@@ -323,9 +428,12 @@ class Outbox:
     # --- uncertain deliveries ----------------------------------------------------------
 
     def uncertain_deliveries(
-        self, selection: Selection, attempted_before: dt.datetime, limit: int
-    ) -> list[UncertainDelivery]:
-        """Up to ``limit`` messages of uncertain delivery sent before ``attempted_before``, oldest first."""
+        self, selection: Selection, attempted_before: dt.datetime, after: UncertainKey | None, limit: int
+    ) -> tuple[list[UncertainDelivery], UncertainKey | None]:
+        """A page of at most ``limit`` rows of uncertain delivery sent before ``attempted_before``,
+        oldest first after ``after``, grouped into the messages that carried them; and the page's
+        last key (``None`` when the page is empty). Rows settled meanwhile drop out; rows Zulip
+        could not tell about stay behind the key, so paging always ends."""
         stmt = (
             sa.select(log.c.id, log.c.zulip_user_id, log.c.delivery_digest, log.c.delivery_attempted_at)
             .where(
@@ -336,18 +444,24 @@ class Outbox:
                 *selection.of_types(),
             )
             .order_by(log.c.delivery_attempted_at, log.c.id)
+            .limit(limit)
         )
+        if after is not None:
+            stmt = stmt.where(
+                sa.tuple_(log.c.delivery_attempted_at, log.c.id) > sa.tuple_(to_utc(after.attempted_at), after.log_id)
+            )
         groups: dict[tuple[int, str], list[tuple[int, dt.datetime]]] = {}
+        last: UncertainKey | None = None
         with self.engine.connect() as conn:
             for row in conn.execute(stmt):
-                key = (int(row.zulip_user_id), row.delivery_digest)
-                if key not in groups and len(groups) >= limit:
-                    continue
-                groups.setdefault(key, []).append((int(row.id), to_utc(row.delivery_attempted_at)))
-        return [
+                at = to_utc(row.delivery_attempted_at)
+                groups.setdefault((int(row.zulip_user_id), row.delivery_digest), []).append((int(row.id), at))
+                last = UncertainKey(at, int(row.id))
+        deliveries = [
             UncertainDelivery(tuple(i for i, _ in rows), user, digest, min(t for _, t in rows))
             for (user, digest), rows in groups.items()
         ]
+        return deliveries, last
 
     def settle(self, log_ids: Sequence[int], message_id: int | None, now: dt.datetime, run_id: str | None) -> int:
         """Record what Zulip said about uncertain pairs: ``sent`` as ``message_id``, or (None) not delivered.
