@@ -104,13 +104,29 @@ def check_connection(engine: Engine, variable: str) -> None:
         raise ConfigError(f"{variable}: cannot connect to {redact_url(str(engine.url))}: {reason}") from None
 
 
+def use_wal(engine: Engine) -> None:
+    """Put a SQLite database file in WAL mode (kept in the file): readers and the writer stop blocking each other.
+
+    Only for databases the pipeline writes (the warehouse): a read-only opener of a
+    WAL file needs its ``-shm`` file, which the LMS's own writers may not provide.
+    """
+    if engine.dialect.name != "sqlite" or sqlite_path(engine.url) is None:
+        return
+    with engine.connect() as conn:
+        if str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower() != "wal":
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that writes: ``BEGIN IMMEDIATE`` on SQLite, a plain one on PostgreSQL.
 
-    SQLite has one writer at a time; taking the write lock up front makes a
-    second writer wait (``busy_timeout``) at ``BEGIN`` instead of failing when
-    it upgrades a read lock mid-transaction, and it sees the first one's work.
+    Every warehouse write goes through here. SQLite has one writer at a time; a
+    deferred transaction that reads first and then writes fails at once with
+    ``database is locked`` when another process writes meanwhile (waiting could
+    deadlock, so SQLite does not wait). Taking the write lock up front makes a
+    second writer wait (``busy_timeout``, 30 s) at ``BEGIN`` instead, and it
+    sees the first one's work.
     """
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:

@@ -14,6 +14,7 @@ import pandas as pd
 import sqlalchemy as sa
 from dagster import DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
 
+from lms_activity_pipeline import db
 from lms_activity_pipeline.config import Settings
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.jobs import INGEST_JOB_NAME
@@ -97,7 +98,7 @@ class Monitor:
             values["cursor"] = cursor.to_json()
         if run_id is not None:
             values.update(last_run_id=run_id, last_run_status=status)
-        with self.warehouse.engine.begin() as conn:
+        with db.write_transaction(self.warehouse.engine) as conn:
             updated = conn.execute(table.update().where(table.c.name == STATE_NAME).values(**values)).rowcount
             if not updated:
                 conn.execute(table.insert().values(name=STATE_NAME, **values))

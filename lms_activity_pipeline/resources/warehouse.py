@@ -76,22 +76,22 @@ class WarehouseResource(ConfigurableResource):
     def write_ai_ready_events(
         self, frame: pd.DataFrame, start: dt.datetime, end: dt.datetime, *, whole_window: bool = True
     ) -> load.UpsertResult:
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             return features.write_ai_ready_events(conn, frame, start, end, whole_window=whole_window)
 
     def write_daily_activity(self, frame: pd.DataFrame, first_day: dt.date, end_day: dt.date) -> load.UpsertResult:
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             return features.write_daily_activity(conn, frame, first_day, end_day)
 
     def upsert(
         self, table: sa.Table, frame: pd.DataFrame, key: str | Sequence[str] = "id", touch: str | None = None
     ) -> load.UpsertResult:
         """Upsert ``frame`` by ``key`` (one column or several); ``touch`` is a timestamp column set when a row is written."""
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             return load.upsert(conn, table, frame, key, touch=touch)
 
     def upsert_events(self, events: pd.DataFrame) -> load.UpsertResult:
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             return load.upsert_events(conn, events)
 
     def outbox(self) -> Outbox:
