@@ -171,6 +171,8 @@ def _print_outcome(outcome: Any) -> None:
     else:
         state = "stored" if outcome.success else "FAILED (cursor not advanced; the next poll retries)"
         print(f"Poll: {outcome.message}\n  run {outcome.run_id}: {state}")
+    for line in outcome.warnings:
+        print(f"  warning: {line}")
     if outcome.events:
         meta = outcome.events
         print(

@@ -154,10 +154,19 @@ def raw_select(stmt: sa.Select) -> sa.Select:
     return sa.select(*[sa.type_coerce(c, NullType()).label(c.name) for c in sub.c])
 
 
+#: How sqlite3 fails a whole query over one TEXT value that is not UTF-8 (e.g. Latin-1 bytes).
+SQLITE_UNDECODABLE = "Could not decode to UTF-8"
+
+
 def read_frame(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
-    """Run ``stmt`` and return its rows as a DataFrame (``COPY ... TO STDOUT`` on PostgreSQL)."""
+    """Run ``stmt`` and return its rows as a DataFrame (``COPY ... TO STDOUT`` on PostgreSQL).
+
+    Text that is not UTF-8 (Latin-1 bytes in a SQLite file, any bytes in a
+    PostgreSQL ``SQL_ASCII`` database) is read with U+FFFD in place of the bad
+    bytes instead of failing the read; cleaning reports those values.
+    """
     if not is_postgres(conn):
-        return pd.read_sql(raw_select(stmt), conn)
+        return _read_sqlite(conn, stmt)
     translate = conn.get_execution_options().get("schema_translate_map")
     compiled = stmt.compile(
         dialect=conn.dialect,
@@ -176,7 +185,26 @@ def read_frame(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
     names = [c.name for c in stmt.selected_columns]
     if buffer.getbuffer().nbytes == 0:
         return pd.DataFrame({n: pd.Series(dtype=object) for n in names})
-    return pd.read_csv(buffer, na_values=[NULL_MARK], keep_default_na=False, dtype=str)
+    return pd.read_csv(buffer, na_values=[NULL_MARK], keep_default_na=False, dtype=str, encoding_errors="replace")
+
+
+def _read_sqlite(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
+    try:
+        return pd.read_sql(raw_select(stmt), conn)
+    except OperationalError as exc:
+        if SQLITE_UNDECODABLE not in str(exc.orig):
+            raise
+    # Read again with a lenient decoder: only then, since it runs in Python for every text value.
+    dbapi = conn.connection.dbapi_connection
+    dbapi.text_factory = _lenient_text
+    try:
+        return pd.read_sql(raw_select(stmt), conn)
+    finally:
+        dbapi.text_factory = str
+
+
+def _lenient_text(value: bytes) -> str:
+    return value.decode("utf-8", errors="replace")
 
 
 def read_typed(conn: Connection, stmt: sa.Select) -> pd.DataFrame:

@@ -59,8 +59,19 @@ def test_change_and_mark_queries_use_the_updated_at_index(big_lms: sa.Engine, lo
     since = dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=ROWS - 60)
     changed = plan(big_lms, queries.changed_rows(DEFAULT_PROFILE, logical, since, "postgresql"))
     assert "Seq Scan" not in changed and index in changed, changed
-    mark = plan(big_lms, queries.high_water_mark(DEFAULT_PROFILE, logical))
+    until = since + dt.timedelta(hours=1)
+    mark = plan(big_lms, queries.newest_change(DEFAULT_PROFILE, logical, until, "postgresql"))
     assert "Seq Scan" not in mark and index in mark, mark
+    oldest = plan(big_lms, queries.oldest_change(DEFAULT_PROFILE, logical, since, until, "postgresql"))
+    assert "Seq Scan" not in oldest and index in oldest, oldest
+
+
+def test_a_recompute_reads_rows_with_unreadable_times_through_the_index(big_lms: sa.Engine) -> None:
+    """A day's recompute also reads rows whose times pandas cannot hold (infinity, BC): index ranges, not a scan."""
+    day = dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=ROWS - 2000)
+    window = queries.ExtractWindow(day, day + dt.timedelta(days=1))
+    explained = plan(big_lms, queries.exam_attempts(DEFAULT_PROFILE, window, "postgresql"))
+    assert "Seq Scan" not in explained and "attempts_updated_at" in explained, explained
 
 
 def test_every_query_of_a_real_tick_avoids_sequential_scans(

@@ -81,6 +81,17 @@ ASSIGNMENT_COLUMNS = (
     Column("assigned_at", "time", True),
     Column("ended_at", "time"),
 )
+#: What a poll reads of a changed attempt (``changed_rows``).
+CHANGE_COLUMNS = (Column("id", "int", True), Column("started_at", "time", True), Column("updated_at", "time", True))
+#: What attempt numbering reads of earlier exam attempts (``exam_attempt_history``).
+HISTORY_COLUMNS = (
+    Column("id", "int", True),
+    Column("user_id", "int", True),
+    Column("exam_id", "int", True),
+    Column("started_at", "time", True),
+)
+#: What replaced the bytes of a text value that was not UTF-8 (see ``db.read_frame``).
+REPLACEMENT_CHARACTER = "\ufffd"
 
 
 def empty_rejects() -> pd.DataFrame:
@@ -88,7 +99,12 @@ def empty_rejects() -> pd.DataFrame:
 
 
 def parse_times(values: pd.Series) -> pd.Series:
-    """ISO-8601 text or datetimes -> UTC timestamps; text without an offset is UTC."""
+    """ISO-8601 text or datetimes -> UTC timestamps; text without an offset is UTC.
+
+    What pandas cannot hold becomes NaT, to be rejected by the caller with the
+    column named: PostgreSQL's ``infinity``/``-infinity``, BC dates
+    (``0044-03-15 00:00:00+00 BC``), years outside 1677..2262.
+    """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC")
     if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty", "datetime", "date", "datetime64"):
@@ -197,10 +213,27 @@ def _type_problems(spec: tuple[Column, ...], raw: pd.DataFrame, bad: pd.DataFram
     return [(bad[col.name], describe(col.name)) for col in spec]
 
 
+def _undecodable(spec: tuple[Column, ...], typed: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per text column, the values that held bytes which are not UTF-8 (now U+FFFD)."""
+    return {
+        col.name: typed[col.name].str.contains(REPLACEMENT_CHARACTER, regex=False).fillna(False).astype(bool)
+        for col in spec
+        if col.kind == "text"
+    }
+
+
+def _undecodable_problems(spec: tuple[Column, ...], typed: pd.DataFrame) -> list[Problem]:
+    """Text a row cannot be used with (a status, a role): rejected, the column named."""
+    return [
+        (mask, lambda hit, name=name: f"{name}: text that is not UTF-8: " + typed.loc[hit, name].str.slice(0, 40))
+        for name, mask in _undecodable(spec, typed).items()
+    ]
+
+
 def clean_exam_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Type ``Attempts`` rows; reject unparseable values, unknown statuses, negative scores."""
     typed, bad = _typed(raw, EXAM_ATTEMPT_COLUMNS)
-    problems = _type_problems(EXAM_ATTEMPT_COLUMNS, raw, bad)
+    problems = _type_problems(EXAM_ATTEMPT_COLUMNS, raw, bad) + _undecodable_problems(EXAM_ATTEMPT_COLUMNS, typed)
     problems += [
         (~typed["status"].isin(EXAM_STATUSES), lambda hit: "status: unknown value " + typed.loc[hit, "status"].fillna("NULL")),
         (typed["score"] < 0, lambda hit: "score: negative value " + typed.loc[hit, "score"].astype("string")),
@@ -212,7 +245,7 @@ def clean_exam_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def clean_content_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Type ``ContentAttempts`` rows; reject unparseable values, unknown statuses, bad percentages."""
     typed, bad = _typed(raw, CONTENT_ATTEMPT_COLUMNS)
-    problems = _type_problems(CONTENT_ATTEMPT_COLUMNS, raw, bad)
+    problems = _type_problems(CONTENT_ATTEMPT_COLUMNS, raw, bad) + _undecodable_problems(CONTENT_ATTEMPT_COLUMNS, typed)
     pct = typed["progress_percent"]
     problems += [
         (~typed["status"].isin(CONTENT_STATUSES), lambda hit: "status: unknown value " + typed.loc[hit, "status"].fillna("NULL")),
@@ -223,24 +256,47 @@ def clean_content_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
 
 
 def clean_dimension(source: str, raw: pd.DataFrame, spec: tuple[Column, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Type a dimension table (users, exams, ...); rows with an unusable id are rejected.
+    """Type a dimension table (users, exams, ...); rows with an unusable required value are rejected.
 
     A present but unreadable optional value (``Exams.pass_score = 'n/a'``) keeps
-    its row with that value empty, and is reported among the rejects ("ignored")
-    so it never silently changes what is classified.
+    its row with that value empty, and text that was not UTF-8 keeps its row
+    with U+FFFD in place of the bad bytes; both are reported among the rejects
+    ("row kept") so they never silently change what is classified or shown.
     """
     typed, bad = _typed(raw, spec)
-    required = [c.name for c in spec if c.required]
-    clean, rejected = _split(source, typed, [(bad[required].any(axis=1), lambda hit: "missing or invalid required column")])
+    required = tuple(c for c in spec if c.required)
+    clean, rejected = _split(source, typed, _type_problems(required, raw, bad))
     notes = [rejected]
-    keep = ~bad[required].any(axis=1)
+    keep = ~bad[[c.name for c in required]].any(axis=1)
     for col in (c for c in spec if not c.required and c.name in raw.columns):
         hit = bad[col.name] & keep
         if hit.any():
             values = raw.loc[hit, col.name].astype("string").str.slice(0, 40)
-            notes.append(
-                pd.DataFrame(
-                    {"source": source, "id": typed.loc[hit, "id"].astype(object), "reason": f"{col.name}: invalid value " + values + " ignored (row kept)"}
-                )
-            )
+            notes.append(_notes(source, typed, hit, f"{col.name}: invalid value " + values + " ignored (row kept)"))
+    for name, mask in _undecodable(spec, typed).items():
+        hit = mask & keep
+        if hit.any():
+            values = typed.loc[hit, name].str.slice(0, 40)
+            notes.append(_notes(source, typed, hit, f"{name}: text that is not UTF-8, kept as " + values + " (row kept)"))
     return clean, pd.concat(notes, ignore_index=True) if len(notes) > 1 else rejected
+
+
+def _notes(source: str, typed: pd.DataFrame, hit: pd.Series, reason: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame({"source": source, "id": typed.loc[hit, "id"].astype(object), "reason": reason})
+
+
+def clean_changes(source: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Type the ``id, started_at, updated_at`` a poll reads; rows whose times cannot be read are rejected."""
+    return _clean_required(source, raw, CHANGE_COLUMNS, newest="updated_at")
+
+
+def clean_attempt_history(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Type the earlier exam attempts that attempt numbers count; unreadable rows are rejected."""
+    return _clean_required("Attempts", raw, HISTORY_COLUMNS)
+
+
+def _clean_required(
+    source: str, raw: pd.DataFrame, spec: tuple[Column, ...], newest: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    typed, bad = _typed(raw, spec)
+    return _split(source, typed, _type_problems(spec, raw, bad), newest=newest)

@@ -52,6 +52,8 @@ class PollOutcome:
     success: bool = True
     events: dict[str, Any] | None = None
     notify: NotifyOutcome | None = None
+    #: What the poll saw that needs saying (rows dated in the future, unreadable rows).
+    warnings: tuple[str, ...] = ()
 
     @property
     def all_succeeded(self) -> bool:
@@ -120,14 +122,17 @@ class Monitor:
             partitions_start=self.settings.partitions_start,
             lookback=self.lookback,
         )
-        plan = result.plan
+        plan, warnings = result.plan, tuple(result.warnings())
         if plan is None:
             self._save_state(result.cursor, None, None)
-            return PollOutcome(None, result.skip_reason or "nothing changed", notify=self._notify_if_due())
+            return PollOutcome(
+                None, result.skip_reason or "nothing changed", notify=self._notify_if_due(), warnings=warnings
+            )
         previous = self._already_ran(plan.run_key)
         if previous:
             self._save_state(result.cursor, previous, "SUCCESS")
-            return PollOutcome(plan, f"{plan.describe()}: already ingested by run {previous}", previous, notify=self._notify_if_due())
+            message = f"{plan.describe()}: already ingested by run {previous}"
+            return PollOutcome(plan, message, previous, notify=self._notify_if_due(), warnings=warnings)
         run = run_ingest(
             self.defs,
             self.instance,
@@ -135,7 +140,7 @@ class Monitor:
             plan.last_partition,
             changed_since=plan.changed_since,
             changed_until=plan.changed_until,
-            tags={"dagster/run_key": plan.run_key, "lms/trigger": "cli"},
+            tags={"dagster/run_key": plan.run_key, "lms/trigger": "cli", **plan.run_tags()},
             run_config=self.run_config,
             raise_on_error=False,
         )
@@ -144,7 +149,7 @@ class Monitor:
         self._save_state(result.cursor if run.success else None, run.run_id, status)
         events = _materialization(run, "lms_activity_events")
         notify = self.notify() if run.success else None
-        return PollOutcome(plan, plan.describe(), run.run_id, run.success, events, notify)
+        return PollOutcome(plan, plan.describe(), run.run_id, run.success, events, notify, warnings)
 
     # notifications -------------------------------------------------------------
     def notify(self, event_types: tuple[str, ...] | None = None, *, retry_all_failed: bool = False) -> NotifyOutcome:
@@ -217,7 +222,7 @@ class Monitor:
                 for logical, table in STAGED.items()
             }
         state = self._state()
-        lms_marks = self.lms.high_water_marks()
+        lms_marks = self.lms.high_water_marks(self.lms.database_now())
         # Lag from the data, not from a cursor: right whoever ingests (the sensor, this CLI, a backfill).
         lags = []
         for logical, lms_mark in lms_marks.items():
