@@ -108,3 +108,29 @@ def test_every_query_of_a_real_tick_avoids_sequential_scans(
     for stmt in seen:
         explained = plan(big_lms, stmt)
         assert "Seq Scan" not in explained and "updated_at" in explained, explained
+
+
+def test_stats_read_the_lms_through_the_updated_at_index(
+    big_lms: sa.Engine, pg_databases, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """``monitor --stats`` works out the lag with index lookups on the LMS, never a whole-table scan."""
+    from lms_activity_pipeline.monitoring.freshness import freshness
+    from lms_activity_pipeline.resources.lms import LMSResource
+    from lms_activity_pipeline.resources.warehouse import WarehouseResource
+
+    lms = LMSResource(database_url=big_lms.url.render_as_string(hide_password=False))
+    warehouse = WarehouseResource(url=pg_databases.create("lms_wh"))
+    seen: list[sa.Select] = []
+    read_frame = db.read_frame
+
+    def recording(conn: sa.Connection, stmt: sa.Select):  # noqa: ANN202
+        seen.append(stmt)
+        return read_frame(conn, stmt)
+
+    monkeypatch.setattr(db, "read_frame", recording)
+    assert freshness(lms, warehouse.engine).lag_seconds > 0  # nothing ingested: the oldest change is pending
+    lms_reads = [s for s in seen if any(t.name in ("Attempts", "ContentAttempts") for t in s.get_final_froms())]
+    assert len(lms_reads) == 4  # per table: the oldest pending change, the rows dated in the future
+    for stmt in lms_reads:
+        explained = plan(big_lms, stmt)
+        assert "Seq Scan" not in explained and "updated_at" in explained, explained

@@ -8,8 +8,10 @@ changed rows. Both upsert, so both end in the same table state.
 
 
 import datetime as dt
+from dataclasses import dataclass
 
 import pandas as pd
+import sqlalchemy as sa
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
@@ -94,23 +96,39 @@ class AttemptNumbers:
         return rows.assign(reason=rows["reason"] + " (left out of attempt numbers)")
 
 
+@dataclass(frozen=True)
+class ClassifiedPiece:
+    """One piece of the window: its events, the rows rejected, and the staged versions it processed."""
+
+    events: pd.DataFrame
+    rejected: pd.DataFrame
+    #: Per staged table, ``id, updated_at, reason`` of every row read (reason NULL: accepted).
+    versions: dict[sa.Table, pd.DataFrame]
+
+
 def classify_piece(
     numbering: AttemptNumbers,
     warehouse: WarehouseResource,
     dims: cls.Dimensions,
     piece: ExtractWindow,
     numbers: pd.Series | None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Events of one piece of the window from the staged attempts, and the rows rejected."""
-    exams, bad_exams = cleaning.clean_exam_attempts(warehouse.attempts_in_window(wh.raw_exam_attempts, piece))
-    contents, bad_contents = cleaning.clean_content_attempts(warehouse.attempts_in_window(wh.raw_content_attempts, piece))
+) -> ClassifiedPiece:
+    """Events of one piece of the window from the staged attempts, the rows rejected, the versions read."""
+    staged_exams = warehouse.attempts_in_window(wh.raw_exam_attempts, piece)
+    staged_contents = warehouse.attempts_in_window(wh.raw_content_attempts, piece)
+    exams, bad_exams = cleaning.clean_exam_attempts(staged_exams)
+    contents, bad_contents = cleaning.clean_content_attempts(staged_contents)
     if numbers is None and not exams.empty:
         numbers = numbering(set(exams["user_id"].tolist()), piece.end)
     exam_events, bad_exam_refs = cls.classify_exam_attempts(exams, dims, numbers)
     content_events, bad_content_refs = cls.classify_content_attempts(contents, dims)
     events = pd.concat([exam_events, content_events], ignore_index=True)
     rejected = pd.concat([bad_exams, bad_contents, bad_exam_refs, bad_content_refs], ignore_index=True)
-    return cls.in_window(events, piece.start, piece.end), rejected
+    versions = {
+        wh.raw_exam_attempts: cleaning.processed_versions("Attempts", staged_exams, rejected),
+        wh.raw_content_attempts: cleaning.processed_versions("ContentAttempts", staged_contents, rejected),
+    }
+    return ClassifiedPiece(cls.in_window(events, piece.start, piece.end), rejected, versions)
 
 
 def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefinition]:
@@ -212,8 +230,8 @@ def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefi
         result, enqueued, counts = UpsertResult(0, 0, 0), 0, cls.counts_by_type(cls.empty_events())
         rejects, shown = [bad_dims], cls.empty_events()
         for piece in pieces:
-            events, rejected = classify_piece(numbering, warehouse, dims, piece, numbers)
-            events = cls.of_types(events, settings.monitored_event_types)
+            classified = classify_piece(numbering, warehouse, dims, piece, numbers)
+            events, rejected = cls.of_types(classified.events, settings.monitored_event_types), classified.rejected
             result += warehouse.upsert_events(events)
             pairs = notification_pairs(
                 events,
@@ -222,6 +240,9 @@ def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefi
                 max_age=dt.timedelta(hours=settings.notify_max_age_hours),
             )
             enqueued += warehouse.outbox().enqueue(pairs)
+            # Stored and enqueued: only now are the staged versions in lms_activity_events (or refused, and why).
+            for table, versions in classified.versions.items():
+                warehouse.mark_classified(table, versions)
             counts = {k: counts[k] + v for k, v in cls.counts_by_type(events).items()}
             rejects.append(rejected)
             shown = events if shown.empty else shown
@@ -231,7 +252,7 @@ def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefi
         log_rejects(context, left_out)
         context.log.info(
             f"lms_activity_events: {sum(counts.values())} events ({result.inserted} new, {result.updated} changed), "
-            f"{len(rejected)} rows rejected, {enqueued} mentor notifications enqueued"
+            f"{int((~cleaning.kept(rejected)).sum())} rows rejected, {enqueued} mentor notifications enqueued"
         )
         return MaterializeResult(
             metadata={

@@ -90,6 +90,8 @@ HISTORY_COLUMNS = (
     Column("exam_id", "int", True),
     Column("started_at", "time", True),
 )
+#: How a reason ends when the row was kept (a value ignored or shown with U+FFFD): a note, not a reject.
+ROW_KEPT = "(row kept)"
 #: What replaced the bytes of a text value that was not UTF-8 (see ``db.read_frame``).
 REPLACEMENT_CHARACTER = "\ufffd"
 
@@ -272,12 +274,12 @@ def clean_dimension(source: str, raw: pd.DataFrame, spec: tuple[Column, ...]) ->
         hit = bad[col.name] & keep
         if hit.any():
             values = raw.loc[hit, col.name].astype("string").str.slice(0, 40)
-            notes.append(_notes(source, typed, hit, f"{col.name}: invalid value " + values + " ignored (row kept)"))
+            notes.append(_notes(source, typed, hit, f"{col.name}: invalid value " + values + f" ignored {ROW_KEPT}"))
     for name, mask in _undecodable(spec, typed).items():
         hit = mask & keep
         if hit.any():
             values = typed.loc[hit, name].str.slice(0, 40)
-            notes.append(_notes(source, typed, hit, f"{name}: text that is not UTF-8, kept as " + values + " (row kept)"))
+            notes.append(_notes(source, typed, hit, f"{name}: text that is not UTF-8, kept as " + values + f" {ROW_KEPT}"))
     return clean, pd.concat(notes, ignore_index=True) if len(notes) > 1 else rejected
 
 
@@ -300,3 +302,18 @@ def _clean_required(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     typed, bad = _typed(raw, spec)
     return _split(source, typed, _type_problems(spec, raw, bad), newest=newest)
+
+
+def processed_versions(source: str, staged: pd.DataFrame, rejected: pd.DataFrame) -> pd.DataFrame:
+    """``id, updated_at, reason`` of the staged rows a classification step read: which version of each
+    it processed and, for those of ``source`` it rejected, the (first) reason; NULL means accepted."""
+    versions = pd.DataFrame({"id": parse_int(staged["id"]), "updated_at": parse_times(staged["updated_at"])})
+    mine = rejected.loc[rejected["source"] == source]
+    reasons = pd.Series(mine["reason"].to_numpy(), index=parse_int(mine["id"]).to_numpy(), dtype=object)
+    reasons = reasons[~reasons.index.duplicated(keep="first")]
+    return versions.assign(reason=versions["id"].map(reasons).astype(object))
+
+
+def kept(rejected: pd.DataFrame) -> pd.Series:
+    """Which of ``rejected`` are notes about rows that were kept (see :data:`ROW_KEPT`)."""
+    return rejected["reason"].astype("string").str.endswith(ROW_KEPT).fillna(False).astype(bool)

@@ -7,7 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -18,19 +18,18 @@ from lms_activity_pipeline import db
 from lms_activity_pipeline.config import Settings
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.jobs import INGEST_JOB_NAME
+from lms_activity_pipeline.monitoring.freshness import freshness
 from lms_activity_pipeline.monitoring.poll import Cursor, PollPlan, plan_poll
 from lms_activity_pipeline.resources.factory import build_resources
 from lms_activity_pipeline.resources.lms import LMSResource
 from lms_activity_pipeline.resources.warehouse import WarehouseResource
 from lms_activity_pipeline.resources.zulip import ZulipResource
-from lms_activity_pipeline.runner import run_ingest, run_notify
+from lms_activity_pipeline.runner import INGEST_ASSETS, run_ingest, run_notify
 from lms_activity_pipeline.timeutil import to_utc
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline.warehouse.outbox import Selection
 
 STATE_NAME = "cli"
-#: The staged copies whose newest ``updated_at`` says how far the warehouse has come.
-STAGED = {"attempts": wh.raw_exam_attempts, "content_attempts": wh.raw_content_attempts}
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,12 @@ class PollOutcome:
     notify: NotifyOutcome | None = None
     #: What the poll saw that needs saying (rows dated in the future, unreadable rows).
     warnings: tuple[str, ...] = ()
+    #: Rows each ingest step rejected (``rows_rejected`` of its materialisation).
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejected.values())
 
     @property
     def all_succeeded(self) -> bool:
@@ -148,8 +153,9 @@ class Monitor:
         # The cursor only moves past changes that were stored.
         self._save_state(result.cursor if run.success else None, run.run_id, status)
         events = _materialization(run, "lms_activity_events")
+        rejected = {asset: int(meta.get("rows_rejected", 0)) for asset in INGEST_ASSETS if (meta := _materialization(run, asset))}
         notify = self.notify() if run.success else None
-        return PollOutcome(plan, plan.describe(), run.run_id, run.success, events, notify, warnings)
+        return PollOutcome(plan, plan.describe(), run.run_id, run.success, events, notify, warnings, rejected)
 
     # notifications -------------------------------------------------------------
     def notify(self, event_types: tuple[str, ...] | None = None, *, retry_all_failed: bool = False) -> NotifyOutcome:
@@ -217,26 +223,23 @@ class Monitor:
             )
             newest = conn.execute(sa.select(sa.func.max(events.c.timestamp))).scalar()
             notifications = dict(conn.execute(sa.select(log.c.status, sa.func.count()).group_by(log.c.status)).all())
-            stored = {
-                logical: conn.execute(sa.select(sa.func.max(table.c.updated_at))).scalar()
-                for logical, table in STAGED.items()
-            }
         state = self._state()
-        lms_marks = self.lms.high_water_marks(self.lms.database_now())
         # Lag from the data, not from a cursor: right whoever ingests (the sensor, this CLI, a backfill).
-        lags = []
-        for logical, lms_mark in lms_marks.items():
-            if lms_mark is None:
-                continue
-            seen = stored.get(logical)
-            lags.append(None if seen is None else max(0.0, (pd.Timestamp(lms_mark) - _as_utc(seen)).total_seconds()))
+        fresh = freshness(self.lms, self.warehouse.engine)
+        lms_marks = self.lms.high_water_marks(fresh.lms_now)
         last_ingest = self.instance.get_run_records(RunsFilter(job_name=INGEST_JOB_NAME), limit=1)
         return {
             "events_total": {t: int(totals.get(t, 0)) for t in ALL_EVENT_TYPES},
             "events_24h": {t: int(recent.get(t, 0)) for t in ALL_EVENT_TYPES},
             "newest_event": _as_utc(newest),
             "lms_newest_change": max((v for v in lms_marks.values() if v is not None), default=None),
-            "lag_seconds": None if not lags or None in lags else max(lags),
+            "lag_seconds": fresh.lag_seconds,
+            "oldest_pending_change": fresh.oldest_pending,
+            "staged_not_in_events": fresh.staged_pending,
+            "staged_rejected": fresh.staged_rejected,
+            "future_rows": fresh.future_rows,
+            "future_rows_not_in_events": fresh.future_pending,
+            "future_ahead_seconds": None if fresh.future_ahead is None else fresh.future_ahead.total_seconds(),
             "notifications": {s: int(notifications.get(s, 0)) for s in ("pending", "sent", "failed", "skipped", "dry_run")},
             "last_poll_at": _as_utc(state.get("last_poll_at")),
             "last_run_id": state.get("last_run_id"),

@@ -94,12 +94,17 @@ class WarehouseResource(ConfigurableResource):
         with db.write_transaction(self.engine) as conn:
             return load.upsert_events(conn, events)
 
+    def mark_classified(self, table: sa.Table, versions: pd.DataFrame) -> int:
+        """Note the staged versions ``lms_activity_events`` processed (``id, updated_at, reason``)."""
+        with db.write_transaction(self.engine) as conn:
+            return load.mark_classified(conn, table, versions)
+
     def outbox(self) -> Outbox:
         """The notification outbox (``lms_event_log``)."""
         return Outbox(self.engine)
 
     def attempts_in_window(self, table: sa.Table, window: ExtractWindow) -> pd.DataFrame:
         """Staged attempts whose lifetime overlaps the window (the LMS extraction predicate)."""
-        cols = [c for c in table.columns if c.name != "_extracted_at"]
+        cols = [c for c in table.columns if not c.name.startswith("_")]  # the LMS's columns, not our bookkeeping
         return self.read(sa.select(*cols).where(*window_filter(table, window, "native")))
 
