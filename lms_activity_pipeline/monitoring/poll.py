@@ -265,8 +265,8 @@ def _table_change(
     """One table's mark after ``rows`` (read from ``mark - lookback`` on) and the rows to ingest."""
     if rows.empty:
         return old, rows
-    above = rows if mark is None else rows[rows["updated_at"] > mark]
-    window = rows.iloc[:0] if mark is None else rows[rows["updated_at"] <= mark]
+    newer = pd.Series(True, index=rows.index) if mark is None else rows["updated_at"] > mark
+    above, window = rows[newer], rows[~newer]
     late = mark is not None and _digest(window) != old.window_digest
     if not late and _digest(above) == old.above_digest:
         # Nothing new above the mark and the window as it was: the mark and its digests stay the same.
@@ -301,12 +301,13 @@ class _Seen:
         if len(future):
             self.future_rows += len(future)
             self.furthest = max(future.max(), self.furthest) if self.furthest is not None else future.max()
-        self.unreadable.append(unreadable)
+        if not unreadable.empty:
+            self.unreadable.append(unreadable)
         return rows
 
     def result(self, plan: PollPlan | None, cursor: Cursor, skip_reason: str | None = None) -> PollResult:
         ahead = None if self.furthest is None else (self.furthest - self.lms_now).to_pytimedelta()
-        unreadable = pd.concat([empty_rejects(), *self.unreadable], ignore_index=True)
+        unreadable = pd.concat(self.unreadable, ignore_index=True) if self.unreadable else empty_rejects()
         return PollResult(plan, cursor, skip_reason, self.future_rows, ahead, unreadable)
 
 
