@@ -15,6 +15,7 @@ from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.lms_builder import LMSBuilder
 from lms_activity_pipeline_tests.pipeline import Pipeline
 from lms_activity_pipeline_tests.test_cli import env_for, live_school, recent, run_cli
+from lms_activity_pipeline_tests.test_clock_skew import noon_zone
 
 
 def lag(out: str) -> int:
@@ -77,7 +78,7 @@ def test_lag_counts_changes_staged_while_the_events_step_fails_and_rows_below_a_
     """The lag compared the LMS's newest updated_at with the newest staged row: 0 s while every run failed
     in the events step (rows are staged before it), and 0 s while a row from the future pinned the cursor."""
     lms = live_school(backend)
-    env = env_for(backend, tmp_path)
+    env = env_for(backend, tmp_path, LMS_TIMEZONE=noon_zone())  # a row 10 minutes ahead is still today
     assert run_cli(monkeypatch, env, "monitor", "--once") == 0
     assert run_cli(monkeypatch, env, "monitor", "--stats") == 0
     assert lag(capsys.readouterr().out) == 0

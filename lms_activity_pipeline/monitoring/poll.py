@@ -167,15 +167,20 @@ class PollResult:
     future_ahead: dt.timedelta | None = None
     #: Rows whose times cannot be read (``source, id, reason``): never ingested by an incremental run.
     unreadable: pd.DataFrame = field(default_factory=empty_rejects)
+    #: Of the rows from the future, those dated after today (``LMS_TIMEZONE``): they wait for their day.
+    waiting_rows: int = 0
 
     def warnings(self) -> list[str]:
         """One line per problem, for the sensor's log and the CLI's output."""
         lines = []
         if self.future_rows:
             ahead = int(self.future_ahead.total_seconds()) if self.future_ahead is not None else 0
+            waiting = (
+                f"; {self.waiting_rows} of them dated after today wait for their day's partition" if self.waiting_rows else ""
+            )
             lines.append(
                 f"{self.future_rows} LMS row(s) have an updated_at after the LMS database's now(), up to {ahead} s ahead "
-                "(a server clock running fast?): ingested once when first seen; the cursor stays at now()"
+                f"(a server clock running fast?): ingested once when first seen; the cursor stays at now(){waiting}"
             )
         if not self.unreadable.empty:
             shown = "; ".join(f"{r.source} id={r.id}: {r.reason}" for r in self.unreadable.head(5).itertuples(index=False))
@@ -227,19 +232,19 @@ def plan_poll(
     tz = ZoneInfo(timezone)
     now = now or dt.datetime.now(dt.UTC)
     today = _day(now, tz)
-    lms_now = pd.Timestamp(source.database_now())
+    clocks = _Clocks.of(source.database_now(), now, tz)
     if cursor.is_empty:
-        return _plan_history(source, lookback, tz, partitions_start, today, lms_now)
+        return _plan_history(source, lookback, tz, partitions_start, today, clocks)
 
     marks: dict[str, Mark] = {}
     changed: list[pd.DataFrame] = []
     digests: list[str] = []
-    seen = _Seen(lms_now)
+    seen = _Seen(clocks)
     for logical in SOURCES:
         old = cursor.marks.get(logical, Mark())
         mark = pd.Timestamp(old.updated_at) if old.updated_at else None
         rows = seen.add(*source.changed_rows(logical, None if mark is None else (mark - lookback).to_pydatetime()))
-        marks[logical], rows_changed = _table_change(rows, old, mark, lms_now, lookback)
+        marks[logical], rows_changed = _table_change(rows, old, mark, clocks, lookback)
         if not rows_changed.empty:
             changed.append(rows_changed)
             digests.append(f"{logical}:{_digest(rows_changed)}")
@@ -254,13 +259,31 @@ def plan_poll(
     # A second of overlap: SQLite compares through julianday(), a float with ~0.1 ms resolution.
     since = (touched["updated_at"].min() - pd.Timedelta(seconds=1)).to_pydatetime()
     until = touched["updated_at"].max().to_pydatetime()
-    future = int((touched["updated_at"] > lms_now).sum())
+    future = int((touched["updated_at"] > clocks.lms_now).sum())
     plan = PollPlan(first, last, since, until, len(touched), new_cursor, ",".join(digests), future)
     return seen.result(plan, new_cursor)
 
 
+@dataclass(frozen=True)
+class _Clocks:
+    """The LMS database's now, and the end of the newest partition (today in ``LMS_TIMEZONE``, pipeline clock)."""
+
+    lms_now: pd.Timestamp
+    horizon: pd.Timestamp
+
+    @classmethod
+    def of(cls, lms_now: dt.datetime, now: dt.datetime, tz: ZoneInfo) -> _Clocks:
+        tomorrow = pd.Timestamp(now).tz_convert(tz).normalize() + pd.DateOffset(days=1)
+        return cls(pd.Timestamp(lms_now).tz_convert("UTC"), tomorrow.tz_convert("UTC"))
+
+    def can_ingest(self, rows: pd.DataFrame) -> pd.Series:
+        """Rows a run can take now: a row changed after the newest partition's end (a clock days fast)
+        would land in a partition that does not exist yet, and its events would be dropped."""
+        return rows["updated_at"] < self.horizon
+
+
 def _table_change(
-    rows: pd.DataFrame, old: Mark, mark: pd.Timestamp | None, lms_now: pd.Timestamp, lookback: dt.timedelta
+    rows: pd.DataFrame, old: Mark, mark: pd.Timestamp | None, clocks: _Clocks, lookback: dt.timedelta
 ) -> tuple[Mark, pd.DataFrame]:
     """One table's mark after ``rows`` (read from ``mark - lookback`` on) and the rows to ingest."""
     if rows.empty:
@@ -268,22 +291,28 @@ def _table_change(
     newer = pd.Series(True, index=rows.index) if mark is None else rows["updated_at"] > mark
     above, window = rows[newer], rows[~newer]
     late = mark is not None and _digest(window) != old.window_digest
-    if not late and _digest(above) == old.above_digest:
+    fresh = above[clocks.can_ingest(above)]
+    if old.future and not fresh.empty:  # rows from the future already handed to a run
+        fresh = fresh[~pd.Index(_hex(_row_hashes(fresh))).isin(old.future)]
+    if len(old.future) >= MAX_TRACKED_FUTURE_ROWS and _digest(above) == old.above_digest:
+        fresh = fresh.iloc[:0]  # more rows from the future than the cursor remembers, and none changed
+    if not late and fresh.empty:
         # Nothing new above the mark and the window as it was: the mark and its digests stay the same.
         return old, rows.iloc[:0]
-    fresh = above[~pd.Index(_hex(_row_hashes(above))).isin(old.future)] if old.future and not above.empty else above
-    new = _mark(rows, lookback, lms_now, mark)
+    new = _mark(rows, lookback, clocks, mark)
     return new, pd.concat([window, fresh], ignore_index=True) if late else fresh
 
 
-def _mark(rows: pd.DataFrame, lookback: dt.timedelta, lms_now: pd.Timestamp, previous: pd.Timestamp | None) -> Mark:
+def _mark(rows: pd.DataFrame, lookback: dt.timedelta, clocks: _Clocks, previous: pd.Timestamp | None) -> Mark:
     """The mark after ``rows``: their newest ``updated_at`` not after the LMS's now (else the previous
-    mark, else now), the digest of its lookback window, and the rows above it (all from the future)."""
-    present = rows[rows["updated_at"] <= lms_now]
-    newest = present["updated_at"].max() if not present.empty else (previous if previous is not None else lms_now)
-    above = rows[rows["updated_at"] > newest].sort_values(["updated_at", "id"])
+    mark, else now), the digest of its lookback window, and the rows above it (all from the future):
+    their digest, and the hashes of those handed to a run (not those waiting for their day)."""
+    present = rows[rows["updated_at"] <= clocks.lms_now]
+    newest = present["updated_at"].max() if not present.empty else (previous if previous is not None else clocks.lms_now)
+    above = rows[rows["updated_at"] > newest]
+    handed = above[clocks.can_ingest(above)].sort_values(["updated_at", "id"]).head(MAX_TRACKED_FUTURE_ROWS)
     window = present[present["updated_at"] > newest - lookback]
-    tracked = _hex(_row_hashes(above.head(MAX_TRACKED_FUTURE_ROWS))) if not above.empty else []
+    tracked = _hex(_row_hashes(handed)) if not handed.empty else []
     return Mark(newest.isoformat(), _digest(window), _digest(above), tuple(sorted(tracked)))
 
 
@@ -291,24 +320,26 @@ def _mark(rows: pd.DataFrame, lookback: dt.timedelta, lms_now: pd.Timestamp, pre
 class _Seen:
     """What a poll saw beyond its plan: rows from the future, rows it cannot read."""
 
-    lms_now: pd.Timestamp
+    clocks: _Clocks
     future_rows: int = 0
+    waiting_rows: int = 0
     furthest: pd.Timestamp | None = None
     unreadable: list[pd.DataFrame] = field(default_factory=list)
 
     def add(self, rows: pd.DataFrame, unreadable: pd.DataFrame) -> pd.DataFrame:
-        future = rows["updated_at"][rows["updated_at"] > self.lms_now]
+        future = rows["updated_at"][rows["updated_at"] > self.clocks.lms_now]
         if len(future):
             self.future_rows += len(future)
+            self.waiting_rows += int((future >= self.clocks.horizon).sum())
             self.furthest = max(future.max(), self.furthest) if self.furthest is not None else future.max()
         if not unreadable.empty:
             self.unreadable.append(unreadable)
         return rows
 
     def result(self, plan: PollPlan | None, cursor: Cursor, skip_reason: str | None = None) -> PollResult:
-        ahead = None if self.furthest is None else (self.furthest - self.lms_now).to_pytimedelta()
+        ahead = None if self.furthest is None else (self.furthest - self.clocks.lms_now).to_pytimedelta()
         unreadable = pd.concat(self.unreadable, ignore_index=True) if self.unreadable else empty_rejects()
-        return PollResult(plan, cursor, skip_reason, self.future_rows, ahead, unreadable)
+        return PollResult(plan, cursor, skip_reason, self.future_rows, ahead, unreadable, self.waiting_rows)
 
 
 def _plan_history(
@@ -317,18 +348,18 @@ def _plan_history(
     tz: ZoneInfo,
     partitions_start: str,
     today: str,
-    lms_now: pd.Timestamp,
+    clocks: _Clocks,
 ) -> PollResult:
     """First poll: one recompute run from the oldest attempt's day to today; the cursor at the head
     (never past the LMS's now)."""
     marks: dict[str, Mark] = {}
-    seen = _Seen(lms_now)
-    for logical, head in source.high_water_marks(lms_now.to_pydatetime()).items():
+    seen = _Seen(clocks)
+    for logical, head in source.high_water_marks(clocks.lms_now.to_pydatetime()).items():
         rows = seen.add(*source.changed_rows(logical, None if head is None else head - lookback))
         if head is None and rows.empty:
             marks[logical] = Mark()
         else:  # the head itself may be a row the poll cannot read (a started_at of 'infinity'): the mark stays there
-            marks[logical] = _mark(rows, lookback, lms_now, None if head is None else pd.Timestamp(head))
+            marks[logical] = _mark(rows, lookback, clocks, None if head is None else pd.Timestamp(head))
     cursor = Cursor(marks)
     earliest = source.earliest_start()
     if cursor.is_empty or earliest is None:
