@@ -22,6 +22,8 @@ Such rows are handed to a run when first seen and remembered in the cursor
 (a hash of ``id, updated_at`` each, up to :data:`MAX_TRACKED_FUTURE_ROWS`, and a
 digest of all rows above ``M``), so they are not requested again while they
 stay in the future; every poll reports how many there are and how far ahead.
+One dated after today's partition (a clock days fast) waits until its day's
+partition exists: a run now would drop its events.
 Rows whose times cannot be read at all (``infinity``, BC dates, garbage) are
 reported with the reason and never move the cursor.
 """
