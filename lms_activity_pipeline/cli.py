@@ -185,13 +185,17 @@ def _print_outcome(outcome: Any) -> None:
     else:
         state = "stored" if outcome.success else "FAILED (cursor not advanced; the next poll retries)"
         print(f"Poll: {outcome.message}\n  run {outcome.run_id}: {state}")
+    for line in outcome.warnings:
+        print(f"  warning: {line}")
     if outcome.events:
         meta = outcome.events
         print(
             f"  lms_activity_events: {meta.get('rows_inserted', 0)} new, {meta.get('rows_updated', 0)} changed, "
-            f"{meta.get('rows_unchanged', 0)} unchanged, {meta.get('rows_rejected', 0)} LMS rows rejected, "
-            f"{meta.get('notifications_enqueued', 0)} notifications enqueued"
+            f"{meta.get('rows_unchanged', 0)} unchanged, {meta.get('notifications_enqueued', 0)} notifications enqueued"
         )
+    if outcome.rejected:
+        steps = ", ".join(f"{asset} {n}" for asset, n in outcome.rejected.items())
+        print(f"  LMS rows rejected: {outcome.rows_rejected} ({steps}; reasons in each step's rejected_preview)")
     if outcome.notify is not None:
         _print_notify(outcome.notify)
 
@@ -207,7 +211,18 @@ def _print_stats(stats: dict[str, Any], brief: bool = False) -> None:
     lag = stats["lag_seconds"]
     print(f"newest event:       {stats['newest_event'] or '-'}")
     print(f"newest LMS change:  {stats['lms_newest_change'] or '-'}")
-    print(f"lag behind LMS:     {'-' if lag is None else f'{lag:.0f} s'}")
+    pending = f" (oldest LMS change not in lms_activity_events: {stats['oldest_pending_change']})" if lag else ""
+    print(f"lag behind LMS:     {'-' if lag is None else f'{lag:.0f} s'}{pending}")
+    if stats["staged_not_in_events"]:
+        print(
+            f"not in events yet:  {stats['staged_not_in_events']} staged rows "
+            f"({stats['staged_rejected']} rejected by lms_activity_events, the rest not classified yet)"
+        )
+    if stats["future_rows"]:
+        print(
+            f"rows from future:   {stats['future_rows']} LMS rows dated after the LMS's now(), up to "
+            f"{stats['future_ahead_seconds']:.0f} s ahead ({stats['future_rows_not_in_events']} not in events yet)"
+        )
     notes = stats["notifications"]
     print("notifications:      " + ", ".join(f"{k} {v}" for k, v in notes.items()))
     print(f"last CLI poll:      {stats['last_poll_at'] or 'never'} (run {stats['last_run_id'] or '-'}, {stats['last_run_status'] or '-'})")

@@ -116,13 +116,29 @@ def check_connection(engine: Engine, variable: str) -> None:
         raise ConfigError(f"{variable}: cannot connect to {redact_url(engine.url)}: {reason}") from None
 
 
+def use_wal(engine: Engine) -> None:
+    """Put a SQLite database file in WAL mode (kept in the file): readers and the writer stop blocking each other.
+
+    Only for databases the pipeline writes (the warehouse): a read-only opener of a
+    WAL file needs its ``-shm`` file, which the LMS's own writers may not provide.
+    """
+    if engine.dialect.name != "sqlite" or sqlite_path(engine.url) is None:
+        return
+    with engine.connect() as conn:
+        if str(conn.exec_driver_sql("PRAGMA journal_mode").scalar()).lower() != "wal":
+            conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
 @contextmanager
 def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that writes: ``BEGIN IMMEDIATE`` on SQLite, a plain one on PostgreSQL.
 
-    SQLite has one writer at a time; taking the write lock up front makes a
-    second writer wait (``busy_timeout``) at ``BEGIN`` instead of failing when
-    it upgrades a read lock mid-transaction, and it sees the first one's work.
+    Every warehouse write goes through here. SQLite has one writer at a time; a
+    deferred transaction that reads first and then writes fails at once with
+    ``database is locked`` when another process writes meanwhile (waiting could
+    deadlock, so SQLite does not wait). Taking the write lock up front makes a
+    second writer wait (``busy_timeout``, 30 s) at ``BEGIN`` instead, and it
+    sees the first one's work.
     """
     if engine.dialect.name != "sqlite":
         with engine.begin() as conn:
@@ -150,10 +166,19 @@ def raw_select(stmt: sa.Select) -> sa.Select:
     return sa.select(*[sa.type_coerce(c, NullType()).label(c.name) for c in sub.c])
 
 
+#: How sqlite3 fails a whole query over one TEXT value that is not UTF-8 (e.g. Latin-1 bytes).
+SQLITE_UNDECODABLE = "Could not decode to UTF-8"
+
+
 def read_frame(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
-    """Run ``stmt`` and return its rows as a DataFrame (``COPY ... TO STDOUT`` on PostgreSQL)."""
+    """Run ``stmt`` and return its rows as a DataFrame (``COPY ... TO STDOUT`` on PostgreSQL).
+
+    Text that is not UTF-8 (Latin-1 bytes in a SQLite file, any bytes in a
+    PostgreSQL ``SQL_ASCII`` database) is read with U+FFFD in place of the bad
+    bytes instead of failing the read; cleaning reports those values.
+    """
     if not is_postgres(conn):
-        return pd.read_sql(raw_select(stmt), conn)
+        return _read_sqlite(conn, stmt)
     translate = conn.get_execution_options().get("schema_translate_map")
     compiled = stmt.compile(
         dialect=conn.dialect,
@@ -172,7 +197,26 @@ def read_frame(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
     names = [c.name for c in stmt.selected_columns]
     if buffer.getbuffer().nbytes == 0:
         return pd.DataFrame({n: pd.Series(dtype=object) for n in names})
-    return pd.read_csv(buffer, na_values=[NULL_MARK], keep_default_na=False, dtype=str)
+    return pd.read_csv(buffer, na_values=[NULL_MARK], keep_default_na=False, dtype=str, encoding_errors="replace")
+
+
+def _read_sqlite(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
+    try:
+        return pd.read_sql(raw_select(stmt), conn)
+    except OperationalError as exc:
+        if SQLITE_UNDECODABLE not in str(exc.orig):
+            raise
+    # Read again with a lenient decoder: only then, since it runs in Python for every text value.
+    dbapi = conn.connection.dbapi_connection
+    dbapi.text_factory = _lenient_text
+    try:
+        return pd.read_sql(raw_select(stmt), conn)
+    finally:
+        dbapi.text_factory = str
+
+
+def _lenient_text(value: bytes) -> str:
+    return value.decode("utf-8", errors="replace")
 
 
 def read_typed(conn: Connection, stmt: sa.Select) -> pd.DataFrame:

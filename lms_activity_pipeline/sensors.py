@@ -60,7 +60,7 @@ def run_request_for(plan: PollPlan | PendingRun, trigger: str = "sensor", *, in_
     ``in_process`` (only with Dagster's default executor, whose config has that choice) runs an
     incremental run's steps in one process.
     """
-    tags = {TRIGGER_TAG: trigger, "lms/changed_rows": str(plan.rows)}
+    tags = {TRIGGER_TAG: trigger, **(plan.run_tags() if isinstance(plan, PollPlan) else {"lms/changed_rows": str(plan.rows)})}
     partition_key = None
     if plan.first_partition == plan.last_partition:
         partition_key = plan.first_partition
@@ -137,6 +137,9 @@ def build_lms_activity_sensor(settings: Settings) -> SensorDefinition:
             partitions_start=partitions_start,
             lookback=lookback,
         )
+        warnings = result.warnings()
+        for line in warnings:
+            context.log.warning(line)
         requests = [run_request_for(item, in_process=in_process) for item in followed.again]
         pending = followed.pending
         if result.plan is not None:
@@ -146,7 +149,8 @@ def build_lms_activity_sensor(settings: Settings) -> SensorDefinition:
         cursor = sensor_cursor(result.cursor, pending)
         if not requests:
             waiting = f"; {len(pending)} requested run(s) not finished yet" if pending else ""
-            return SensorResult(skip_reason=f"{result.skip_reason}{waiting}", cursor=cursor)
+            noted = "".join(f"; {line}" for line in warnings)
+            return SensorResult(skip_reason=f"{result.skip_reason}{waiting}{noted}", cursor=cursor)
         return SensorResult(run_requests=requests, cursor=cursor)
 
     return lms_activity_sensor

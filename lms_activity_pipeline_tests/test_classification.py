@@ -281,4 +281,4 @@ def test_unreadable_optional_dimension_values_are_reported_and_the_row_kept() ->
     )
     clean, rejected = cleaning.clean_dimension("Exams", raw, cleaning.EXAM_COLUMNS)
     assert clean["id"].tolist() == [200, 201] and pd.isna(clean.loc[0, "pass_score"])
-    assert sorted(rejected["reason"]) == ["missing or invalid required column", "pass_score: invalid value n/a ignored (row kept)"]
+    assert sorted(rejected["reason"]) == ["id: invalid or missing value x", "pass_score: invalid value n/a ignored (row kept)"]

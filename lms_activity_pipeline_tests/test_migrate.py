@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import sqlalchemy as sa
@@ -86,3 +87,27 @@ def test_columns_added_later_carry_their_comments(pg_url: str) -> None:
 
     assert comment == zulip_user_cache.c.found.comment and comment
 
+
+
+def test_classification_marks_added_to_a_warehouse_with_staged_rows_take_them_as_classified(backend: Backend) -> None:
+    """A warehouse from before ``_classified_version`` gets the column filled from ``updated_at``: its staged
+    rows were classified then, and ``--stats`` must not report months of lag after the upgrade."""
+    from lms_activity_pipeline.monitoring.freshness import reached_events
+    from lms_activity_pipeline.warehouse import schema as wh
+
+    engine = open_warehouse(backend.warehouse_url, "lms_activity")
+    table = wh.raw_exam_attempts
+    at = dt.datetime(2024, 5, 3, 10, tzinfo=dt.UTC)
+    row = {"id": 1, "user_id": 1, "exam_id": 200, "status": "in_progress", "started_at": at, "updated_at": at, "_extracted_at": at}
+    prefix = "lms_activity." if backend.name == "postgresql" else ""
+    with engine.begin() as conn:
+        conn.execute(table.insert().values(**row))
+        conn.execute(sa.text(f"DROP INDEX {prefix}ix_raw_exam_attempts_not_in_events"))
+        for column in ("_rejected_reason", "_classified_version"):
+            conn.execute(sa.text(f"ALTER TABLE {prefix}raw_exam_attempts DROP COLUMN {column}"))
+    engine.dispose()
+    engine = open_warehouse(backend.warehouse_url, "lms_activity")
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(table).where(reached_events(table))).scalar_one() == 1
+        assert conn.execute(sa.select(sa.func.count()).select_from(table).where(wh.not_in_events(table))).scalar_one() == 0
+    engine.dispose()

@@ -59,8 +59,19 @@ def test_change_and_mark_queries_use_the_updated_at_index(big_lms: sa.Engine, lo
     since = dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=ROWS - 60)
     changed = plan(big_lms, queries.changed_rows(DEFAULT_PROFILE, logical, since, "postgresql"))
     assert "Seq Scan" not in changed and index in changed, changed
-    mark = plan(big_lms, queries.high_water_mark(DEFAULT_PROFILE, logical))
+    until = since + dt.timedelta(hours=1)
+    mark = plan(big_lms, queries.newest_change(DEFAULT_PROFILE, logical, until, "postgresql"))
     assert "Seq Scan" not in mark and index in mark, mark
+    oldest = plan(big_lms, queries.oldest_change(DEFAULT_PROFILE, logical, since, until, "postgresql"))
+    assert "Seq Scan" not in oldest and index in oldest, oldest
+
+
+def test_a_recompute_reads_rows_with_unreadable_times_through_the_index(big_lms: sa.Engine) -> None:
+    """A day's recompute also reads rows whose times pandas cannot hold (infinity, BC): index ranges, not a scan."""
+    day = dt.datetime(2024, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=ROWS - 2000)
+    window = queries.ExtractWindow(day, day + dt.timedelta(days=1))
+    explained = plan(big_lms, queries.exam_attempts(DEFAULT_PROFILE, window, "postgresql"))
+    assert "Seq Scan" not in explained and "attempts_updated_at" in explained, explained
 
 
 def test_every_query_of_a_real_tick_avoids_sequential_scans(
@@ -95,5 +106,31 @@ def test_every_query_of_a_real_tick_avoids_sequential_scans(
     assert len(tick().run_requests) == 1  # 1,000 new attempts
     assert len(seen) == 4  # two tables x two ticks: one range read each
     for stmt in seen:
+        explained = plan(big_lms, stmt)
+        assert "Seq Scan" not in explained and "updated_at" in explained, explained
+
+
+def test_stats_read_the_lms_through_the_updated_at_index(
+    big_lms: sa.Engine, pg_databases, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    """``monitor --stats`` works out the lag with index lookups on the LMS, never a whole-table scan."""
+    from lms_activity_pipeline.monitoring.freshness import freshness
+    from lms_activity_pipeline.resources.lms import LMSResource
+    from lms_activity_pipeline.resources.warehouse import WarehouseResource
+
+    lms = LMSResource(database_url=big_lms.url.render_as_string(hide_password=False))
+    warehouse = WarehouseResource(url=pg_databases.create("lms_wh"))
+    seen: list[sa.Select] = []
+    read_frame = db.read_frame
+
+    def recording(conn: sa.Connection, stmt: sa.Select):  # noqa: ANN202
+        seen.append(stmt)
+        return read_frame(conn, stmt)
+
+    monkeypatch.setattr(db, "read_frame", recording)
+    assert freshness(lms, warehouse.engine).lag_seconds > 0  # nothing ingested: the oldest change is pending
+    lms_reads = [s for s in seen if any(t.name in ("Attempts", "ContentAttempts") for t in s.get_final_froms())]
+    assert len(lms_reads) == 4  # per table: the oldest pending change, the rows dated in the future
+    for stmt in lms_reads:
         explained = plan(big_lms, stmt)
         assert "Seq Scan" not in explained and "updated_at" in explained, explained

@@ -8,8 +8,10 @@ changed rows. Both upsert, so both end in the same table state.
 
 
 import datetime as dt
+from dataclasses import dataclass
 
 import pandas as pd
+import sqlalchemy as sa
 from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
@@ -76,23 +78,57 @@ def log_rejects(context: AssetExecutionContext, rejected: pd.DataFrame) -> None:
         context.log.warning(f"... and {len(rejected) - MAX_LOGGED_REJECTS} more rejected rows")
 
 
+class AttemptNumbers:
+    """Attempt numbers from the LMS's earlier exam attempts, and the rows left out because a value
+    (``started_at = '-infinity'``, a BC date) cannot be read: logged and counted, never dropped unseen."""
+
+    def __init__(self, lms: LMSResource) -> None:
+        self.lms = lms
+        self.left_out: list[pd.DataFrame] = [cleaning.empty_rejects()]
+
+    def __call__(self, student_ids: set[int] | None, until: dt.datetime | None) -> pd.Series:
+        history, unreadable = self.lms.exam_attempt_history(student_ids, until)
+        self.left_out.append(unreadable)
+        return cls.attempt_numbers(history)
+
+    def unreadable(self) -> pd.DataFrame:
+        rows = pd.concat(self.left_out, ignore_index=True).drop_duplicates(["source", "id", "reason"])
+        return rows.assign(reason=rows["reason"] + " (left out of attempt numbers)")
+
+
+@dataclass(frozen=True)
+class ClassifiedPiece:
+    """One piece of the window: its events, the rows rejected, and the staged versions it processed."""
+
+    events: pd.DataFrame
+    rejected: pd.DataFrame
+    #: Per staged table, ``id, updated_at, reason`` of every row read (reason NULL: accepted).
+    versions: dict[sa.Table, pd.DataFrame]
+
+
 def classify_piece(
-    lms: LMSResource,
+    numbering: AttemptNumbers,
     warehouse: WarehouseResource,
     dims: cls.Dimensions,
     piece: ExtractWindow,
     numbers: pd.Series | None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Events of one piece of the window from the staged attempts, and the rows rejected."""
-    exams, bad_exams = cleaning.clean_exam_attempts(warehouse.attempts_in_window(wh.raw_exam_attempts, piece))
-    contents, bad_contents = cleaning.clean_content_attempts(warehouse.attempts_in_window(wh.raw_content_attempts, piece))
+) -> ClassifiedPiece:
+    """Events of one piece of the window from the staged attempts, the rows rejected, the versions read."""
+    staged_exams = warehouse.attempts_in_window(wh.raw_exam_attempts, piece)
+    staged_contents = warehouse.attempts_in_window(wh.raw_content_attempts, piece)
+    exams, bad_exams = cleaning.clean_exam_attempts(staged_exams)
+    contents, bad_contents = cleaning.clean_content_attempts(staged_contents)
     if numbers is None and not exams.empty:
-        numbers = cls.attempt_numbers(lms.exam_attempt_history(set(exams["user_id"].tolist()), piece.end))
+        numbers = numbering(set(exams["user_id"].tolist()), piece.end)
     exam_events, bad_exam_refs = cls.classify_exam_attempts(exams, dims, numbers)
     content_events, bad_content_refs = cls.classify_content_attempts(contents, dims)
     events = pd.concat([exam_events, content_events], ignore_index=True)
     rejected = pd.concat([bad_exams, bad_contents, bad_exam_refs, bad_content_refs], ignore_index=True)
-    return cls.in_window(events, piece.start, piece.end), rejected
+    versions = {
+        wh.raw_exam_attempts: cleaning.processed_versions("Attempts", staged_exams, rejected),
+        wh.raw_content_attempts: cleaning.processed_versions("ContentAttempts", staged_contents, rejected),
+    }
+    return ClassifiedPiece(cls.in_window(events, piece.start, piece.end), rejected, versions)
 
 
 def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefinition]:
@@ -101,22 +137,30 @@ def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefi
     def stage_raw(
         context: AssetExecutionContext,
         config: IngestConfig,
+        lms: LMSResource,
         warehouse: WarehouseResource,
         table,  # noqa: ANN001 - a warehouse Table
         extract,  # noqa: ANN001 - ExtractWindow -> raw LMS rows
         clean_fn,  # noqa: ANN001 - cleaning function
     ) -> MaterializeResult:
         window = extract_window(context, config)
-        result, extracted, rejects, first = UpsertResult(0, 0, 0), 0, [], None
+        result, extracted, rejects, first, future = UpsertResult(0, 0, 0), 0, [], None, 0
+        lms_now = pd.Timestamp(lms.database_now())
         for piece in window.chunks(config.chunk_days):
             raw = extract(piece)
             clean, rejected = clean_fn(raw)
             result += warehouse.upsert(table, clean, key="id", touch="_extracted_at")
             extracted += len(raw)
+            future += int((clean["updated_at"] > lms_now).sum())
             rejects.append(rejected)
             first = clean if first is None or first.empty else first
         rejected = pd.concat(rejects, ignore_index=True).drop_duplicates(["source", "id", "reason"])
         log_rejects(context, rejected)
+        if future:
+            context.log.warning(
+                f"{table.name}: {future} rows have an updated_at after the LMS database's now() ({lms_now.isoformat()}): "
+                "written by a server whose clock runs fast; stored as they are"
+            )
         context.log.info(
             f"{table.name}: {extracted} LMS rows, {result.inserted} new, {result.updated} changed, "
             f"{len(rejected)} rejected"
@@ -125,6 +169,7 @@ def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefi
             metadata={
                 **md.window_metadata(window, _is_incremental(config)),
                 "rows_extracted": extracted,
+                "rows_dated_in_future": future,
                 **md.upsert_metadata(result),
                 **md.rejects_metadata(rejected),
                 **md.table_metadata(table),
@@ -144,7 +189,7 @@ def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefi
     def raw_exam_attempts(
         context: AssetExecutionContext, config: IngestConfig, lms: LMSResource, warehouse: WarehouseResource
     ) -> MaterializeResult:
-        return stage_raw(context, config, warehouse, wh.raw_exam_attempts, lms.exam_attempts, cleaning.clean_exam_attempts)
+        return stage_raw(context, config, lms, warehouse, wh.raw_exam_attempts, lms.exam_attempts, cleaning.clean_exam_attempts)
 
     @asset(
         partitions_def=partitions_def,
@@ -159,7 +204,7 @@ def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefi
         context: AssetExecutionContext, config: IngestConfig, lms: LMSResource, warehouse: WarehouseResource
     ) -> MaterializeResult:
         return stage_raw(
-            context, config, warehouse, wh.raw_content_attempts, lms.content_attempts, cleaning.clean_content_attempts
+            context, config, lms, warehouse, wh.raw_content_attempts, lms.content_attempts, cleaning.clean_content_attempts
         )
 
     @asset(
@@ -182,13 +227,14 @@ def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefi
         window = extract_window(context, config)
         pieces = window.chunks(config.chunk_days)
         dims, bad_dims = lms.dimensions()
+        numbering = AttemptNumbers(lms)
         # Attempt numbers need every earlier attempt: read once for a multi-piece range.
-        numbers = cls.attempt_numbers(lms.exam_attempt_history(None, window.end)) if len(pieces) > 1 else None
+        numbers = numbering(None, window.end) if len(pieces) > 1 else None
         result, enqueued, counts = UpsertResult(0, 0, 0), 0, cls.counts_by_type(cls.empty_events())
         rejects, shown = [bad_dims], cls.empty_events()
         for piece in pieces:
-            events, rejected = classify_piece(lms, warehouse, dims, piece, numbers)
-            events = cls.of_types(events, settings.monitored_event_types)
+            classified = classify_piece(numbering, warehouse, dims, piece, numbers)
+            events, rejected = cls.of_types(classified.events, settings.monitored_event_types), classified.rejected
             result += warehouse.upsert_events(events)
             pairs = notification_pairs(
                 events,
@@ -197,20 +243,26 @@ def build_ingest_assets(partitions_def: PartitionsDefinition) -> list[AssetsDefi
                 max_age=dt.timedelta(hours=settings.notify_max_age_hours),
             )
             enqueued += warehouse.outbox().enqueue(pairs)
+            # Stored and enqueued: only now are the staged versions in lms_activity_events (or refused, and why).
+            for table, versions in classified.versions.items():
+                warehouse.mark_classified(table, versions)
             counts = {k: counts[k] + v for k, v in cls.counts_by_type(events).items()}
             rejects.append(rejected)
             shown = events if shown.empty else shown
         rejected = pd.concat(rejects, ignore_index=True).drop_duplicates(["source", "id", "reason"])
         log_rejects(context, rejected)
+        left_out = numbering.unreadable()
+        log_rejects(context, left_out)
         context.log.info(
             f"lms_activity_events: {sum(counts.values())} events ({result.inserted} new, {result.updated} changed), "
-            f"{len(rejected)} rows rejected, {enqueued} mentor notifications enqueued"
+            f"{int((~cleaning.kept(rejected)).sum())} rows rejected, {enqueued} mentor notifications enqueued"
         )
         return MaterializeResult(
             metadata={
                 **md.window_metadata(window, _is_incremental(config)),
                 **md.upsert_metadata(result),
                 "notifications_enqueued": enqueued,
+                "history_rows_unreadable": len(left_out),
                 **md.counts_metadata(counts),
                 **md.rejects_metadata(rejected),
                 **md.table_metadata(wh.lms_activity_events),

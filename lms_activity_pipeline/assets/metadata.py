@@ -10,6 +10,7 @@ import pandas as pd
 import sqlalchemy as sa
 from dagster import MetadataValue, TableColumn, TableColumnConstraints, TableSchema
 
+from lms_activity_pipeline.domain.cleaning import kept
 from lms_activity_pipeline.lms.queries import ExtractWindow
 from lms_activity_pipeline.warehouse.dictionary import sql_type
 from lms_activity_pipeline.warehouse.load import UpsertResult
@@ -51,7 +52,13 @@ def preview(frame: pd.DataFrame, columns: list[str] | None = None, rows: int = P
 
 
 def rejects_metadata(rejected: pd.DataFrame) -> dict[str, Any]:
-    meta: dict[str, Any] = {"rows_rejected": MetadataValue.int(len(rejected))}
+    """``rows_rejected`` (not stored), ``rows_kept_with_notes`` (stored with a value ignored or replaced)
+    and a preview of both."""
+    notes = int(kept(rejected).sum())
+    meta: dict[str, Any] = {
+        "rows_rejected": MetadataValue.int(len(rejected) - notes),
+        "rows_kept_with_notes": MetadataValue.int(notes),
+    }
     if not rejected.empty:
         meta["rejected_preview"] = preview(rejected, rows=REJECT_PREVIEW_ROWS)
     return meta

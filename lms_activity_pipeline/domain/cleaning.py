@@ -81,14 +81,35 @@ ASSIGNMENT_COLUMNS = (
     Column("assigned_at", "time", True),
     Column("ended_at", "time"),
 )
+#: What a poll reads of a changed attempt (``changed_rows``).
+CHANGE_COLUMNS = (Column("id", "int", True), Column("started_at", "time", True), Column("updated_at", "time", True))
+#: What attempt numbering reads of earlier exam attempts (``exam_attempt_history``).
+HISTORY_COLUMNS = (
+    Column("id", "int", True),
+    Column("user_id", "int", True),
+    Column("exam_id", "int", True),
+    Column("started_at", "time", True),
+)
+#: How a reason ends when the row was kept (a value ignored or shown with U+FFFD): a note, not a reject.
+ROW_KEPT = "(row kept)"
+#: What replaced the bytes of a text value that was not UTF-8 (see ``db.read_frame``).
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+_NO_REJECTS = pd.DataFrame({c: pd.Series(dtype=object) for c in REJECT_COLUMNS})
 
 
 def empty_rejects() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in REJECT_COLUMNS})
+    return _NO_REJECTS.copy()  # a copy of a template: ten times cheaper than building one (sensor ticks)
 
 
 def parse_times(values: pd.Series) -> pd.Series:
-    """ISO-8601 text or datetimes -> UTC timestamps; text without an offset is UTC."""
+    """ISO-8601 text or datetimes -> UTC timestamps; text without an offset is UTC.
+
+    What pandas cannot hold becomes NaT, to be rejected by the caller with the
+    column named: PostgreSQL's ``infinity``/``-infinity``, BC dates
+    (``0044-03-15 00:00:00+00 BC``), years outside 1677..2262.
+    """
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         return values.dt.tz_convert("UTC")
     if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty", "datetime", "date", "datetime64"):
@@ -133,6 +154,20 @@ def _parse_bool(values: pd.Series) -> pd.Series:
     return text.map(mapping).astype("boolean")
 
 
+def _parse(kind: str, raw: pd.Series) -> pd.Series:
+    """One column typed by ``kind``; what does not parse becomes missing."""
+    if kind == "int":
+        return parse_int(raw)
+    if kind == "float":
+        return pd.to_numeric(raw, errors="coerce").astype("float64")
+    if kind == "time":
+        return parse_times(raw)
+    if kind == "bool":
+        return _parse_bool(raw)
+    value = raw.astype("string").str.strip()
+    return value.where(value != "")
+
+
 def _typed(frame: pd.DataFrame, spec: tuple[Column, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Typed copy of ``frame`` plus, per column, a mask of values that did not parse."""
     typed: dict[str, pd.Series] = {}
@@ -140,17 +175,7 @@ def _typed(frame: pd.DataFrame, spec: tuple[Column, ...]) -> tuple[pd.DataFrame,
     for col in spec:
         raw = frame[col.name] if col.name in frame.columns else pd.Series(pd.NA, index=frame.index, dtype=object)
         present = raw.notna() & (raw.astype("string").str.strip() != "").fillna(False)
-        if col.kind == "int":
-            value = parse_int(raw)
-        elif col.kind == "float":
-            value = pd.to_numeric(raw, errors="coerce").astype("float64")
-        elif col.kind == "time":
-            value = parse_times(raw)
-        elif col.kind == "bool":
-            value = _parse_bool(raw)
-        else:
-            value = raw.astype("string").str.strip()
-            value = value.where(value != "")
+        value = _parse(col.kind, raw)
         typed[col.name] = value
         bad[col.name] = present & value.isna()
         if col.required:
@@ -197,10 +222,27 @@ def _type_problems(spec: tuple[Column, ...], raw: pd.DataFrame, bad: pd.DataFram
     return [(bad[col.name], describe(col.name)) for col in spec]
 
 
+def _undecodable(spec: tuple[Column, ...], typed: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per text column, the values that held bytes which are not UTF-8 (now U+FFFD)."""
+    return {
+        col.name: typed[col.name].str.contains(REPLACEMENT_CHARACTER, regex=False).fillna(False).astype(bool)
+        for col in spec
+        if col.kind == "text"
+    }
+
+
+def _undecodable_problems(spec: tuple[Column, ...], typed: pd.DataFrame) -> list[Problem]:
+    """Text a row cannot be used with (a status, a role): rejected, the column named."""
+    return [
+        (mask, lambda hit, name=name: f"{name}: text that is not UTF-8: " + typed.loc[hit, name].str.slice(0, 40))
+        for name, mask in _undecodable(spec, typed).items()
+    ]
+
+
 def clean_exam_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Type ``Attempts`` rows; reject unparseable values, unknown statuses, negative scores."""
     typed, bad = _typed(raw, EXAM_ATTEMPT_COLUMNS)
-    problems = _type_problems(EXAM_ATTEMPT_COLUMNS, raw, bad)
+    problems = _type_problems(EXAM_ATTEMPT_COLUMNS, raw, bad) + _undecodable_problems(EXAM_ATTEMPT_COLUMNS, typed)
     problems += [
         (~typed["status"].isin(EXAM_STATUSES), lambda hit: "status: unknown value " + typed.loc[hit, "status"].fillna("NULL")),
         (typed["score"] < 0, lambda hit: "score: negative value " + typed.loc[hit, "score"].astype("string")),
@@ -212,7 +254,7 @@ def clean_exam_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def clean_content_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Type ``ContentAttempts`` rows; reject unparseable values, unknown statuses, bad percentages."""
     typed, bad = _typed(raw, CONTENT_ATTEMPT_COLUMNS)
-    problems = _type_problems(CONTENT_ATTEMPT_COLUMNS, raw, bad)
+    problems = _type_problems(CONTENT_ATTEMPT_COLUMNS, raw, bad) + _undecodable_problems(CONTENT_ATTEMPT_COLUMNS, typed)
     pct = typed["progress_percent"]
     problems += [
         (~typed["status"].isin(CONTENT_STATUSES), lambda hit: "status: unknown value " + typed.loc[hit, "status"].fillna("NULL")),
@@ -223,24 +265,65 @@ def clean_content_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
 
 
 def clean_dimension(source: str, raw: pd.DataFrame, spec: tuple[Column, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Type a dimension table (users, exams, ...); rows with an unusable id are rejected.
+    """Type a dimension table (users, exams, ...); rows with an unusable required value are rejected.
 
     A present but unreadable optional value (``Exams.pass_score = 'n/a'``) keeps
-    its row with that value empty, and is reported among the rejects ("ignored")
-    so it never silently changes what is classified.
+    its row with that value empty, and text that was not UTF-8 keeps its row
+    with U+FFFD in place of the bad bytes; both are reported among the rejects
+    ("row kept") so they never silently change what is classified or shown.
     """
     typed, bad = _typed(raw, spec)
-    required = [c.name for c in spec if c.required]
-    clean, rejected = _split(source, typed, [(bad[required].any(axis=1), lambda hit: "missing or invalid required column")])
+    required = tuple(c for c in spec if c.required)
+    clean, rejected = _split(source, typed, _type_problems(required, raw, bad))
     notes = [rejected]
-    keep = ~bad[required].any(axis=1)
+    keep = ~bad[[c.name for c in required]].any(axis=1)
     for col in (c for c in spec if not c.required and c.name in raw.columns):
         hit = bad[col.name] & keep
         if hit.any():
             values = raw.loc[hit, col.name].astype("string").str.slice(0, 40)
-            notes.append(
-                pd.DataFrame(
-                    {"source": source, "id": typed.loc[hit, "id"].astype(object), "reason": f"{col.name}: invalid value " + values + " ignored (row kept)"}
-                )
-            )
+            notes.append(_notes(source, typed, hit, f"{col.name}: invalid value " + values + f" ignored {ROW_KEPT}"))
+    for name, mask in _undecodable(spec, typed).items():
+        hit = mask & keep
+        if hit.any():
+            values = typed.loc[hit, name].str.slice(0, 40)
+            notes.append(_notes(source, typed, hit, f"{name}: text that is not UTF-8, kept as " + values + f" {ROW_KEPT}"))
     return clean, pd.concat(notes, ignore_index=True) if len(notes) > 1 else rejected
+
+
+def _notes(source: str, typed: pd.DataFrame, hit: pd.Series, reason: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame({"source": source, "id": typed.loc[hit, "id"].astype(object), "reason": reason})
+
+
+def clean_changes(source: str, raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Type the ``id, started_at, updated_at`` a poll reads; rows whose times cannot be read are rejected."""
+    return _clean_required(source, raw, CHANGE_COLUMNS, newest="updated_at")
+
+
+def clean_attempt_history(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Type the earlier exam attempts that attempt numbers count; unreadable rows are rejected."""
+    return _clean_required("Attempts", raw, HISTORY_COLUMNS)
+
+
+def _clean_required(
+    source: str, raw: pd.DataFrame, spec: tuple[Column, ...], newest: str | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    quick = pd.DataFrame({c.name: _parse(c.kind, raw[c.name]) for c in spec}, index=raw.index)
+    if quick.notna().all(axis=None) and not quick["id"].duplicated().any():
+        return quick.reset_index(drop=True), empty_rejects()  # the usual case: no reasons to work out (sensor ticks)
+    typed, bad = _typed(raw, spec)
+    return _split(source, typed, _type_problems(spec, raw, bad), newest=newest)
+
+
+def processed_versions(source: str, staged: pd.DataFrame, rejected: pd.DataFrame) -> pd.DataFrame:
+    """``id, updated_at, reason`` of the staged rows a classification step read: which version of each
+    it processed and, for those of ``source`` it rejected, the (first) reason; NULL means accepted."""
+    versions = pd.DataFrame({"id": parse_int(staged["id"]), "updated_at": parse_times(staged["updated_at"])})
+    mine = rejected.loc[rejected["source"] == source]
+    reasons = pd.Series(mine["reason"].to_numpy(), index=parse_int(mine["id"]).to_numpy(), dtype=object)
+    reasons = reasons[~reasons.index.duplicated(keep="first")]
+    return versions.assign(reason=versions["id"].map(reasons).astype(object))
+
+
+def kept(rejected: pd.DataFrame) -> pd.Series:
+    """Which of ``rejected`` are notes about rows that were kept (see :data:`ROW_KEPT`)."""
+    return rejected["reason"].astype("string").str.endswith(ROW_KEPT).fillna(False).astype(bool)

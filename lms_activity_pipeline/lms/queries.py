@@ -30,6 +30,10 @@ DIMENSION_FIELDS = {
 }
 #: Above this many students a history query reads the whole table once instead of an IN list.
 HISTORY_IN_LIST_LIMIT = 2000
+#: The times pandas can hold (64-bit nanoseconds), whole days inside. A value outside (PostgreSQL's
+#: ``infinity``/``-infinity``, BC dates, year 9999) cannot be placed in any window: cleaning rejects it.
+READABLE_FROM = dt.datetime(1677, 9, 22, tzinfo=dt.UTC)
+READABLE_UNTIL = dt.datetime(2262, 4, 11, tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True)
@@ -94,19 +98,39 @@ def window_filter(table: sa.Table, window: ExtractWindow, dialect: str) -> list[
     return conds
 
 
-def unreadable_time(col: sa.ColumnElement) -> sa.ColumnElement[bool]:
-    """SQLite: a value that is no ISO-8601 text (garbage, a number), which no time window can place."""
-    return sa.or_(sa.func.julianday(col).is_(None), sa.func.typeof(col) != "text")
+def readable_time(col: sa.ColumnElement, dialect: str) -> sa.ColumnElement[bool]:
+    """A time pandas can hold: inside :data:`READABLE_FROM` .. :data:`READABLE_UNTIL` (and, on SQLite, ISO-8601 text)."""
+    inside = sa.and_(time_cmp(col, ">=", READABLE_FROM, dialect), time_cmp(col, "<=", READABLE_UNTIL, dialect))
+    return sa.and_(sa.func.typeof(col) == "text", inside) if dialect == "sqlite" else inside
+
+
+def unreadable_time(col: sa.ColumnElement, dialect: str) -> sa.ColumnElement[bool]:
+    """A time no window can place: NULL, out of the readable range (``infinity``, BC), on SQLite no
+    ISO-8601 text (garbage, a number). On PostgreSQL these are index ranges of an indexed column."""
+    if dialect == "sqlite":
+        return sa.or_(sa.func.julianday(col).is_(None), sa.not_(readable_time(col, dialect)))
+    return sa.or_(col.is_(None), col < READABLE_FROM, col > READABLE_UNTIL)
 
 
 def attempts_in_window(table: sa.Table, window: ExtractWindow, dialect: str) -> sa.ColumnElement[bool]:
-    """The rows of ``window``; on SQLite a recompute also reads rows whose times cannot be read,
-    so cleaning rejects and counts them instead of their vanishing unseen."""
+    """The rows of ``window``. A recompute also reads the rows whose times cannot be read, so
+    cleaning rejects and counts them (the column named) instead of their vanishing unseen: those
+    whose ``updated_at`` cannot be read in every window, those whose ``started_at`` cannot in the
+    window of their ``updated_at``."""
     conds = sa.and_(sa.true(), *window_filter(table, window, dialect))
     incremental = window.changed_since is not None or window.changed_until is not None
-    if dialect != "sqlite" or incremental:
+    if incremental:
         return conds
-    return sa.or_(conds, unreadable_time(table.c.started_at), unreadable_time(table.c.updated_at))
+    updated_in_window: list[sa.ColumnElement[bool]] = []
+    if window.start is not None:
+        updated_in_window.append(time_cmp(table.c.updated_at, ">=", window.start, dialect))
+    if window.end is not None:
+        updated_in_window.append(time_cmp(table.c.updated_at, "<", window.end, dialect))
+    return sa.or_(
+        conds,
+        sa.and_(*updated_in_window, unreadable_time(table.c.started_at, dialect)),
+        unreadable_time(table.c.updated_at, dialect),
+    )
 
 
 def _select(table: sa.Table, fields: list[str]) -> sa.Select:
@@ -153,11 +177,38 @@ def changed_rows(profile: SourceProfile, logical: str, since: dt.datetime | None
     return stmt if since is None else stmt.where(time_cmp(table.c.updated_at, ">", since, dialect))
 
 
-def earliest_start(profile: SourceProfile, logical: str) -> sa.Select:
-    """``min(started_at)`` of an attempts table (read once, on the first poll)."""
-    return sa.select(sa.func.min(profile.table(logical).c.started_at).label("started_at"))
+def earliest_start(profile: SourceProfile, logical: str, dialect: str) -> sa.Select:
+    """The oldest readable ``started_at`` of an attempts table (read once, on the first poll)."""
+    col = profile.table(logical).c.started_at
+    return sa.select(col.label("started_at")).where(readable_time(col, dialect)).order_by(_time_key(col, dialect)).limit(1)
 
 
-def high_water_mark(profile: SourceProfile, logical: str) -> sa.Select:
-    """``max(updated_at)`` of an attempts table (an index-only lookup on PostgreSQL)."""
-    return sa.select(sa.func.max(profile.table(logical).c.updated_at).label("updated_at"))
+def newest_change(profile: SourceProfile, logical: str, until: dt.datetime, dialect: str) -> sa.Select:
+    """The newest readable ``updated_at`` not after ``until`` (the LMS's now: never a row from the future);
+    an index range scan on PostgreSQL."""
+    col = profile.table(logical).c.updated_at
+    stmt = sa.select(col.label("updated_at")).where(time_cmp(col, "<=", until, dialect), readable_time(col, dialect))
+    return stmt.order_by(_time_key(col, dialect).desc()).limit(1)
+
+
+def oldest_change(
+    profile: SourceProfile, logical: str, after: dt.datetime | None, until: dt.datetime, dialect: str
+) -> sa.Select:
+    """The oldest readable ``updated_at`` in ``(after, until]`` (an index range scan on PostgreSQL)."""
+    col = profile.table(logical).c.updated_at
+    stmt = sa.select(col.label("updated_at")).where(time_cmp(col, "<=", until, dialect), readable_time(col, dialect))
+    if after is not None:
+        stmt = stmt.where(time_cmp(col, ">", after, dialect))
+    return stmt.order_by(_time_key(col, dialect)).limit(1)
+
+
+def database_now(dialect: str) -> sa.Select:
+    """The LMS database's own clock (UTC text on SQLite): what ``updated_at`` values are compared with."""
+    if dialect == "sqlite":
+        return sa.select(sa.func.strftime("%Y-%m-%d %H:%M:%f", "now").label("now"))
+    return sa.select(sa.func.now().label("now"))
+
+
+def _time_key(col: sa.ColumnElement, dialect: str) -> sa.ColumnElement:
+    """What orders times: the column itself, or on SQLite (text in any offset) its ``julianday``."""
+    return sa.func.julianday(col) if dialect == "sqlite" else col

@@ -7,16 +7,18 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 from dagster import DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
 
+from lms_activity_pipeline import db
 from lms_activity_pipeline.config import Settings
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.jobs import INGEST_JOB_NAME
+from lms_activity_pipeline.monitoring.freshness import freshness
 from lms_activity_pipeline.monitoring.poll import Cursor, PollPlan, plan_poll
 from lms_activity_pipeline.ops.notify import why_no_run
 from lms_activity_pipeline.resources.factory import build_resources
@@ -24,13 +26,11 @@ from lms_activity_pipeline.resources.lms import LMSResource
 from lms_activity_pipeline.resources.settings import PipelineSettings
 from lms_activity_pipeline.resources.warehouse import WarehouseResource
 from lms_activity_pipeline.resources.zulip import ZulipResource
-from lms_activity_pipeline.runner import run_ingest, run_notify
+from lms_activity_pipeline.runner import INGEST_ASSETS, run_ingest, run_notify
 from lms_activity_pipeline.timeutil import to_utc
 from lms_activity_pipeline.warehouse import schema as wh
 
 STATE_NAME = "cli"
-#: The staged copies whose newest ``updated_at`` says how far the warehouse has come.
-STAGED = {"attempts": wh.raw_exam_attempts, "content_attempts": wh.raw_content_attempts}
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,14 @@ class PollOutcome:
     success: bool = True
     events: dict[str, Any] | None = None
     notify: NotifyOutcome | None = None
+    #: What the poll saw that needs saying (rows dated in the future, unreadable rows).
+    warnings: tuple[str, ...] = ()
+    #: Rows each ingest step rejected (``rows_rejected`` of its materialisation).
+    rejected: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejected.values())
 
     @property
     def all_succeeded(self) -> bool:
@@ -99,7 +107,7 @@ class Monitor:
             values["cursor"] = cursor.to_json()
         if run_id is not None:
             values.update(last_run_id=run_id, last_run_status=status)
-        with self.warehouse.engine.begin() as conn:
+        with db.write_transaction(self.warehouse.engine) as conn:
             updated = conn.execute(table.update().where(table.c.name == STATE_NAME).values(**values)).rowcount
             if not updated:
                 conn.execute(table.insert().values(name=STATE_NAME, **values))
@@ -121,14 +129,17 @@ class Monitor:
             partitions_start=self.settings.partitions_start,
             lookback=self.lookback,
         )
-        plan = result.plan
+        plan, warnings = result.plan, tuple(result.warnings())
         if plan is None:
             self._save_state(result.cursor, None, None)
-            return PollOutcome(None, result.skip_reason or "nothing changed", notify=self._notify_if_due())
+            return PollOutcome(
+                None, result.skip_reason or "nothing changed", notify=self._notify_if_due(), warnings=warnings
+            )
         previous = self._already_ran(plan.run_key)
         if previous:
             self._save_state(result.cursor, previous, "SUCCESS")
-            return PollOutcome(plan, f"{plan.describe()}: already ingested by run {previous}", previous, notify=self._notify_if_due())
+            message = f"{plan.describe()}: already ingested by run {previous}"
+            return PollOutcome(plan, message, previous, notify=self._notify_if_due(), warnings=warnings)
         run = run_ingest(
             self.defs,
             self.instance,
@@ -136,7 +147,7 @@ class Monitor:
             plan.last_partition,
             changed_since=plan.changed_since,
             changed_until=plan.changed_until,
-            tags={"dagster/run_key": plan.run_key, "lms/trigger": "cli"},
+            tags={"dagster/run_key": plan.run_key, "lms/trigger": "cli", **plan.run_tags()},
             run_config=self.run_config,
             raise_on_error=False,
         )
@@ -144,8 +155,9 @@ class Monitor:
         # The cursor only moves past changes that were stored.
         self._save_state(result.cursor if run.success else None, run.run_id, status)
         events = _materialization(run, "lms_activity_events")
+        rejected = {asset: int(meta.get("rows_rejected", 0)) for asset in INGEST_ASSETS if (meta := _materialization(run, asset))}
         notify = self.notify() if run.success else None
-        return PollOutcome(plan, plan.describe(), run.run_id, run.success, events, notify)
+        return PollOutcome(plan, plan.describe(), run.run_id, run.success, events, notify, warnings, rejected)
 
     # notifications -------------------------------------------------------------
     def notify(self, event_types: tuple[str, ...] | None = None, *, retry_all_failed: bool = False) -> NotifyOutcome:
@@ -212,26 +224,23 @@ class Monitor:
             )
             newest = conn.execute(sa.select(sa.func.max(events.c.timestamp))).scalar()
             notifications = dict(conn.execute(sa.select(log.c.status, sa.func.count()).group_by(log.c.status)).all())
-            stored = {
-                logical: conn.execute(sa.select(sa.func.max(table.c.updated_at))).scalar()
-                for logical, table in STAGED.items()
-            }
         state = self._state()
-        lms_marks = self.lms.high_water_marks()
         # Lag from the data, not from a cursor: right whoever ingests (the sensor, this CLI, a backfill).
-        lags = []
-        for logical, lms_mark in lms_marks.items():
-            if lms_mark is None:
-                continue
-            seen = stored.get(logical)
-            lags.append(None if seen is None else max(0.0, (pd.Timestamp(lms_mark) - _as_utc(seen)).total_seconds()))
+        fresh = freshness(self.lms, self.warehouse.engine)
+        lms_marks = self.lms.high_water_marks(fresh.lms_now)
         last_ingest = self.instance.get_run_records(RunsFilter(job_name=INGEST_JOB_NAME), limit=1)
         return {
             "events_total": {t: int(totals.get(t, 0)) for t in ALL_EVENT_TYPES},
             "events_24h": {t: int(recent.get(t, 0)) for t in ALL_EVENT_TYPES},
             "newest_event": _as_utc(newest),
             "lms_newest_change": max((v for v in lms_marks.values() if v is not None), default=None),
-            "lag_seconds": None if not lags or None in lags else max(lags),
+            "lag_seconds": fresh.lag_seconds,
+            "oldest_pending_change": fresh.oldest_pending,
+            "staged_not_in_events": fresh.staged_pending,
+            "staged_rejected": fresh.staged_rejected,
+            "future_rows": fresh.future_rows,
+            "future_rows_not_in_events": fresh.future_pending,
+            "future_ahead_seconds": None if fresh.future_ahead is None else fresh.future_ahead.total_seconds(),
             "notifications": {s: int(notifications.get(s, 0)) for s in ("pending", "sent", "failed", "skipped", "dry_run")},
             "last_poll_at": _as_utc(state.get("last_poll_at")),
             "last_run_id": state.get("last_run_id"),

@@ -9,6 +9,7 @@ from collections import OrderedDict
 from collections.abc import Collection
 
 import pandas as pd
+import sqlalchemy as sa
 from dagster import ConfigurableResource
 from pydantic import PrivateAttr
 from sqlalchemy.engine import Engine
@@ -23,6 +24,8 @@ from lms_activity_pipeline.lms.schema import DEFAULT_PROFILE, SourceProfile
 
 #: Ids per ``IN`` list when looking users up.
 USER_ID_CHUNK = 5000
+#: The attempts tables by logical name, and their names in rejects and logs.
+SOURCE_NAMES = {"attempts": "Attempts", "content_attempts": "ContentAttempts"}
 
 _DIMENSION_SPECS = {
     "users": ("Users", cleaning.USER_COLUMNS),
@@ -134,45 +137,45 @@ class LMSResource(ConfigurableResource):
             found |= set(cleaning.parse_int(raw["id"]).dropna().astype("int64").tolist())
         return found
 
-    def exam_attempt_history(self, student_ids: Collection[int] | None, until: dt.datetime | None) -> pd.DataFrame:
-        """``id, user_id, exam_id, started_at`` of the students' (None: all) attempts started before ``until``."""
+    def exam_attempt_history(
+        self, student_ids: Collection[int] | None, until: dt.datetime | None
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``id, user_id, exam_id, started_at`` of the students' (None: all) attempts started before ``until``,
+        and the rows left out because a value cannot be read (with the reason)."""
         raw = self._read(queries.exam_attempt_history(self.profile, student_ids, until, self.dialect))
-        typed = pd.DataFrame(
-            {
-                "id": cleaning.parse_int(raw["id"]),
-                "user_id": cleaning.parse_int(raw["user_id"]),
-                "exam_id": cleaning.parse_int(raw["exam_id"]),
-                "started_at": cleaning.parse_times(raw["started_at"]),
-            }
-        )
-        return typed.dropna()
+        return cleaning.clean_attempt_history(raw)
 
-    def changed_rows(self, logical: str, since: dt.datetime | None) -> pd.DataFrame:
-        """``id, started_at, updated_at`` (typed) of ``logical`` rows changed after ``since``."""
+    def database_now(self) -> dt.datetime:
+        """The LMS database's clock (``now()``; SQLite's ``'now'``), which its ``updated_at`` values follow."""
+        with self.engine.connect() as conn:
+            value = conn.execute(queries.database_now(self.dialect)).scalar_one()
+        return db.utc(value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(value))
+
+    def changed_rows(self, logical: str, since: dt.datetime | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``id, started_at, updated_at`` (typed) of ``logical`` rows changed after ``since``, and the
+        rows whose values cannot be read (``updated_at = 'infinity'``, a BC ``started_at``), with the reason."""
         raw = self._read(queries.changed_rows(self.profile, logical, since, self.dialect))
-        typed = pd.DataFrame(
-            {
-                "id": cleaning.parse_int(raw["id"]),
-                "started_at": cleaning.parse_times(raw["started_at"]),
-                "updated_at": cleaning.parse_times(raw["updated_at"]),
-            }
-        )
-        return typed.dropna().reset_index(drop=True)
+        return cleaning.clean_changes(SOURCE_NAMES[logical], raw)
 
     def earliest_start(self) -> dt.datetime | None:
-        """The oldest ``started_at`` across both attempts tables."""
-        found = []
-        for logical in ("attempts", "content_attempts"):
-            raw = self._read(queries.earliest_start(self.profile, logical))
-            found.append(cleaning.parse_times(raw["started_at"]).min())
-        valid = [v for v in found if not pd.isna(v)]
-        return min(valid).to_pydatetime() if valid else None
+        """The oldest readable ``started_at`` across both attempts tables."""
+        found = [self._time(queries.earliest_start(self.profile, logical, self.dialect)) for logical in SOURCE_NAMES]
+        valid = [v for v in found if v is not None]
+        return min(valid) if valid else None
 
-    def high_water_marks(self) -> dict[str, dt.datetime | None]:
-        """Newest ``updated_at`` of each attempts table."""
-        marks: dict[str, dt.datetime | None] = {}
-        for logical in ("attempts", "content_attempts"):
-            raw = self._read(queries.high_water_mark(self.profile, logical))
-            value = cleaning.parse_times(raw["updated_at"]).max()
-            marks[logical] = None if pd.isna(value) else value.to_pydatetime()
-        return marks
+    def high_water_marks(self, until: dt.datetime) -> dict[str, dt.datetime | None]:
+        """Newest readable ``updated_at`` of each attempts table not after ``until`` (the LMS's now)."""
+        return {
+            logical: self._time(queries.newest_change(self.profile, logical, until, self.dialect))
+            for logical in SOURCE_NAMES
+        }
+
+    def oldest_change(self, logical: str, after: dt.datetime | None, until: dt.datetime) -> dt.datetime | None:
+        """The oldest readable ``updated_at`` of ``logical`` in ``(after, until]``."""
+        return self._time(queries.oldest_change(self.profile, logical, after, until, self.dialect))
+
+    def _time(self, stmt: sa.Select) -> dt.datetime | None:
+        """The single time a one-column query returns, or None."""
+        raw = self._read(stmt)
+        values = cleaning.parse_times(raw.iloc[:, 0]).dropna()  # the queries select readable times only
+        return values.iloc[0].to_pydatetime() if len(values) else None

@@ -81,23 +81,28 @@ class WarehouseResource(ConfigurableResource):
     def write_ai_ready_events(
         self, frame: pd.DataFrame, start: dt.datetime, end: dt.datetime, *, whole_window: bool = True
     ) -> load.UpsertResult:
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             return features.write_ai_ready_events(conn, frame, start, end, whole_window=whole_window)
 
     def write_daily_activity(self, frame: pd.DataFrame, first_day: dt.date, end_day: dt.date) -> load.UpsertResult:
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             return features.write_daily_activity(conn, frame, first_day, end_day)
 
     def upsert(
         self, table: sa.Table, frame: pd.DataFrame, key: str | Sequence[str] = "id", touch: str | None = None
     ) -> load.UpsertResult:
         """Upsert ``frame`` by ``key`` (one column or several); ``touch`` is a timestamp column set when a row is written."""
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             return load.upsert(conn, table, frame, key, touch=touch)
 
     def upsert_events(self, events: pd.DataFrame) -> load.UpsertResult:
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             return load.upsert_events(conn, events)
+
+    def mark_classified(self, table: sa.Table, versions: pd.DataFrame) -> int:
+        """Note the staged versions ``lms_activity_events`` processed (``id, updated_at, reason``)."""
+        with db.write_transaction(self.engine) as conn:
+            return load.mark_classified(conn, table, versions)
 
     def outbox(self) -> Outbox:
         """The notification outbox (``lms_event_log``)."""
@@ -105,6 +110,6 @@ class WarehouseResource(ConfigurableResource):
 
     def attempts_in_window(self, table: sa.Table, window: ExtractWindow) -> pd.DataFrame:
         """Staged attempts whose lifetime overlaps the window (the LMS extraction predicate)."""
-        cols = [c for c in table.columns if c.name != "_extracted_at"]
+        cols = [c for c in table.columns if not c.name.startswith("_")]  # the LMS's columns, not our bookkeeping
         return self.read(sa.select(*cols).where(*window_filter(table, window, "native")))
 

@@ -36,6 +36,7 @@ def open_warehouse(url: str, schema_name: str, *, create: bool = True) -> Engine
     """
     engine = translated(db.create_engine(url, variable="LMS_WAREHOUSE_URL"), schema_name)
     db.check_connection(engine, "LMS_WAREHOUSE_URL")
+    db.use_wal(engine)
     if create:
         migrate(engine, physical_schema(engine, schema_name))
     return engine

@@ -170,6 +170,33 @@ def _merge(
     return UpsertResult(inserted=inserted, updated=updated, unchanged=existing - updated)
 
 
+def mark_classified(conn: sa.Connection, table: sa.Table, versions: pd.DataFrame) -> int:
+    """Record in a staged table which versions ``lms_activity_events`` processed, and why it rejected some.
+
+    ``versions`` holds ``id, updated_at, reason`` (reason NULL: accepted). A row
+    staged again meanwhile (another ``updated_at``) is left alone: that version
+    was not processed. Only rows whose marks change are written. Returns how many.
+    """
+    if versions.empty:
+        return 0
+    stage = _stage(
+        conn,
+        f"_stage_marks_{table.name}",
+        [sa.Column("id", sa.BigInteger), sa.Column("updated_at", table.c.updated_at.type), sa.Column("reason", sa.Text)],
+        versions,
+    )
+    changed = sa.or_(
+        table.c._classified_version.is_distinct_from(table.c.updated_at),
+        table.c._rejected_reason.is_distinct_from(stage.c.reason),
+    )
+    result = conn.execute(
+        table.update()
+        .where(table.c.id == stage.c.id, table.c.updated_at == stage.c.updated_at, changed)
+        .values(_classified_version=table.c.updated_at, _rejected_reason=stage.c.reason)
+    )
+    return max(result.rowcount or 0, 0)
+
+
 #: Events that happen once but whose LMS row keeps changing afterwards (a video re-watched).
 FIRST_SEEN_EVENT_TYPES = ("content_watched", "content_completed")
 #: Their metadata fields that describe the row at the event, kept as first stored (no look-ahead).

@@ -7,7 +7,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.schema import CreateSchema
 
 from lms_activity_pipeline import db
-from lms_activity_pipeline.warehouse.schema import METADATA
+from lms_activity_pipeline.warehouse.schema import FILL_FROM, METADATA
 
 
 def migrate(engine: Engine, schema: str | None) -> list[str]:
@@ -66,5 +66,7 @@ def _add_column(conn: sa.Connection, table: sa.Table, column: sa.Column, schema:
     name = f"{quote(schema)}.{quote(table.name)}" if schema else quote(table.name)
     ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)
     conn.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN {ddl}"))
+    if source := column.info.get(FILL_FROM):  # the rows already there get the value the column means for them
+        conn.execute(sa.text(f"UPDATE {name} SET {quote(column.name)} = {quote(source)}"))
     if conn.dialect.name == "postgresql" and column.comment:  # as CREATE TABLE would have: \d+ shows it
         conn.execute(sa.text(f"COMMENT ON COLUMN {name}.{quote(column.name)} IS :comment"), {"comment": column.comment})

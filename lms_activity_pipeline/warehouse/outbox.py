@@ -229,7 +229,7 @@ class Outbox:
         stage = db.temp_table(
             "_stage_outbox_pairs", [sa.Column("event_key", sa.Text), sa.Column("mentor_id", sa.BigInteger)]
         )
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             stage.drop(conn, checkfirst=True)
             stage.create(conn)
             db.bulk_insert(conn, stage, pairs[["event_key", "mentor_id"]])
@@ -251,7 +251,7 @@ class Outbox:
     def recover_stale_claims(self, cutoff: dt.datetime, now: dt.datetime) -> StaleClaims:
         """Claims taken before ``cutoff`` belong to dead runs: release them, or fail them as uncertain."""
         stale = sa.and_(log.c.claimed_by.is_not(None), log.c.claimed_at < to_utc(cutoff), log.c.status.in_(OPEN_STATUSES))
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             uncertain = conn.execute(
                 log.update()
                 .where(stale, log.c.sending_at.is_not(None))
@@ -281,7 +281,7 @@ class Outbox:
     ) -> int:
         """Mark takeable pairs whose event happened before ``cutoff`` as ``skipped``."""
         old = sa.select(events.c.event_id).where(events.c.timestamp < to_utc(cutoff))
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             return conn.execute(
                 log.update()
                 .where(selection.claimable(), log.c.event_id.in_(old))
@@ -420,7 +420,7 @@ class Outbox:
         values: dict[str, object] = {"claimed_at": at, "sending_at": at, "delivery_attempted_at": at, "delivery_digest": digest}
         if zulip_user_id is not None:
             values["zulip_user_id"] = zulip_user_id
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             marked = conn.execute(log.update().where(log.c.id.in_(ids), log.c.claimed_by == token).values(**values)).rowcount
             conn.execute(log.update().where(log.c.claimed_by == token, log.c.id.not_in(ids)).values(claimed_at=at))
             return marked
@@ -477,7 +477,7 @@ class Outbox:
             values["error_message"] = sa.literal("not delivered (Zulip has no such message) after: ") + sa.func.coalesce(
                 log.c.error_message, ""
             )
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             return conn.execute(
                 log.update()
                 .where(
@@ -512,7 +512,7 @@ class Outbox:
             values.update(notification_sent=True, notification_message_id=outcome.message_id)
         if outcome.zulip_user_id is not None:
             values["zulip_user_id"] = outcome.zulip_user_id
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             return conn.execute(
                 log.update()
                 .where(
@@ -527,7 +527,7 @@ class Outbox:
         """Give pairs back untouched (nothing was sent for them)."""
         if not log_ids:
             return 0
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             return conn.execute(
                 log.update()
                 .where(log.c.id.in_(sorted(log_ids)), log.c.claimed_by == token)
@@ -538,7 +538,7 @@ class Outbox:
         """Fill ``lms_activity_events.zulip_user_id`` where ``mentor_id`` is the event's (primary) mentor."""
         if not event_ids:
             return 0
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             return conn.execute(
                 events.update()
                 .where(

@@ -26,6 +26,37 @@ def _now() -> sa.ColumnElement:
     return sa.func.current_timestamp()
 
 
+#: ``Column.info`` key: when migration adds the column to a table holding rows, fill it from this column.
+FILL_FROM = "fill_from"
+
+
+def _classification_columns() -> list[sa.Column]:
+    """What ``lms_activity_events`` made of a staged row: which version it processed, and whether it refused it."""
+    return [
+        sa.Column(
+            "_classified_version",
+            TS,
+            info={FILL_FROM: "updated_at"},  # rows staged before this column existed were classified then
+            comment="updated_at of the version lms_activity_events last processed; NULL or older: not classified yet",
+        ),
+        sa.Column(
+            "_rejected_reason",
+            sa.Text,
+            comment="Why lms_activity_events rejected that version (e.g. an unknown exam); NULL: accepted",
+        ),
+    ]
+
+
+def not_in_events(table: sa.Table) -> sa.ColumnElement[bool]:
+    """Staged rows whose current version has not reached ``lms_activity_events``: not classified yet
+    (the events step has not run or failed) or rejected there."""
+    return sa.or_(
+        table.c._classified_version.is_(None),
+        table.c._classified_version != table.c.updated_at,
+        table.c._rejected_reason.is_not(None),
+    )
+
+
 lms_activity_events = sa.Table(
     "lms_activity_events",
     METADATA,
@@ -122,6 +153,7 @@ raw_exam_attempts = sa.Table(
     sa.Column("score", sa.Float, comment="Attempts.score, once graded"),
     sa.Column("updated_at", TS, nullable=False, comment="Attempts.updated_at: last change in the LMS"),
     sa.Column("_extracted_at", TS, nullable=False, comment="When the pipeline copied the row"),
+    *_classification_columns(),
     sa.Index("ix_raw_exam_attempts_updated_at", "updated_at"),
     comment="Staged copy of LMS Attempts rows",
 )
@@ -139,9 +171,19 @@ raw_content_attempts = sa.Table(
     sa.Column("completed_at", TS, comment="ContentAttempts.completed_at (UTC)"),
     sa.Column("updated_at", TS, nullable=False, comment="ContentAttempts.updated_at: last change in the LMS"),
     sa.Column("_extracted_at", TS, nullable=False, comment="When the pipeline copied the row"),
+    *_classification_columns(),
     sa.Index("ix_raw_content_attempts_updated_at", "updated_at"),
     comment="Staged copy of LMS ContentAttempts rows",
 )
+
+for _staged in (raw_exam_attempts, raw_content_attempts):
+    # Only the rows not in lms_activity_events (normally none): --stats finds the oldest without a scan.
+    sa.Index(
+        f"ix_{_staged.name}_not_in_events",
+        _staged.c.updated_at,
+        postgresql_where=not_in_events(_staged),
+        sqlite_where=not_in_events(_staged),
+    )
 
 lms_monitor_state = sa.Table(
     "lms_monitor_state",

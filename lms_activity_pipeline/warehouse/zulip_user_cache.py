@@ -51,11 +51,11 @@ class ZulipUserCache:
             "fetched_at": to_utc(now),
             "expires_at": to_utc(now) + ttl,
         }
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             insert = (postgresql.insert if db.is_postgres(conn) else sqlite.insert)(cache).values(**values)
             update = {k: v for k, v in values.items() if k not in ("site", "email")}
             conn.execute(insert.on_conflict_do_update(index_elements=["site", "email"], set_=update))
 
     def forget(self, email: str) -> None:
-        with self.engine.begin() as conn:
+        with db.write_transaction(self.engine) as conn:
             conn.execute(cache.delete().where(cache.c.site == self.site, cache.c.email == normalise_email(email)))
