@@ -25,13 +25,14 @@ import sqlalchemy as sa  # noqa: E402
 from dagster import AssetKey, DagsterInstance  # noqa: E402
 
 from benchmarks.common import DEFAULT_SERVER, Report, database_url, ensure_database, peak_rss_mb, timer  # noqa: E402
+from lms_activity_pipeline import names
 from lms_activity_pipeline import db  # noqa: E402
-from lms_activity_pipeline.config import load_settings  # noqa: E402
+from lms_activity_pipeline.settings import load_settings  # noqa: E402
 from lms_activity_pipeline.definitions import build_definitions  # noqa: E402
 from lms_activity_pipeline.domain.event_types import event_key  # noqa: E402
 from lms_activity_pipeline.lms.demo import generate_demo_lms  # noqa: E402
-from lms_activity_pipeline.resources.warehouse import WarehouseResource  # noqa: E402
-from lms_activity_pipeline.runner import INGEST_ASSETS, partition_range_tags  # noqa: E402
+from lms_activity_pipeline.warehouse.store import Warehouse  # noqa: E402
+from lms_activity_pipeline.defs.runs import partition_range_tags  # noqa: E402
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -131,7 +132,7 @@ def main() -> None:
 
     settings = load_settings({"LMS_DATABASE_URL": lms_url, "LMS_WAREHOUSE_URL": wh_url, "LMS_PARTITIONS_START": first})
     defs = build_definitions(settings)
-    warehouse = WarehouseResource(url=wh_url)
+    warehouse = Warehouse(wh_url)
     warehouse.engine  # create the tables outside the timing
     instance = DagsterInstance.ephemeral()
     rss_start = peak_rss_mb()
@@ -141,8 +142,8 @@ def main() -> None:
         run = job.execute_in_process(
             run_config=QUIET,
             instance=instance,
-            tags=partition_range_tags(first, today),
-            asset_selection=[AssetKey(name) for name in INGEST_ASSETS],
+            tags=partition_tags(first, today),
+            asset_selection=[AssetKey(name) for name in names.INGEST_ASSETS],
         )
     assert run.success
     rss_peak = peak_rss_mb()

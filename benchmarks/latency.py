@@ -37,8 +37,9 @@ import sqlalchemy as sa  # noqa: E402
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter  # noqa: E402
 
 from benchmarks.common import DEFAULT_SERVER, Report, database_url, ensure_database  # noqa: E402
+from lms_activity_pipeline import names
 from lms_activity_pipeline import db  # noqa: E402
-from lms_activity_pipeline.jobs import INGEST_JOB_NAME, NOTIFY_JOB_NAME  # noqa: E402
+
 from lms_activity_pipeline.lms.demo import generate_demo_lms  # noqa: E402
 from lms_activity_pipeline_tests.fake_zulip import FakeZulip  # noqa: E402
 
@@ -61,8 +62,8 @@ def record_stages(instance: DagsterInstance, inserted: float, stages: dict[str, 
     """Where one insert's time went, from the run records of the ingest and notify runs it caused."""
     deadline = time.monotonic() + 60
     while True:  # the DM is out a moment before its run records its end
-        [ingest] = instance.get_run_records(RunsFilter(job_name=INGEST_JOB_NAME), limit=1)
-        [notify] = instance.get_run_records(RunsFilter(job_name=NOTIFY_JOB_NAME), limit=1)
+        [ingest] = instance.get_run_records(RunsFilter(job_name=names.INGEST_JOB), limit=1)
+        [notify] = instance.get_run_records(RunsFilter(job_name=names.NOTIFY_JOB), limit=1)
         if notify.end_time is not None or time.monotonic() > deadline:
             break
         time.sleep(0.1)
@@ -144,7 +145,7 @@ def main() -> None:
     try:
         def history_done() -> bool:
             if instance is not None:  # the history's ingest run and the notify run after it
-                return bool(instance.get_runs(RunsFilter(job_name=NOTIFY_JOB_NAME, statuses=[DagsterRunStatus.SUCCESS]), limit=1))
+                return bool(instance.get_runs(RunsFilter(job_name=names.NOTIFY_JOB, statuses=[DagsterRunStatus.SUCCESS]), limit=1))
             with warehouse.connect() as conn:
                 try:
                     return bool(conn.execute(sa.text("SELECT last_run_status FROM lms_activity.lms_monitor_state")).scalar())

@@ -21,13 +21,14 @@ import sqlalchemy as sa  # noqa: E402
 from dagster import DagsterInstance, build_sensor_context  # noqa: E402
 
 from benchmarks.common import DEFAULT_SERVER, Report, database_url, ensure_database, timer  # noqa: E402
+from lms_activity_pipeline import names
 from lms_activity_pipeline import db  # noqa: E402
-from lms_activity_pipeline.config import load_settings  # noqa: E402
+from lms_activity_pipeline.settings import load_settings  # noqa: E402
 from lms_activity_pipeline.definitions import build_definitions  # noqa: E402
 from lms_activity_pipeline.lms.demo import generate_demo_lms  # noqa: E402
-from lms_activity_pipeline.monitoring.poll import Cursor, plan_poll  # noqa: E402
-from lms_activity_pipeline.resources.factory import build_resources  # noqa: E402
-from lms_activity_pipeline.sensors import SENSOR_NAME  # noqa: E402
+from lms_activity_pipeline.polling.plan import Cursor, plan_poll  # noqa: E402
+from lms_activity_pipeline.defs.resources import resources_for  # noqa: E402
+
 
 NEW_ROWS = 1_000
 
@@ -52,9 +53,9 @@ def main() -> None:
     wh_url = ensure_database(database_url(args.server, "lms_bench_tick_wh"))
     settings = load_settings({"LMS_DATABASE_URL": lms_url, "LMS_WAREHOUSE_URL": wh_url})
     defs = build_definitions(settings)
-    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    sensor = defs.resolve_sensor_def(names.ACTIVITY_SENSOR)
     # As the code server does for a tick: only the resources the sensor asks for are built.
-    resources = {k: v for k, v in build_resources(settings, env_vars=False).items() if k in sensor.required_resource_keys}
+    resources = {k: v for k, v in resources_for(settings, env_vars=False).items() if k in sensor.required_resource_keys}
     instance = DagsterInstance.ephemeral()
     repo = defs.get_repository_def()
     writer = db.create_engine(lms_url)

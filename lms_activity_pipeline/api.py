@@ -2,7 +2,7 @@
 
 No Dagster is imported or needed. Without ``engine`` every function reads the
 warehouse the pipeline writes (``LMS_WAREHOUSE_URL``, ``LMS_WAREHOUSE_SCHEMA``,
-validated by :func:`~lms_activity_pipeline.config.load_settings`) and creates
+validated by :func:`~lms_activity_pipeline.settings.load_settings`) and creates
 its tables if missing; an explicit SQLAlchemy ``engine`` is used as given
 (tables resolved to ``LMS_WAREHOUSE_SCHEMA`` on PostgreSQL unless the engine
 already maps them). Event frames have the columns of ``lms_activity_events``
@@ -46,8 +46,10 @@ from collections.abc import Iterable
 import pandas as pd
 from sqlalchemy.engine import Engine
 
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline import db
-from lms_activity_pipeline.config import ConfigError, load_settings, parse_event_types, warehouse_schema
+from lms_activity_pipeline.errors import ConfigError
+from lms_activity_pipeline.settings import load_settings, load_variable, parse_event_types
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.warehouse import processing
 from lms_activity_pipeline.warehouse.engine import is_translated, open_warehouse, translated
@@ -110,7 +112,7 @@ def student_history(
 ) -> pd.DataFrame:
     """A student's events of the ``days`` before ``as_of`` (default now), newest first."""
     student = _integer("student_id", student_id)
-    until = db.utc(as_of) if as_of is not None else dt.datetime.now(dt.UTC)
+    until = to_utc(as_of) if as_of is not None else dt.datetime.now(dt.UTC)
     since = until - dt.timedelta(days=_positive("days", days))
     with _warehouse(engine).connect() as conn:
         return db.read_typed(conn, processing.student_history(student, since, until))
@@ -125,7 +127,7 @@ def _warehouse(engine: Engine | None) -> Engine:
         return _open(settings.warehouse_url, settings.warehouse_schema)
     if is_translated(engine):
         return engine
-    return translated(engine, warehouse_schema())  # only this variable: the rest of the environment is not ours
+    return translated(engine, load_variable("LMS_WAREHOUSE_SCHEMA"))  # only this variable: the rest of the environment is not ours
 
 
 @functools.cache

@@ -1,4 +1,4 @@
-"""Database plumbing shared by the LMS and warehouse resources.
+"""Database plumbing shared by the LMS reader and the warehouse.
 
 Engines (read-only for the LMS), bulk reads into pandas and bulk writes from
 pandas: ``COPY`` on PostgreSQL, one ``executemany`` on SQLite. Never a
@@ -11,25 +11,57 @@ import csv
 import datetime as dt
 import io
 import json
-from collections.abc import Iterable, Iterator
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.types import NullType
 
-from lms_activity_pipeline.config import ConfigError, is_credential, redact_url
+from lms_activity_pipeline.errors import ConfigError
+from lms_activity_pipeline.urls import is_credential, redact_url
 from lms_activity_pipeline.domain.cleaning import parse_times
 
 NULL_MARK = r"\N"
 
 
+#: Engines by (caller's key, process), newest last. Dagster builds new resources for every sensor tick
+#: and run step; a new engine each time meant a new connection per tick. One per process: a forked
+#: process must not share its parent's pooled sockets.
+_ENGINES: OrderedDict[tuple[Hashable, int], Engine] = OrderedDict()
+_MAX_ENGINES = 8
+_ENGINES_LOCK = threading.Lock()
+
+
+def shared_engine(key: Hashable, create: Callable[[], Engine]) -> Engine:
+    """This process's engine for ``key``, made by ``create`` the first time; the least recently used
+    beyond eight are disposed."""
+    slot = (key, os.getpid())
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(slot)
+        if engine is None:
+            engine = _ENGINES[slot] = create()
+        _ENGINES.move_to_end(slot)
+        while len(_ENGINES) > _MAX_ENGINES:
+            _ENGINES.popitem(last=False)[1].dispose()
+        return engine
+
+
 def is_postgres(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "postgresql"
+
+
+def insert(conn: Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT`` in the connection's dialect, which has ``on_conflict_do_nothing`` / ``_do_update``."""
+    return (postgresql.insert if is_postgres(conn) else sqlite.insert)(table)
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -38,13 +70,6 @@ def normalise_url(url: str | URL) -> URL:
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg2")
     return parsed
-
-
-def utc(value: dt.datetime) -> dt.datetime:
-    """``value`` as an aware UTC ``datetime``: SQLite stores timestamps as UTC wall-clock text."""
-    if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
-    return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def sqlite_path(url: URL) -> Path | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from lms_activity_pipeline.resources.zulip import ZulipResource
+from lms_activity_pipeline.defs.resources import ZulipResource
 from lms_activity_pipeline_tests.fake_zulip import FakeZulip
 from lms_activity_pipeline_tests.lms_builder import LMSBuilder
 

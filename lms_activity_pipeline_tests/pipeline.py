@@ -8,19 +8,56 @@ import pandas as pd
 import sqlalchemy as sa
 from dagster import AssetCheckEvaluation, DagsterInstance, Definitions, ExecuteInProcessResult
 
-from lms_activity_pipeline import db
-from lms_activity_pipeline.config import Settings, load_settings
-from lms_activity_pipeline.definitions import build_definitions
-from lms_activity_pipeline.jobs import QUALITY_JOB_NAME
-from lms_activity_pipeline.resources.warehouse import WarehouseResource
-from lms_activity_pipeline.runner import run_ingest, run_notify
+import importlib
+import os
+import sys
+
+from lms_activity_pipeline import db, names
+from lms_activity_pipeline.defs.runs import run_ingest, run_notify
+from lms_activity_pipeline.settings import Settings, load_settings
 from lms_activity_pipeline.warehouse import schema as wh
+from lms_activity_pipeline.warehouse.store import Warehouse
 from lms_activity_pipeline_tests.conftest import Backend
 
 
+def backend_env(backend: Backend, **env: str) -> dict[str, str]:
+    """The environment of a code location on ``backend`` (partitions from 2024-05-01, the tests' data)."""
+    return {
+        "LMS_DATABASE_URL": backend.lms_url,
+        "LMS_WAREHOUSE_URL": backend.warehouse_url,
+        "LMS_PARTITIONS_START": "2024-05-01",
+        **env,
+    }
+
+
 def settings_for(backend: Backend, **env: str) -> Settings:
-    return load_settings(
-        {"LMS_DATABASE_URL": backend.lms_url, "LMS_WAREHOUSE_URL": backend.warehouse_url, "LMS_PARTITIONS_START": "2024-05-01", **env}
+    return load_settings(backend_env(backend, **env))
+
+
+def load_definitions(env: dict[str, str], resources: dict[str, Any] | None = None) -> Definitions:
+    """The code location as Dagster loads it with ``env`` in the environment: ``defs/`` is imported afresh
+    (its definitions read the settings at import), and the resources get the values ``env`` gives them, so
+    definitions of several backends can live side by side in one test. ``resources`` replace resources by key."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    try:
+        for name in [m for m in sys.modules if m == "lms_activity_pipeline.definitions" or m.startswith("lms_activity_pipeline.defs")]:
+            del sys.modules[name]
+        defs: Definitions = importlib.import_module("lms_activity_pipeline.definitions").defs
+        settings = load_settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    from lms_activity_pipeline.defs.resources import resources_for
+
+    return Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=defs.jobs,
+        sensors=defs.sensors,
+        schedules=defs.schedules,
+        resources={**resources_for(settings, env_vars=False), **(resources or {})},
+        executor=defs.executor,
     )
 
 
@@ -35,9 +72,15 @@ class Pipeline:
         **env: str,
     ) -> None:
         self.settings = settings_for(backend, **env)
-        self.defs: Definitions = build_definitions(self.settings, resources)
+        self.defs: Definitions = load_definitions(backend_env(backend, **env), resources)
         self.instance = instance or DagsterInstance.ephemeral()
-        self.warehouse = WarehouseResource(url=backend.warehouse_url)
+        self._warehouse = Warehouse(backend.warehouse_url)
+
+    @property
+    def warehouse(self) -> Warehouse:
+        """The backend's warehouse, its tables created on first use."""
+        self._warehouse.migrate()
+        return self._warehouse
 
     def ingest(self, first: str, last: str | None = None, **kw: Any) -> ExecuteInProcessResult:
         result = run_ingest(self.defs, self.instance, first, last, **kw)
@@ -83,7 +126,7 @@ class Pipeline:
 
     def audit(self) -> ExecuteInProcessResult:
         """Run ``lms_quality_checks_job`` (every check, whole tables)."""
-        job = self.defs.resolve_job_def(QUALITY_JOB_NAME)
+        job = self.defs.resolve_job_def(names.QUALITY_JOB)
         return job.execute_in_process(instance=self.instance, raise_on_error=False)
 
     def event_ids(self) -> dict[str, int]:
@@ -99,7 +142,7 @@ class Pipeline:
             conn.execute(stmt)
 
 
-def op_metadata(result: ExecuteInProcessResult, op: str = "send_mentor_notifications") -> dict[str, Any]:
+def op_metadata(result: ExecuteInProcessResult, op: str = names.NOTIFY_OP) -> dict[str, Any]:
     """The output metadata values of ``op`` in ``result``."""
     for event in result.all_events:
         if event.event_type_value == "STEP_OUTPUT" and event.step_key == op:

@@ -20,10 +20,12 @@ from pathlib import Path
 import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
 
-from lms_activity_pipeline.config import ConfigError, load_settings
-from lms_activity_pipeline.definitions import build_definitions
-from lms_activity_pipeline.jobs import INGEST_JOB_NAME
-from lms_activity_pipeline.runner import INGEST_ASSETS
+from lms_activity_pipeline import names
+from lms_activity_pipeline.errors import ConfigError
+from lms_activity_pipeline.settings import load_settings
+
+
+from lms_activity_pipeline_tests.pipeline import load_definitions
 from lms_activity_pipeline_tests.conftest import Backend, PgDatabases
 from lms_activity_pipeline_tests.lms_builder import LMSBuilder, t
 from lms_activity_pipeline_tests.pipeline import Pipeline
@@ -68,8 +70,8 @@ def test_bad_executor_settings_name_the_variable(env: dict[str, str], message: s
 
 
 def executor_of(env: dict[str, str]) -> object:
-    defs = build_definitions(load_settings({"LMS_WAREHOUSE_URL": PG_WAREHOUSE, **env}))
-    return defs.resolve_job_def(INGEST_JOB_NAME).executor_def
+    defs = load_definitions({"LMS_WAREHOUSE_URL": PG_WAREHOUSE, **env})
+    return defs.resolve_job_def(names.INGEST_JOB).executor_def
 
 
 def test_executor_is_selected_by_environment() -> None:
@@ -194,7 +196,7 @@ def test_ingest_job_steps_run_on_a_celery_worker(
     proc = subprocess.run(
         [
             sys.executable, "-m", "dagster", "job", "execute",
-            "-m", "lms_activity_pipeline.definitions", "-j", INGEST_JOB_NAME,
+            "-m", "lms_activity_pipeline.definitions", "-j", names.INGEST_JOB,
             "--tags", '{"dagster/partition": "2024-05-03"}',
         ],
         cwd=tmp_path, env=subprocess_env(celery_env), capture_output=True, text=True, timeout=300,
@@ -205,7 +207,7 @@ def test_ingest_job_steps_run_on_a_celery_worker(
     instance = DagsterInstance.get()  # DAGSTER_HOME: the run history is in PostgreSQL
     try:
         runs = instance.get_runs()
-        assert [(r.job_name, r.status) for r in runs] == [(INGEST_JOB_NAME, DagsterRunStatus.SUCCESS)]
+        assert [(r.job_name, r.status) for r in runs] == [(names.INGEST_JOB, DagsterRunStatus.SUCCESS)]
         assert runs[0].tags["dagster/partition"] == "2024-05-03"
         engine_events = instance.all_logs(runs[0].run_id, of_type=DagsterEventType.ENGINE_EVENT)
         in_worker = {
@@ -214,7 +216,7 @@ def test_ingest_job_steps_run_on_a_celery_worker(
             if e.message.endswith(f"Executing steps {e.step_key} in celery worker")  # reported by the worker
         }
         step_keys = {e.step_key for e in instance.all_logs(runs[0].run_id, of_type=DagsterEventType.STEP_SUCCESS)}
-        assert set(INGEST_ASSETS) <= step_keys  # plus the checks and feature tables
+        assert set(names.INGEST_ASSETS) <= step_keys  # plus the checks and feature tables
         assert in_worker == {step: celery_worker for step in step_keys}  # every step ran on the worker
         submitted = [e.message for e in engine_events if e.message.startswith("Submitting celery task")]
         assert len(submitted) == len(step_keys) and all(celery_env["LMS_CELERY_QUEUE"] in m for m in submitted)

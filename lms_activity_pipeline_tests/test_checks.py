@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from dagster import AssetCheckSeverity, ExecuteInProcessResult
 
 from lms_activity_pipeline import db
-from lms_activity_pipeline.runner import run_ingest
+from lms_activity_pipeline.defs.runs import run_ingest
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline.warehouse.engine import translated
 from lms_activity_pipeline_tests.conftest import Backend

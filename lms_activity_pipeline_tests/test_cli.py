@@ -131,7 +131,8 @@ def test_monitor_stats_match_the_warehouse(
     assert "notifications:      " + ", ".join(
         f"{s} {int(log.get(s, 0))}" for s in ("pending", "sent", "failed", "skipped", "dry_run")
     ) in out
-    assert "last CLI poll:" in out and "SUCCESS" in out and re.search(r"last ingest run: .* by cli \(run .*, SUCCESS\)", out)
+    assert re.search(r"last poll:\s+\S+ .*\(first poll: recompute history", out)  # the poll's state, shared with the sensor
+    assert re.search(r"last ingest run: .* by cli \(run .*, SUCCESS\)", out)
 
     # Someone else ingests (the sensor, a backfill): the lag comes from the data, not from this CLI's cursor.
     # It is the age of the oldest LMS change not in lms_activity_events: 15 minutes (and the test's seconds).
@@ -237,7 +238,7 @@ def test_malformed_database_url_is_a_configuration_error_naming_the_variable(tmp
             "it must be a number from 1 to 65535 (e.g. postgresql://user@db.internal:5432/lms)\n"
     else:  # Dagster reports a code location that fails to load with the exception's one-line message
         assert proc.returncode != 0
-        assert "lms_activity_pipeline.config.ConfigError: LMS_DATABASE_URL has a malformed port" in output, output
+        assert "lms_activity_pipeline.errors.ConfigError: LMS_DATABASE_URL has a malformed port" in output, output
 
 
 def test_demo_refuses_a_database_that_is_not_a_demo(backend: Backend, tmp_path: Path) -> None:

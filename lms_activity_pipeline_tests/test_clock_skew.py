@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance
 
-from lms_activity_pipeline.config import load_settings
-from lms_activity_pipeline.monitoring.poll import FUTURE_ROWS_TAG, Cursor, plan_poll
-from lms_activity_pipeline.resources.lms import LMSResource
+from lms_activity_pipeline import names
+from lms_activity_pipeline.settings import load_settings
+from lms_activity_pipeline.polling.plan import Cursor, plan_poll
+from lms_activity_pipeline.lms.reader import LMSReader
+from lms_activity_pipeline.warehouse import poll_state
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.pipeline import Pipeline, metadata
@@ -60,7 +62,7 @@ def test_sensor_keeps_its_mark_at_the_lms_clock_and_ingests_future_rows_once(
     lms.attempt(20, 1, 201, "in_progress", now() - dt.timedelta(minutes=2), updated_at=ahead).write()
     capsys.readouterr()
     [first] = tick().run_requests
-    assert first.tags["lms/changed_rows"] == "1" and first.tags[FUTURE_ROWS_TAG] == "1"
+    assert first.tags["lms/changed_rows"] == "1" and first.tags[names.FUTURE_ROWS_TAG] == "1"
     assert window(first)[1] == ahead.isoformat()  # the future row is in this run's window
     assert "1 LMS row(s) have an updated_at after the LMS database's now()" in capsys.readouterr().err  # the tick's log
     marks = json.loads(tick.cursor)
@@ -77,7 +79,7 @@ def test_sensor_keeps_its_mark_at_the_lms_clock_and_ingests_future_rows_once(
     # The correct-clock servers go on writing, below the future row's time: those rows are picked up.
     lms.attempt(21, 2, 201, "in_progress", now() - dt.timedelta(minutes=1), updated_at=now()).write()
     [second] = tick().run_requests
-    assert second.tags["lms/changed_rows"] == "1" and FUTURE_ROWS_TAG not in second.tags  # the future row is not read again
+    assert second.tags["lms/changed_rows"] == "1" and names.FUTURE_ROWS_TAG not in second.tags  # the future row is not read again
     assert window(second)[1] < ahead.isoformat()
     launch(second)
     assert "exam:21:exam_started" in tick.pipe.event_ids()
@@ -107,14 +109,14 @@ def test_monitor_once_warns_about_future_rows_and_still_sees_the_rows_below_them
     out = capsys.readouterr().out
     assert "1 changed LMS rows" in out and "stored" in out and "warning: 1 LMS row(s)" in out
     assert "exam:21:exam_started" in Pipeline(backend).event_ids()
-    assert not any(r.tags.get(FUTURE_ROWS_TAG) for r in DagsterInstance.get().get_runs())
+    assert not any(r.tags.get(names.FUTURE_ROWS_TAG) for r in DagsterInstance.get().get_runs())
 
     # Two days later (the pipeline's clock; the LMS's is real) its day exists: the next poll hands it to a run.
     monitor_state = Pipeline(backend).table(wh.lms_monitor_state, "name").set_index("name")
     settings = load_settings({**env, "LMS_TIMEZONE": noon_zone()})
     later = plan_poll(
-        LMSResource(database_url=backend.lms_url),
-        Cursor.from_json(monitor_state.loc["cli", "cursor"]),
+        LMSReader(backend.lms_url),
+        Cursor.from_json(monitor_state.loc[poll_state.POLLER, "cursor"]),
         timezone=settings.timezone,
         partitions_start=settings.partitions_start,
         now=ahead + dt.timedelta(hours=1),

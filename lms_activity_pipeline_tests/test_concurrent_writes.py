@@ -11,9 +11,10 @@ from pathlib import Path
 import sqlalchemy as sa
 from dagster import DagsterInstance, DagsterRunStatus
 
+from lms_activity_pipeline import names
 from lms_activity_pipeline.lms.demo import generate_demo_lms
-from lms_activity_pipeline.resources.warehouse import WarehouseResource
-from lms_activity_pipeline.runner import INGEST_ASSETS
+from lms_activity_pipeline.warehouse.store import Warehouse
+
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline_tests.processes import ROOT, subprocess_env
 
@@ -31,7 +32,7 @@ def test_parallel_raw_steps_wait_for_the_sqlite_write_lock(tmp_path: Path) -> No
     with sa.create_engine(lms_url).connect() as conn:
         lms_rows = {t: conn.execute(sa.text(f'SELECT count(*) FROM "{t}"')).scalar_one() for t in ("Attempts", "ContentAttempts")}
     first, last = (now - dt.timedelta(days=DAYS)).date().isoformat(), now.date().isoformat()
-    config = {"ops": {name: {"config": {"chunk_days": 1}} for name in INGEST_ASSETS[:2]}}
+    config = {"ops": {name: {"config": {"chunk_days": 1}} for name in names.INGEST_ASSETS[:2]}}
     home = tmp_path / "dagster_home"
     home.mkdir()
     for run in range(RUNS):
@@ -47,13 +48,13 @@ def test_parallel_raw_steps_wait_for_the_sqlite_write_lock(tmp_path: Path) -> No
         proc = subprocess.run(
             [
                 sys.executable, "-m", "dagster", "asset", "materialize", "-m", "lms_activity_pipeline.definitions",
-                "--select", ",".join(INGEST_ASSETS[:2]), "--partition-range", f"{first}...{last}",
+                "--select", ",".join(names.INGEST_ASSETS[:2]), "--partition-range", f"{first}...{last}",
                 "--config-json", json.dumps(config),
             ],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
-        warehouse = WarehouseResource(url=warehouse_url)
+        warehouse = Warehouse(warehouse_url)
         with warehouse.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             staged = {

@@ -21,9 +21,10 @@ from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 from sqlalchemy.engine import make_url
 
+from lms_activity_pipeline import names
 from lms_activity_pipeline.db import normalise_url
-from lms_activity_pipeline.jobs import INGEST_JOB_NAME
-from lms_activity_pipeline.partitions import INGEST_POOL
+
+
 from lms_activity_pipeline_tests.conftest import Backend, PgDatabases
 from lms_activity_pipeline_tests.lms_builder import LMSBuilder, t
 from lms_activity_pipeline_tests.notify_helpers import recent_days, recent_school
@@ -64,7 +65,7 @@ def test_production_instance_stores_runs_and_assets_in_postgres(production_home:
     again = DagsterInstance.from_config(str(production_home))
     runs = again.get_runs()
     assert [(r.run_id, r.job_name, r.status) for r in runs] == [(run.run_id, "lms_ingest_job", DagsterRunStatus.SUCCESS)]
-    assert runs[0].run_op_concurrency.all_pools == {INGEST_POOL}  # what the queue holds the run on
+    assert runs[0].run_op_concurrency.all_pools == {names.INGEST_POOL}  # what the queue holds the run on
     records = again.fetch_materializations(AssetKey("lms_activity_events"), limit=10).records
     assert sorted(r.partition_key for r in records) == ["2024-05-03", "2024-05-04"]
     assert set(pipe.event_ids()) == {"exam:1:exam_started", "exam:1:exam_completed", "exam:1:exam_failed"}
@@ -137,8 +138,8 @@ def wait_for_runs(instance: DagsterInstance, tags: dict[str, str], statuses: set
 def ingest_run_records(instance: DagsterInstance) -> list[RunRecord]:
     """Every run that holds the ingest pool: lms_ingest_job and Dagster's implicit asset job (UI runs, backfills)."""
     records = [r for r in instance.get_run_records() if r.dagster_run.run_op_concurrency]
-    assert {r.dagster_run.job_name for r in records} <= {INGEST_JOB_NAME, ASSET_JOB}
-    assert all(r.dagster_run.run_op_concurrency.all_pools == {INGEST_POOL} for r in records)
+    assert {r.dagster_run.job_name for r in records} <= {names.INGEST_JOB, ASSET_JOB}
+    assert all(r.dagster_run.run_op_concurrency.all_pools == {names.INGEST_POOL} for r in records)
     return records
 
 
@@ -321,7 +322,7 @@ def test_ui_materialisations_and_backfills_queue_on_the_ingest_pool_and_are_retr
     })
     # Without it Dagster creates the limit from `default_limit` when it first sees a queued run in the pool,
     # and the runs it dequeues in that same pass are not held yet.
-    subprocess.run(["dagster", "instance", "concurrency", "set", INGEST_POOL, "1"], cwd=ROOT, env=env, check=True,
+    subprocess.run(["dagster", "instance", "concurrency", "set", names.INGEST_POOL, "1"], cwd=ROOT, env=env, check=True,
                    capture_output=True)
     port, log_path = free_port(), tmp_path / "dagster.log"
     workspace = str(ROOT / "workspace.yaml")

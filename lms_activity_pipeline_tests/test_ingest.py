@@ -6,8 +6,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
-from lms_activity_pipeline.resources.lms import LMSResource
-from lms_activity_pipeline.runner import INGEST_ASSETS
+from lms_activity_pipeline import names
+from lms_activity_pipeline.lms.reader import LMSReader
+
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.lms_builder import LMSBuilder, t
@@ -204,7 +205,7 @@ def test_sqlite_junk_is_rejected_and_counted_never_lost_or_fatal(backend: Backen
 
 def test_lms_sessions_are_read_only(backend: Backend) -> None:
     school(backend)
-    lms = LMSResource(database_url=backend.lms_url)
+    lms = LMSReader(backend.lms_url)
     with pytest.raises(DBAPIError, match="read-only|readonly"):
         with lms.engine.begin() as conn:
             conn.execute(sa.text('UPDATE "Attempts" SET score = 0'))
@@ -216,7 +217,7 @@ def test_lms_sessions_are_read_only(backend: Backend) -> None:
 def test_sqlite_uri_urls_are_read_only_too(backend: Backend) -> None:
     school(backend)
     path = backend.lms_url.removeprefix("sqlite:///")
-    lms = LMSResource(database_url=f"sqlite:///file:{path}?uri=true")
+    lms = LMSReader(f"sqlite:///file:{path}?uri=true")
     with lms.engine.connect() as conn:
         assert conn.execute(sa.text('SELECT count(*) FROM "Attempts"')).scalar() == 4
     with pytest.raises(DBAPIError, match="readonly"):
@@ -227,7 +228,7 @@ def test_sqlite_uri_urls_are_read_only_too(backend: Backend) -> None:
 def test_a_range_processed_in_one_day_pieces_stores_the_same_events(backend: Backend) -> None:
     school(backend)
     pipe = Pipeline(backend)
-    one_day = {"ops": {name: {"config": {"chunk_days": 1}} for name in INGEST_ASSETS}}
+    one_day = {"ops": {name: {"config": {"chunk_days": 1}} for name in names.INGEST_ASSETS}}
     result = pipe.ingest("2024-05-03", "2024-05-05", run_config=one_day)
     assert set(pipe.event_ids()) == set().union(*EXPECTED_BY_DAY.values())
     meta = metadata(result, "lms_activity_events")

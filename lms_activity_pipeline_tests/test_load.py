@@ -7,7 +7,7 @@ import datetime as dt
 import pandas as pd
 import sqlalchemy as sa
 
-from lms_activity_pipeline.resources.warehouse import WarehouseResource
+from lms_activity_pipeline.warehouse.store import Warehouse
 from lms_activity_pipeline.warehouse import load
 from lms_activity_pipeline.warehouse import schema as wh
 
@@ -37,7 +37,9 @@ def stored(engine: sa.Engine) -> pd.DataFrame:
 
 
 def test_a_first_load_is_copied_and_a_reload_is_merged(pg_url: str) -> None:
-    engine = WarehouseResource(url=pg_url).engine
+    store = Warehouse(pg_url)
+    store.migrate()
+    engine = store.engine
     with engine.begin() as conn:
         assert load.copy_if_all_new(conn, wh.raw_exam_attempts, attempts(1, 2), ["id"], "_extracted_at") is not None
     first = stored(engine)
@@ -52,7 +54,9 @@ def test_a_first_load_is_copied_and_a_reload_is_merged(pg_url: str) -> None:
 
 
 def test_a_failed_copy_rolls_back_to_its_savepoint_and_leaves_the_transaction_usable(pg_url: str) -> None:
-    engine = WarehouseResource(url=pg_url).engine
+    store = Warehouse(pg_url)
+    store.migrate()
+    engine = store.engine
     with engine.begin() as conn:
         # A key the probe cannot see (it is twice in the frame) makes the COPY hit the unique index.
         assert load.copy_if_all_new(conn, wh.raw_exam_attempts, attempts(5, 5), ["id"], "_extracted_at") is None
@@ -61,7 +65,9 @@ def test_a_failed_copy_rolls_back_to_its_savepoint_and_leaves_the_transaction_us
 
 
 def test_a_stored_key_the_probe_does_not_sample_still_sends_the_frame_through_the_merge(pg_url: str) -> None:
-    engine = WarehouseResource(url=pg_url).engine
+    store = Warehouse(pg_url)
+    store.migrate()
+    engine = store.engine
     with engine.begin() as conn:
         load.upsert(conn, wh.raw_exam_attempts, attempts(1502, score=10), "id", touch="_extracted_at")
     frame = attempts(*range(1, 3001))

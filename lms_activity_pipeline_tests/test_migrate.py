@@ -92,7 +92,7 @@ def test_columns_added_later_carry_their_comments(pg_url: str) -> None:
 def test_classification_marks_added_to_a_warehouse_with_staged_rows_take_them_as_classified(backend: Backend) -> None:
     """A warehouse from before ``_classified_version`` gets the column filled from ``updated_at``: its staged
     rows were classified then, and ``--stats`` must not report months of lag after the upgrade."""
-    from lms_activity_pipeline.monitoring.freshness import reached_events
+    from lms_activity_pipeline.warehouse.freshness import reached_events
     from lms_activity_pipeline.warehouse import schema as wh
 
     engine = open_warehouse(backend.warehouse_url, "lms_activity")

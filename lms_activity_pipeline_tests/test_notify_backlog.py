@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from lms_activity_pipeline.domain.outbox_status import OPEN_STATUSES, STATUSES, OutboxStatus
 from lms_activity_pipeline.notify.notifier import MENTOR_PAGE
 from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway
 from lms_activity_pipeline.warehouse import schema as wh
-from lms_activity_pipeline.warehouse.outbox import FAILED, Backlog, Selection
+from lms_activity_pipeline.warehouse.outbox import Backlog, Selection
 from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.fake_zulip import FakeZulip
 from lms_activity_pipeline_tests.lms_builder import LMSBuilder
@@ -111,11 +112,11 @@ def test_backlog_counts_every_open_pair_by_what_it_waits_for_and_due_means_a_run
     outbox.claim(ids[11], Selection(), "dead:1", now - dt.timedelta(hours=1))
     outbox.mark_sending(ids[11], "dead:1", now - dt.timedelta(hours=1), "digest-11", 511)
     # Mentor 12: uncertain deliveries, one just sent, two long ago. Mentor 13: failed for good, and uncheckable.
-    uncertain = {"status": FAILED, "delivery_uncertain": True, "delivery_digest": "d", "zulip_user_id": 512}
+    uncertain = {"status": OutboxStatus.FAILED, "delivery_uncertain": True, "delivery_digest": "d", "zulip_user_id": 512}
     pipe.execute(log.update().where(log.c.id == ids[12][0]).values(**uncertain, delivery_attempted_at=now))
     pipe.execute(log.update().where(log.c.id.in_(ids[12][1:])).values(**uncertain, delivery_attempted_at=now - dt.timedelta(hours=1)))
-    pipe.execute(log.update().where(log.c.id == ids[13][0]).values(status=FAILED, attempts=6))
-    pipe.execute(log.update().where(log.c.id == ids[13][1]).values(status=FAILED, delivery_uncertain=True))
+    pipe.execute(log.update().where(log.c.id == ids[13][0]).values(status=OutboxStatus.FAILED, attempts=6))
+    pipe.execute(log.update().where(log.c.id == ids[13][1]).values(status=OutboxStatus.FAILED, delivery_uncertain=True))
 
     backlog = outbox.backlog(Selection(), now, timeout, settle)
     assert backlog == Backlog(

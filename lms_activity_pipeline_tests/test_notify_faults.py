@@ -9,7 +9,8 @@ import dagster as dg
 import pytest
 
 from lms_activity_pipeline.notify.zulip_gateway import content_digest
-from lms_activity_pipeline.resources.factory import build_resources
+from lms_activity_pipeline.defs.resources import resources_for
+from lms_activity_pipeline.settings import load_settings
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.fake_zulip import FakeZulip
@@ -423,9 +424,10 @@ def test_zuliprc_from_zulip_config_and_secrets_stay_env_references(
     monkeypatch.delenv("ZULIP_CONFIG")
     for name, value in (("ZULIP_SITE", fake_zulip.url), ("ZULIP_EMAIL", fake_zulip.email), ("ZULIP_API_KEY", "s3cret")):
         monkeypatch.setenv(name, value)
-    zulip = build_resources(pipe.settings)["zulip"]
+    settings = load_settings()  # the environment is read once, when the code location loads
+    zulip = resources_for(settings)["zulip"]
     assert isinstance(zulip.api_key, dg.EnvVar) and zulip.api_key.env_var_name == "ZULIP_API_KEY"
-    assert "s3cret" not in repr(zulip) and build_resources(pipe.settings, env_vars=False)["zulip"].api_key == "s3cret"
+    assert "s3cret" not in repr(zulip) and resources_for(settings, env_vars=False)["zulip"].api_key == "s3cret"
 
 
 def test_bad_server_settings_reply_is_a_recorded_failure(sqlite_backend: Backend, fake_zulip: FakeZulip) -> None:

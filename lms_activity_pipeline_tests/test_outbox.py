@@ -9,9 +9,9 @@ import threading
 import sqlalchemy as sa
 
 from lms_activity_pipeline.notify.notifier import Notifier, NotifyRequest, NotifySummary
-from lms_activity_pipeline.ops.notify import zulip_setup
-from lms_activity_pipeline.resources.lms import LMSResource
-from lms_activity_pipeline.resources.warehouse import WarehouseResource
+from lms_activity_pipeline.defs.notify.ops import zulip_setup
+from lms_activity_pipeline.lms.reader import LMSReader
+from lms_activity_pipeline.warehouse.store import Warehouse
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline.warehouse.outbox import Selection, try_lock_mentors
 from lms_activity_pipeline_tests.conftest import Backend, PgDatabases
@@ -45,13 +45,13 @@ def crowded_school(backend: Backend, server: FakeZulip) -> Pipeline:
 def test_concurrent_runs_never_send_the_same_pair(backend: Backend, fake_zulip: FakeZulip) -> None:
     pipe = crowded_school(backend, fake_zulip)
     fake_zulip.fail_next("messages", 200, delay=0.05, times=MENTORS)  # slow sends: the runs overlap
-    lms = LMSResource(database_url=backend.lms_url)
+    lms = LMSReader(backend.lms_url)
     start = threading.Barrier(2)
     summaries: dict[str, NotifySummary] = {}
 
     def worker(run_id: str) -> None:
         # Each run has its own engine and its own Zulip client, like two processes.
-        outbox = WarehouseResource(url=backend.warehouse_url).outbox()
+        outbox = Warehouse(backend.warehouse_url).outbox()
         notifier = Notifier(
             outbox, lms.users, zulip_setup(fast_zulip(fake_zulip)), run_id=run_id, log=logging.getLogger(run_id)
         )
@@ -144,7 +144,7 @@ def test_a_run_terminated_while_sending_gives_back_its_claims_and_never_resends(
 
     setup.gateway.send_direct = send_then_stop
     notifier = Notifier(
-        pipe.warehouse.outbox(), LMSResource(database_url=backend.lms_url).users, setup, run_id="run-x", log=logging.getLogger("x")
+        pipe.warehouse.outbox(), LMSReader(backend.lms_url).users, setup, run_id="run-x", log=logging.getLogger("x")
     )
     try:
         notifier.run(NotifyRequest())
@@ -204,7 +204,8 @@ def test_migration_adds_outbox_columns_to_an_existing_log(backend: Backend) -> N
         )
     engine.dispose()
 
-    warehouse = WarehouseResource(url=backend.warehouse_url)
+    warehouse = Warehouse(backend.warehouse_url)
+    assert "added column lms_event_log.claimed_by" in warehouse.migrate()
     with warehouse.engine.connect() as conn:
         row = conn.execute(sa.select(wh.lms_event_log)).mappings().one()
     assert (row["status"], row["notification_message_id"], row["delivery_uncertain"], row["claimed_by"]) == (

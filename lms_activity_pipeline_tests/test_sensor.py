@@ -9,11 +9,13 @@ import sqlalchemy as sa
 from dagster import DagsterInstance, DefaultSensorStatus, build_sensor_context
 from sqlalchemy.engine import make_url
 
+from lms_activity_pipeline import names
 from lms_activity_pipeline.db import normalise_url
-from lms_activity_pipeline.monitoring.followup import PendingRun, RunState, review
-from lms_activity_pipeline.resources.lms import LMSResource
-from lms_activity_pipeline.runner import RANGE_END_TAG, RANGE_START_TAG
-from lms_activity_pipeline.sensors import SENSOR_NAME
+from lms_activity_pipeline.polling.followup import MAX_UNSEEN_TICKS, PendingRun, RunState, review
+from lms_activity_pipeline.warehouse import poll_state
+from lms_activity_pipeline.warehouse import schema as wh
+
+
 from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.lms_builder import LMSBuilder, t
 from lms_activity_pipeline_tests.pipeline import Pipeline
@@ -33,10 +35,19 @@ class Tick:
 
     def __init__(self, backend: Backend, **env: str) -> None:
         self.pipe = Pipeline(backend, **env)
-        self.sensor = self.pipe.defs.resolve_sensor_def(SENSOR_NAME)
+        self.sensor = self.pipe.defs.resolve_sensor_def(names.ACTIVITY_SENSOR)
         self.instance = DagsterInstance.ephemeral()
         self.cursor: str | None = None
-        self.resources = {"lms": LMSResource(database_url=backend.lms_url)}
+        self.resources = self.pipe.defs.resources
+
+    def saved_state(self) -> str | None:
+        """The poll's cursor as stored in the warehouse (shared with lms-activity monitor)."""
+        return poll_state.read_state(self.pipe.warehouse.engine).cursor
+
+    def restore_state(self, cursor: str | None) -> None:
+        table = wh.lms_monitor_state
+        with self.pipe.warehouse.engine.begin() as conn:
+            conn.execute(table.update().where(table.c.name == poll_state.POLLER).values(cursor=cursor))
 
     def __call__(self):  # noqa: ANN204 - SensorExecutionData
         context = build_sensor_context(
@@ -53,7 +64,7 @@ class Tick:
 def partitions(request) -> tuple[str, str]:  # noqa: ANN001 - RunRequest
     if request.partition_key:
         return request.partition_key, request.partition_key
-    return request.tags[RANGE_START_TAG], request.tags[RANGE_END_TAG]
+    return request.tags[names.RANGE_START_TAG], request.tags[names.RANGE_END_TAG]
 
 
 def test_first_tick_ingests_history_in_one_range_run_then_skips(backend: Backend, lms: LMSBuilder) -> None:
@@ -134,9 +145,9 @@ def test_the_same_change_always_gets_the_same_run_key(backend: Backend, lms: LMS
     tick = Tick(backend)
     tick()
     lms.attempt(3, 3, 201, "in_progress", t(7, 10)).write()
-    before = tick.cursor
+    before = tick.saved_state()
     first = tick()
-    tick.cursor = before  # the daemon lost the cursor update: the tick is evaluated again
+    tick.restore_state(before)  # the tick's requests were lost (the daemon died): it is evaluated again
     again = tick()
     assert [r.run_key for r in first.run_requests] == [r.run_key for r in again.run_requests]
 
@@ -191,9 +202,9 @@ def test_interval_status_and_lookback_come_from_the_environment(backend: Backend
         LMS_ACTIVITY_MONITOR_ENABLED="false",
         LMS_ACTIVITY_LOOKBACK_SECONDS="7200",
     )
-    sensor = pipe.defs.resolve_sensor_def(SENSOR_NAME)
+    sensor = pipe.defs.resolve_sensor_def(names.ACTIVITY_SENSOR)
     assert sensor.minimum_interval_seconds == 17 and sensor.default_status == DefaultSensorStatus.STOPPED
-    assert Pipeline(backend).defs.resolve_sensor_def(SENSOR_NAME).default_status == DefaultSensorStatus.RUNNING
+    assert Pipeline(backend).defs.resolve_sensor_def(names.ACTIVITY_SENSOR).default_status == DefaultSensorStatus.RUNNING
 
     tick = Tick(backend, LMS_ACTIVITY_LOOKBACK_SECONDS="7200")
     tick()
@@ -214,7 +225,7 @@ def test_a_run_that_failed_for_good_is_requested_again_until_it_succeeds(backend
 
     [history] = tick().run_requests
     assert "1 requested run(s) not finished" in tick().skip_message  # still queued in the daemon
-    assert launch(history, **{RANGE_END_TAG: "2024-05-06"}).success  # (the days up to today hold nothing)
+    assert launch(history, **{names.RANGE_END_TAG: "2024-05-06"}).success  # (the days up to today hold nothing)
     assert "_pending" not in json.loads(tick().cursor or "{}")  # followed to success, forgotten
 
     lms.attempt(3, 3, 201, "graded", t(5, 10), submitted_at=t(5, 10, 30), graded_at=t(5, 11), score=80).write()
@@ -241,8 +252,10 @@ def test_a_window_is_requested_at_most_five_times() -> None:
         keys += [p.run_key for p in result.again]
         pending = result.pending
     assert keys == ["lms-abc-again1", "lms-abc-again2", "lms-abc-again3", "lms-abc-again4"] and pending == []
+    # A request no run ever answered (the process that should launch it died) is requested again, not lost.
     never_launched = PendingRun("lms-x", "2024-05-05", "2024-05-05", None, None, 1)
-    pending = [never_launched]
-    for _ in range(11):
-        pending = review(pending, lambda key: RunState.WAITING).pending
-    assert pending == []
+    pending, again = [never_launched], []
+    for _ in range(MAX_UNSEEN_TICKS + 1):
+        result = review(pending, lambda key: RunState.WAITING)
+        pending, again = result.pending, again + result.again
+    assert [p.run_key for p in again] == ["lms-x-again1"] and [p.run_key for p in pending] == ["lms-x-again1"]

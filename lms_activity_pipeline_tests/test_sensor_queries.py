@@ -114,12 +114,13 @@ def test_stats_read_the_lms_through_the_updated_at_index(
     big_lms: sa.Engine, pg_databases, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
 ) -> None:
     """``monitor --stats`` works out the lag with index lookups on the LMS, never a whole-table scan."""
-    from lms_activity_pipeline.monitoring.freshness import freshness
-    from lms_activity_pipeline.resources.lms import LMSResource
-    from lms_activity_pipeline.resources.warehouse import WarehouseResource
+    from lms_activity_pipeline.warehouse.freshness import freshness
+    from lms_activity_pipeline.lms.reader import LMSReader
+    from lms_activity_pipeline.warehouse.store import Warehouse
 
-    lms = LMSResource(database_url=big_lms.url.render_as_string(hide_password=False))
-    warehouse = WarehouseResource(url=pg_databases.create("lms_wh"))
+    lms = LMSReader(big_lms.url.render_as_string(hide_password=False))
+    warehouse = Warehouse(pg_databases.create("lms_wh"))
+    warehouse.migrate()
     seen: list[sa.Select] = []
     read_frame = db.read_frame
 

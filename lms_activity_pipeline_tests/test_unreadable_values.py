@@ -16,7 +16,7 @@ from dagster import DagsterInstance
 from sqlalchemy.engine import make_url
 
 from lms_activity_pipeline.db import normalise_url
-from lms_activity_pipeline.monitoring.poll import Cursor
+from lms_activity_pipeline.polling.plan import Cursor
 from lms_activity_pipeline_tests.conftest import Backend, PgDatabases
 from lms_activity_pipeline_tests.lms_builder import LMSBuilder, t
 from lms_activity_pipeline_tests.pipeline import Pipeline, metadata

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from lms_activity_pipeline.lms.schema import SourceProfile
-from lms_activity_pipeline.timeutil import to_utc
+from lms_activity_pipeline.domain.times import to_utc
 
 EXAM_ATTEMPT_FIELDS = ["id", "user_id", "exam_id", "status", "started_at", "submitted_at", "graded_at", "score", "updated_at"]
 CONTENT_ATTEMPT_FIELDS = [

@@ -38,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 
+from lms_activity_pipeline.domain.outbox_status import OPEN_STATUSES, STATUSES, OutboxStatus
 from lms_activity_pipeline.domain.batches import MentorBatch, PlannedMessage, mentor_batches, plan_messages
 from lms_activity_pipeline.domain.delivery import (
     Delivery,
@@ -51,10 +52,6 @@ from lms_activity_pipeline.domain.text import plural
 from lms_activity_pipeline.notify.directory import MentorDirectory
 from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway, content_digest
 from lms_activity_pipeline.warehouse.outbox import (
-    DRY_RUN,
-    FAILED,
-    SENT,
-    SKIPPED,
     Backlog,
     MentorKey,
     Outbox,
@@ -138,7 +135,7 @@ class NotifySummary:
         return self.left.describe(self.settle_after)
 
     def describe(self) -> str:
-        counts = ", ".join(f"{self.counts.get(s, 0)} {s}" for s in (SENT, SKIPPED, FAILED, DRY_RUN))
+        counts = ", ".join(f"{self.counts.get(s, 0)} {s}" for s in (OutboxStatus.SENT, OutboxStatus.SKIPPED, OutboxStatus.FAILED, OutboxStatus.DRY_RUN))
         text = f"notifications ({self.mode}): {counts}; {self.messages} messages to {self.mentors} mentors"
         if self.uncertain_found or self.uncertain_not_delivered or self.uncertain_unresolved:
             text += (
@@ -221,7 +218,7 @@ class Notifier:
             f"event older than LMS_NOTIFY_MAX_AGE_HOURS={hours:g} when sending",
         )
         if too_old:
-            summary.counts[SKIPPED] += too_old
+            summary.counts[OutboxStatus.SKIPPED] += too_old
             self.log.info(f"{too_old} pairs skipped: their event is older than {hours:g} h")
 
         self._send_due(request, deadline, summary)
@@ -307,7 +304,7 @@ class Notifier:
             )
             if message_id is not None:
                 summary.uncertain_found += settled
-                summary.counts[SENT] += settled
+                summary.counts[OutboxStatus.SENT] += settled
                 self.log.info(
                     f"uncertain delivery to Zulip user {item.zulip_user_id} had arrived as message {message_id}: "
                     f"{settled} pair(s) recorded sent"
@@ -387,9 +384,9 @@ class _MentorJob:
     def fail_remaining(self, error: str) -> None:
         sending, idle = self.open & self.sending, self.open - self.sending
         if sending:
-            self.record(sending, self.outcome(FAILED, attempts=1, error=f"uncertain delivery: {error}", uncertain=True))
+            self.record(sending, self.outcome(OutboxStatus.FAILED, attempts=1, error=f"uncertain delivery: {error}", uncertain=True))
         if idle:
-            self.record(idle, self.outcome(FAILED, error=error))
+            self.record(idle, self.outcome(OutboxStatus.FAILED, error=error))
 
     def interrupted(self) -> None:
         """The run stops mid-mentor: unsent pairs go back, an in-flight message becomes uncertain."""
@@ -397,7 +394,7 @@ class _MentorJob:
             if self.open & self.sending:
                 self.record(
                     self.open & self.sending,
-                    self.outcome(FAILED, attempts=1, error="uncertain delivery: the run was stopped while sending", uncertain=True),
+                    self.outcome(OutboxStatus.FAILED, attempts=1, error="uncertain delivery: the run was stopped while sending", uncertain=True),
                 )
             self.release_remaining()
         except Exception:  # noqa: BLE001 - stale-claim recovery of the next run covers what this could not write
@@ -412,7 +409,7 @@ class _MentorJob:
         events = self.notifier.outbox.events_for(self.open)
         vanished = self.open - set(events)
         if vanished:
-            self.record(vanished, self.outcome(SKIPPED, error="event no longer in lms_activity_events"))
+            self.record(vanished, self.outcome(OutboxStatus.SKIPPED, error="event no longer in lms_activity_events"))
         if not events:
             return False
         log_of = {event.event_id: log_id for log_id, event in events.items()}
@@ -423,9 +420,9 @@ class _MentorJob:
             for message in messages:
                 to = f"{self.contact.label} <{self.contact.email}>"
                 self.notifier.log.info(f"[dry-run] DM to mentor {to}:\n{message.content}")
-                self.record([log_of[e] for e in message.event_ids], self.outcome(DRY_RUN))
+                self.record([log_of[e] for e in message.event_ids], self.outcome(OutboxStatus.DRY_RUN))
                 self.summary.messages += 1
-                self._preview(message, DRY_RUN)
+                self._preview(message, OutboxStatus.DRY_RUN)
             return False
 
         if reason := self.contact.skip_reason:
@@ -469,10 +466,10 @@ class _MentorJob:
         if delivery.ok:
             message_id = delivery.reply.body.get("id")
             self.record(
-                log_ids, self.outcome(SENT, message_id=None if message_id is None else int(message_id), **common)
+                log_ids, self.outcome(OutboxStatus.SENT, message_id=None if message_id is None else int(message_id), **common)
             )
             self.summary.messages += 1
-            self._preview(message, SENT, account)
+            self._preview(message, OutboxStatus.SENT, account)
             self.notifier.log.info(
                 f"sent to mentor {self.contact.label} (Zulip user {account.user_id}): "
                 f"{len(log_ids)} event(s), message {message_id}{_waits(delivery)}"
@@ -482,25 +479,25 @@ class _MentorJob:
         if kind is ReplyKind.REJECTED:
             again = self.notifier.directory.refresh(account.email) if self.notifier.directory else None
             if again is not None and again.account is not None and again.account.skip_reason:
-                self.record(log_ids, self.outcome(SKIPPED, error=again.account.skip_reason, **common))
-                self._preview(message, SKIPPED, account)
+                self.record(log_ids, self.outcome(OutboxStatus.SKIPPED, error=again.account.skip_reason, **common))
+                self._preview(message, OutboxStatus.SKIPPED, account)
                 return False
         uncertain = kind is ReplyKind.UNCERTAIN
-        self.record(log_ids, self.outcome(FAILED, error=delivery.error, uncertain=uncertain, **common))
-        self._preview(message, FAILED, account, delivery.error)
+        self.record(log_ids, self.outcome(OutboxStatus.FAILED, error=delivery.error, uncertain=uncertain, **common))
+        self._preview(message, OutboxStatus.FAILED, account, delivery.error)
         self.notifier.log.error(f"mentor {self.contact.label}: {len(log_ids)} pair(s) failed: {delivery.error}")
         return delivery.reply.is_systemic
 
     def _skip_all(self, reason: str) -> bool:
         self.notifier.log.warning(f"skipped {len(self.open)} pair(s): {reason}")
-        self.record(self.open, self.outcome(SKIPPED, error=reason))
+        self.record(self.open, self.outcome(OutboxStatus.SKIPPED, error=reason))
         return False
 
     def _lookup_failed(self, failure: Delivery | None) -> bool:
         error = f"Zulip user lookup failed: {failure.error if failure else 'no reply'}"
         attempts = failure.attempts if failure else 1
         self.notifier.log.error(f"mentor {self.contact.label}: {error}")
-        self.record(self.open, self.outcome(FAILED, error=error, attempts=attempts))
+        self.record(self.open, self.outcome(OutboxStatus.FAILED, error=error, attempts=attempts))
         return failure is not None and failure.reply.is_systemic
 
     def _preview(

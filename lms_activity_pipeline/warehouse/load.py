@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from lms_activity_pipeline import db
 from lms_activity_pipeline.warehouse.schema import lms_activity_events
@@ -45,10 +45,6 @@ class UpsertResult:
             self.unchanged + other.unchanged,
             self.deleted + other.deleted,
         )
-
-
-def _insert(conn: sa.Connection, table: sa.Table):  # noqa: ANN202 - dialect-specific Insert
-    return (postgresql.insert if db.is_postgres(conn) else sqlite.insert)(table)
 
 
 def _stage(conn: sa.Connection, name: str, columns: list[sa.Column], frame: pd.DataFrame) -> sa.Table:
@@ -157,7 +153,7 @@ def _merge(
         source_cols.append(sa.func.current_timestamp())
         insert_names.append(touch)
     # ``WHERE true`` keeps SQLite from reading ON CONFLICT as a join clause.
-    stmt = _insert(conn, table).from_select(insert_names, sa.select(*source_cols).where(sa.true()))
+    stmt = db.insert(conn, table).from_select(insert_names, sa.select(*source_cols).where(sa.true()))
     changing = [n for n in names if n not in keys]
     set_ = {n: stmt.excluded[n] for n in changing}
     if touch:

@@ -1,11 +1,11 @@
 """The notification outbox: ``lms_event_log`` rows from enqueue to their final status.
 
-Life of a pair (``status`` in capitals, claim columns in brackets)::
+Life of a pair (``status``, with the claim columns in brackets)::
 
-    enqueue ──► PENDING ──claim──► PENDING [claimed_by, claimed_at]
+    enqueue ──► pending ──claim──► pending [claimed_by, claimed_at]
                   ▲                    │ mark_sending: [sending_at] (the request may go out now)
                   │ release            ▼
-                  └──────────── record: SENT | FAILED | SKIPPED | DRY_RUN  (claim cleared)
+                  └──────────── record: sent | failed | skipped | dry_run  (claim cleared)
 
 - ``sent``, ``skipped`` and ``dry_run`` are final. ``failed`` pairs are taken
   again by automatic runs while their delivery certainly failed and
@@ -42,20 +42,16 @@ from typing import NamedTuple
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from lms_activity_pipeline.domain.outbox_status import OPEN_STATUSES, STATUSES, OutboxStatus
 from lms_activity_pipeline import db
 from lms_activity_pipeline.domain.batches import PendingPair
 from lms_activity_pipeline.domain.notification_event import NotificationEvent
 from lms_activity_pipeline.domain.text import plural
-from lms_activity_pipeline.timeutil import to_utc
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse.schema import lms_activity_events, lms_event_log
 
-PENDING, SENT, FAILED, SKIPPED, DRY_RUN = "pending", "sent", "failed", "skipped", "dry_run"
-STATUSES = (PENDING, SENT, FAILED, SKIPPED, DRY_RUN)
-#: Statuses a pair can still leave; the others are final.
-OPEN_STATUSES = (PENDING, FAILED)
 #: Automatic runs stop retrying a failed pair after this many send attempts.
 DEFAULT_MAX_ATTEMPTS = 6
 
@@ -83,7 +79,7 @@ class Selection:
         return [log.c.event_id.in_(sa.select(events.c.event_id).where(events.c.event_type.in_(self.event_types)))]
 
     def claimable(self) -> sa.ColumnElement[bool]:
-        failed = log.c.status == FAILED
+        failed = log.c.status == OutboxStatus.FAILED
         if not self.retry_all_failed:
             failed = sa.and_(failed, log.c.delivery_uncertain.is_(sa.false()))
             if self.max_attempts > 0:
@@ -91,7 +87,7 @@ class Selection:
         else:
             # Uncertain deliveries that Zulip can be asked about are settled, never resent blindly.
             failed = sa.and_(failed, sa.not_(checkable_uncertain()))
-        return sa.and_(log.c.claimed_by.is_(None), sa.or_(log.c.status == PENDING, failed), *self.of_types())
+        return sa.and_(log.c.claimed_by.is_(None), sa.or_(log.c.status == OutboxStatus.PENDING, failed), *self.of_types())
 
 
 def checkable_uncertain() -> sa.ColumnElement[bool]:
@@ -238,7 +234,7 @@ class Outbox:
                 .select_from(stage.join(events, events.c.event_key == stage.c.event_key))
                 .where(sa.true())  # keeps SQLite from reading ON CONFLICT as part of the join
             )
-            insert = (postgresql.insert if db.is_postgres(conn) else sqlite.insert)(log)
+            insert = db.insert(conn, log)
             stmt = insert.from_select(["event_id", "mentor_id"], source).on_conflict_do_nothing(
                 index_elements=["event_id", "mentor_id"]
             )
@@ -256,7 +252,7 @@ class Outbox:
                 log.update()
                 .where(stale, log.c.sending_at.is_not(None))
                 .values(
-                    status=FAILED,
+                    status=OutboxStatus.FAILED,
                     delivery_uncertain=True,
                     error_message=sa.literal("uncertain delivery: the run holding claim ")
                     + log.c.claimed_by
@@ -285,7 +281,7 @@ class Outbox:
             return conn.execute(
                 log.update()
                 .where(selection.claimable(), log.c.event_id.in_(old))
-                .values(status=SKIPPED, error_message=reason, processed_at=to_utc(now), last_run_id=run_id)
+                .values(status=OutboxStatus.SKIPPED, error_message=reason, processed_at=to_utc(now), last_run_id=run_id)
             ).rowcount
 
     # --- reading ---------------------------------------------------------------
@@ -437,7 +433,7 @@ class Outbox:
         stmt = (
             sa.select(log.c.id, log.c.zulip_user_id, log.c.delivery_digest, log.c.delivery_attempted_at)
             .where(
-                log.c.status == FAILED,
+                log.c.status == OutboxStatus.FAILED,
                 log.c.claimed_by.is_(None),
                 checkable_uncertain(),
                 log.c.delivery_attempted_at < to_utc(attempted_before),
@@ -472,7 +468,7 @@ class Outbox:
             return 0
         values: dict[str, object] = {"delivery_uncertain": False, "processed_at": to_utc(now), "last_run_id": run_id}
         if message_id is not None:
-            values.update(status=SENT, notification_sent=True, notification_message_id=message_id, error_message=None)
+            values.update(status=OutboxStatus.SENT, notification_sent=True, notification_message_id=message_id, error_message=None)
         else:
             values["error_message"] = sa.literal("not delivered (Zulip has no such message) after: ") + sa.func.coalesce(
                 log.c.error_message, ""
@@ -482,7 +478,7 @@ class Outbox:
                 log.update()
                 .where(
                     log.c.id.in_(sorted(log_ids)),
-                    log.c.status == FAILED,
+                    log.c.status == OutboxStatus.FAILED,
                     log.c.delivery_uncertain.is_(sa.true()),
                     log.c.claimed_by.is_(None),
                 )
@@ -508,7 +504,7 @@ class Outbox:
             "claimed_at": None,
             "sending_at": None,
         }
-        if outcome.status == SENT:
+        if outcome.status == OutboxStatus.SENT:
             values.update(notification_sent=True, notification_message_id=outcome.message_id)
         if outcome.zulip_user_id is not None:
             values["zulip_user_id"] = outcome.zulip_user_id

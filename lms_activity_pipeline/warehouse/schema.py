@@ -188,12 +188,12 @@ for _staged in (raw_exam_attempts, raw_content_attempts):
 lms_monitor_state = sa.Table(
     "lms_monitor_state",
     METADATA,
-    sa.Column("name", sa.Text, primary_key=True, comment="Which poller: 'cli' (lms-activity monitor)"),
-    sa.Column("cursor", sa.Text, comment="Poll cursor: high-water marks and lookback digests (JSON)"),
-    sa.Column("last_poll_at", TS, comment="When the last poll finished"),
-    sa.Column("last_run_id", sa.Text, comment="Dagster run id of the last ingest run launched"),
-    sa.Column("last_run_status", sa.Text, comment="Status of that run"),
-    comment="State of lms-activity monitor polls (the sensor keeps its cursor in Dagster)",
+    sa.Column("name", sa.Text, primary_key=True, comment="Which poller: 'lms_activity_sensor' (the sensor and lms-activity monitor share it)"),
+    sa.Column("cursor", sa.Text, comment="Poll cursor (JSON): per attempts table the updated_at high-water mark, lookback digest and rows from the future; _pending: the ingest runs requested and followed until they succeed"),
+    sa.Column("last_poll_at", TS, comment="When the last poll saved this state"),
+    sa.Column("last_run_id", sa.Text, comment="Run key (dagster/run_key) of the last ingest run the poll requested"),
+    sa.Column("last_run_status", sa.Text, comment="What the last poll did: the runs it requested, or why it requested none"),
+    comment="The LMS poll's state: one cursor for the Dagster sensor and lms-activity monitor",
 )
 
 ai_ready_events = sa.Table(
@@ -247,3 +247,8 @@ student_daily_activity = sa.Table(
     sa.Index("ix_student_daily_activity_day", "day"),
     comment="One row per (student, day in LMS_TIMEZONE) with activity counts",
 )
+
+
+def table_named(name: str) -> sa.Table:
+    """The warehouse table called ``name`` (e.g. ``"lms_activity_events"``)."""
+    return METADATA.tables[f"{SCHEMA_TOKEN}.{name}"]

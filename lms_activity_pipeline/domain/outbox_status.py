@@ -1,0 +1,24 @@
+"""The statuses of an (event, mentor) pair in the notification outbox (``lms_event_log.status``)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class OutboxStatus(StrEnum):
+    PENDING = "pending"  # waiting to be sent (or held by a mentor's preference)
+    SENT = "sent"  # delivered; the Zulip message id is recorded
+    FAILED = "failed"  # not delivered, or (delivery_uncertain) perhaps delivered
+    SKIPPED = "skipped"  # will not be sent; the reason is recorded
+    DRY_RUN = "dry_run"  # rendered and logged, Zulip not configured
+
+    @property
+    def is_open(self) -> bool:
+        """A pair in this status may still be sent."""
+        return self in OPEN_STATUSES
+
+
+#: Statuses a pair can still leave; the others are final.
+OPEN_STATUSES: tuple[OutboxStatus, ...] = (OutboxStatus.PENDING, OutboxStatus.FAILED)
+#: Every status, in the order reports list them.
+STATUSES: tuple[OutboxStatus, ...] = tuple(OutboxStatus)
