@@ -46,11 +46,11 @@ from collections.abc import Iterable
 import pandas as pd
 from sqlalchemy.engine import Engine
 
-from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline import db
+from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.errors import ConfigError
 from lms_activity_pipeline.settings import load_settings, load_variable, parse_event_types
-from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.warehouse import processing
 from lms_activity_pipeline.warehouse.engine import is_translated, open_warehouse, translated
 
@@ -86,7 +86,9 @@ def claim_unprocessed_events(
     per-claim suffix) and ``ai_claim_expires_at``. Call :func:`mark_processed`
     before the lease ends.
     """
-    count, types = _count("limit", limit), _event_types(event_types)
+    count, types = _integer("limit", limit), _event_types(event_types)
+    if count < 0:
+        raise ValueError(f"limit must be >= 0, got {count}")
     lease = dt.timedelta(seconds=_positive("lease_seconds", lease_seconds))
     token = f"{worker or _default_worker()}/{uuid.uuid4().hex[:12]}"
     with db.write_transaction(_warehouse(engine)) as conn:
@@ -127,7 +129,9 @@ def _warehouse(engine: Engine | None) -> Engine:
         return _open(settings.warehouse_url, settings.warehouse_schema)
     if is_translated(engine):
         return engine
-    return translated(engine, load_variable("LMS_WAREHOUSE_SCHEMA"))  # only this variable: the rest of the environment is not ours
+    return translated(
+        engine, load_variable("LMS_WAREHOUSE_SCHEMA")
+    )  # only this variable: the rest of the environment is not ours
 
 
 @functools.cache
@@ -173,7 +177,7 @@ def _count(name: str, value: object, *, optional: bool = False) -> int | None:
 
 
 def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise ValueError(f"{name} must be a number > 0, got {value!r}")
     return float(value)
 

@@ -8,7 +8,6 @@ statement per row.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
 import os
@@ -17,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,9 +26,12 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.types import NullType
 
+from lms_activity_pipeline.domain.cleaning import parse_times
 from lms_activity_pipeline.errors import ConfigError
 from lms_activity_pipeline.urls import is_credential, redact_url
-from lms_activity_pipeline.domain.cleaning import parse_times
+
+#: What the readers take: a SELECT, or a UNION of them.
+Query = sa.Select[Any] | sa.CompoundSelect
 
 NULL_MARK = r"\N"
 
@@ -102,13 +105,17 @@ def create_engine(url: str | URL, *, read_only: bool = False, variable: str = "d
             sa.event.listen(engine, "connect", _sqlite_query_only)
         return engine
     parsed, credentials = without_credentials(parsed)
-    connect_args: dict[str, object] = {"connect_timeout": 10, "application_name": "lms-activity-pipeline", **credentials}
+    connect_args: dict[str, object] = {
+        "connect_timeout": 10,
+        "application_name": "lms-activity-pipeline",
+        **credentials,
+    }
     if read_only:
         connect_args["options"] = "-c default_transaction_read_only=on"
     return sa.create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
 
 
-def without_credentials(url: URL) -> tuple[URL, dict[str, object]]:
+def without_credentials(url: URL) -> tuple[URL, dict[str, Any]]:
     """``url`` without its credential-like query parameters (``?password=``, ``sslpassword``...), and those.
 
     They go to the driver as connect arguments (libpq takes the same keywords either way), so the
@@ -119,13 +126,13 @@ def without_credentials(url: URL) -> tuple[URL, dict[str, object]]:
     return url.difference_update_query(secrets), secrets
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI callback
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout = 30000")
     cursor.close()
 
 
-def _sqlite_query_only(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI callback
+def _sqlite_query_only(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA query_only = ON")
     cursor.close()
@@ -180,7 +187,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         conn.exec_driver_sql("COMMIT")
 
 
-def raw_select(stmt: sa.Select) -> sa.Select:
+def raw_select(stmt: Query) -> sa.Select:
     """``stmt`` with every result column untyped, so values arrive exactly as stored.
 
     SQLite keeps whatever a messy LMS wrote (text in a numeric column, odd
@@ -195,7 +202,7 @@ def raw_select(stmt: sa.Select) -> sa.Select:
 SQLITE_UNDECODABLE = "Could not decode to UTF-8"
 
 
-def read_frame(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
+def read_frame(conn: Connection, stmt: Query) -> pd.DataFrame:
     """Run ``stmt`` and return its rows as a DataFrame (``COPY ... TO STDOUT`` on PostgreSQL).
 
     Text that is not UTF-8 (Latin-1 bytes in a SQLite file, any bytes in a
@@ -225,14 +232,14 @@ def read_frame(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
     return pd.read_csv(buffer, na_values=[NULL_MARK], keep_default_na=False, dtype=str, encoding_errors="replace")
 
 
-def _read_sqlite(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
+def _read_sqlite(conn: Connection, stmt: Query) -> pd.DataFrame:
     try:
         return pd.read_sql(raw_select(stmt), conn)
     except OperationalError as exc:
         if SQLITE_UNDECODABLE not in str(exc.orig):
             raise
     # Read again with a lenient decoder: only then, since it runs in Python for every text value.
-    dbapi = conn.connection.dbapi_connection
+    dbapi: Any = conn.connection.dbapi_connection  # sqlite3.Connection
     dbapi.text_factory = _lenient_text
     try:
         return pd.read_sql(raw_select(stmt), conn)
@@ -244,7 +251,7 @@ def _lenient_text(value: bytes) -> str:
     return value.decode("utf-8", errors="replace")
 
 
-def read_typed(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
+def read_typed(conn: Connection, stmt: Query) -> pd.DataFrame:
     """:func:`read_frame`, with each column converted to its SQL type (see :func:`typed`)."""
     return typed(read_frame(conn, stmt), stmt.selected_columns)
 
@@ -316,7 +323,7 @@ class CsvChunks:
     def __init__(self, frame: pd.DataFrame, columns: Iterable[sa.Column], rows: int = 50_000) -> None:
         self.frame, self.columns, self.rows, self.offset = frame, list(columns), rows, 0
 
-    def read(self, size: int = -1) -> str:  # noqa: ARG002 - psycopg2 accepts chunks of any length
+    def read(self, size: int = -1) -> str:
         if self.offset >= len(self.frame):
             return ""
         chunk = self.frame.iloc[self.offset : self.offset + self.rows]
@@ -363,10 +370,10 @@ def _iso_utc(series: pd.Series) -> pd.Series:
     return pd.Series(text, index=series.index, dtype=object)
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as dicts with ``None`` for missing values and plain Python scalars."""
     converted = frame.astype(object).where(frame.notna(), None)
-    return converted.to_dict("records")
+    return [{str(k): v for k, v in row.items()} for row in converted.to_dict("records")]
 
 
 def temp_table(name: str, columns: Iterable[sa.Column]) -> sa.Table:

@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.errors import ConfigError
-from lms_activity_pipeline.urls import parse_database_url
 
 DEFAULT_HOME = "./.lms_activity"
 DEFAULT_WAREHOUSE_SCHEMA = "lms_activity"
@@ -33,6 +32,8 @@ DEMO_LMS_FILE = "demo_lms.sqlite3"
 WAREHOUSE_FILE = "warehouse.sqlite3"
 #: The table the demo LMS writes to mark itself (see ``lms/demo.py``).
 DEMO_MARKER_TABLE = "lms_activity_demo"
+
+URL_EXAMPLE = "postgresql://user@db.internal:5432/lms"
 
 _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
@@ -111,6 +112,26 @@ def parse_date(name: str, raw: str) -> str:
         raise ConfigError(f"{name}={raw!r} is not a date in YYYY-MM-DD form") from None
 
 
+def parse_database_url(name: str, raw: str) -> str:
+    """A SQLAlchemy URL of a supported backend; a malformed one is a :class:`ConfigError` that never echoes it."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(raw.strip())
+    except ArgumentError:
+        raise ConfigError(f"{name} is not a SQLAlchemy database URL (e.g. {URL_EXAMPLE})") from None
+    except ValueError:  # SQLAlchemy's int() of the port, e.g. host:5432:99 or host:abc
+        raise ConfigError(
+            f"{name} has a malformed port: it must be a number from 1 to 65535 (e.g. {URL_EXAMPLE})"
+        ) from None
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ConfigError(f"{name}: port {url.port} is out of range 1-65535 (e.g. {URL_EXAMPLE})")
+    if url.get_backend_name() not in {"sqlite", "postgresql"}:
+        raise ConfigError(f"{name}: backend {url.get_backend_name()!r} is not supported (use sqlite or postgresql)")
+    return raw.strip()
+
+
 def parse_identifier(name: str, raw: str) -> str:
     value = raw.strip()
     if not value.replace("_", "").isalnum():
@@ -177,42 +198,112 @@ def _partitions_start(values: Mapping[str, Any]) -> str:
 
 VARIABLES: tuple[Variable, ...] = (
     Variable("LMS_HOME", "home", DEFAULT_HOME, parse_text, "where local files live (demo LMS, SQLite warehouse)"),
-    Variable("LMS_DATABASE_URL", "lms_database_url", _under_home(DEMO_LMS_FILE), parse_database_url,
-             "SQLAlchemy URL of the LMS, opened read-only",
-             shown="the demo LMS, `sqlite:///$LMS_HOME/demo_lms.sqlite3`"),
-    Variable("LMS_WAREHOUSE_URL", "warehouse_url", _under_home(WAREHOUSE_FILE), parse_database_url,
-             "SQLAlchemy URL of the event store", shown="`sqlite:///$LMS_HOME/warehouse.sqlite3`"),
-    Variable("LMS_WAREHOUSE_SCHEMA", "warehouse_schema", DEFAULT_WAREHOUSE_SCHEMA, parse_identifier,
-             "PostgreSQL schema of the event store"),
+    Variable(
+        "LMS_DATABASE_URL",
+        "lms_database_url",
+        _under_home(DEMO_LMS_FILE),
+        parse_database_url,
+        "SQLAlchemy URL of the LMS, opened read-only",
+        shown="the demo LMS, `sqlite:///$LMS_HOME/demo_lms.sqlite3`",
+    ),
+    Variable(
+        "LMS_WAREHOUSE_URL",
+        "warehouse_url",
+        _under_home(WAREHOUSE_FILE),
+        parse_database_url,
+        "SQLAlchemy URL of the event store",
+        shown="`sqlite:///$LMS_HOME/warehouse.sqlite3`",
+    ),
+    Variable(
+        "LMS_WAREHOUSE_SCHEMA",
+        "warehouse_schema",
+        DEFAULT_WAREHOUSE_SCHEMA,
+        parse_identifier,
+        "PostgreSQL schema of the event store",
+    ),
     Variable("LMS_ACTIVITY_MONITOR_ENABLED", "monitor_enabled", "true", parse_bool, "the sensor runs by default"),
-    Variable("LMS_ACTIVITY_POLL_INTERVAL", "poll_interval", "60", parse_positive_int,
-             "seconds between sensor ticks / `monitor --daemon` polls"),
-    Variable("LMS_ACTIVITY_LOOKBACK_SECONDS", "lookback_seconds", "300", parse_non_negative_int,
-             "each poll also re-reads rows whose `updated_at` is this much older than the cursor, so rows "
-             "committed late are not missed"),
+    Variable(
+        "LMS_ACTIVITY_POLL_INTERVAL",
+        "poll_interval",
+        "60",
+        parse_positive_int,
+        "seconds between sensor ticks / `monitor --daemon` polls",
+    ),
+    Variable(
+        "LMS_ACTIVITY_LOOKBACK_SECONDS",
+        "lookback_seconds",
+        "300",
+        parse_non_negative_int,
+        "each poll also re-reads rows whose `updated_at` is this much older than the cursor, so rows "
+        "committed late are not missed",
+    ),
     Variable("LMS_NOTIFY_MENTORS_ENABLED", "notify_enabled", "true", parse_bool, "send notifications at all"),
-    Variable("LMS_EVENT_TYPES_TO_MONITOR", "event_types", ",".join(ALL_EVENT_TYPES), parse_event_types,
-             "comma-separated event types to store and notify", shown="all seven"),
-    Variable("LMS_NOTIFY_MAX_AGE_HOURS", "notify_max_age_hours", "24", parse_non_negative_float,
-             "older events are stored, never notified"),
+    Variable(
+        "LMS_EVENT_TYPES_TO_MONITOR",
+        "event_types",
+        ",".join(ALL_EVENT_TYPES),
+        parse_event_types,
+        "comma-separated event types to store and notify",
+        shown="all seven",
+    ),
+    Variable(
+        "LMS_NOTIFY_MAX_AGE_HOURS",
+        "notify_max_age_hours",
+        "24",
+        parse_non_negative_float,
+        "older events are stored, never notified",
+    ),
     Variable("LMS_TIMEZONE", "timezone", "UTC", parse_timezone, "the time zone of partition days"),
-    Variable("LMS_PARTITIONS_START", "partitions_start", _partitions_start, parse_date,
-             "first partition day", shown="`2024-01-01`; for the demo LMS, the first day of its history"),
-    Variable("LMS_EXECUTOR", "executor", "multiprocess", parse_executor,
-             "how a run executes its steps: `multiprocess` (Dagster's default), `in_process`, or `celery` "
-             "(see [scale-out](docs/deployment.md#scale-out))"),
-    Variable("LMS_CELERY_BROKER_URL", "celery_broker_url", "redis://127.0.0.1:6379/0", parse_celery_url,
-             "Celery broker, e.g. `amqp://user:password@mq.internal:5672//`", secret=True),
-    Variable("LMS_CELERY_BACKEND_URL", "celery_backend_url", "redis://127.0.0.1:6379/0", parse_celery_url,
-             "Celery result backend (`rpc://` goes with RabbitMQ)", secret=True),
+    Variable(
+        "LMS_PARTITIONS_START",
+        "partitions_start",
+        _partitions_start,
+        parse_date,
+        "first partition day",
+        shown="`2024-01-01`; for the demo LMS, the first day of its history",
+    ),
+    Variable(
+        "LMS_EXECUTOR",
+        "executor",
+        "multiprocess",
+        parse_executor,
+        "how a run executes its steps: `multiprocess` (Dagster's default), `in_process`, or `celery` "
+        "(see [scale-out](docs/deployment.md#scale-out))",
+    ),
+    Variable(
+        "LMS_CELERY_BROKER_URL",
+        "celery_broker_url",
+        "redis://127.0.0.1:6379/0",
+        parse_celery_url,
+        "Celery broker, e.g. `amqp://user:password@mq.internal:5672//`",
+        secret=True,
+    ),
+    Variable(
+        "LMS_CELERY_BACKEND_URL",
+        "celery_backend_url",
+        "redis://127.0.0.1:6379/0",
+        parse_celery_url,
+        "Celery result backend (`rpc://` goes with RabbitMQ)",
+        secret=True,
+    ),
     Variable("LMS_CELERY_QUEUE", "celery_queue", "dagster", parse_queue_name, "Celery queue the steps are sent to"),
-    Variable("ZULIP_SITE", "zulip_site", None, parse_text,
-             "the Zulip server of the bot that sends DMs, with its scheme (`https://chat.example.edu`)"),
+    Variable(
+        "ZULIP_SITE",
+        "zulip_site",
+        None,
+        parse_text,
+        "the Zulip server of the bot that sends DMs, with its scheme (`https://chat.example.edu`)",
+    ),
     Variable("ZULIP_EMAIL", "zulip_email", None, parse_text, "the bot's e-mail"),
     Variable("ZULIP_API_KEY", "zulip_api_key", None, parse_text, "the bot's API key", secret=True),
-    Variable("ZULIP_CONFIG", "zulip_config", None, parse_text,
-             "a zuliprc (`[api]` with `site`, `email`, `key`) instead of the three above; none of the four "
-             "set means dry-run: messages are rendered and logged, nothing is sent"),
+    Variable(
+        "ZULIP_CONFIG",
+        "zulip_config",
+        None,
+        parse_text,
+        "a zuliprc (`[api]` with `site`, `email`, `key`) instead of the three above; none of the four "
+        "set means dry-run: messages are rendered and logged, nothing is sent",
+    ),
 )
 VARIABLE_BY_FIELD: Mapping[str, Variable] = {v.field: v for v in VARIABLES}
 
@@ -299,7 +390,7 @@ def demo_history_start(path: Path) -> dt.date | None:
         return None
     try:
         with sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True) as conn:
-            row = conn.execute(f"SELECT history_start FROM {DEMO_MARKER_TABLE} LIMIT 1").fetchone()  # noqa: S608
+            row = conn.execute(f"SELECT history_start FROM {DEMO_MARKER_TABLE} LIMIT 1").fetchone()
     except sqlite3.Error:  # an older demo without that column, or not a demo: the default applies
         return None
     return dt.date.fromisoformat(row[0][:10]) if row and row[0] else None

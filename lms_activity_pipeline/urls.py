@@ -1,4 +1,4 @@
-"""Database URLs: validating them, and showing them without their credentials.
+"""Database URLs shown without their credentials.
 
 Every message, banner, log line and resource repr that shows a URL goes through :func:`redact_url`.
 """
@@ -8,31 +8,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import quote_plus
 
-from lms_activity_pipeline.errors import ConfigError
-
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
-
-URL_EXAMPLE = "postgresql://user@db.internal:5432/lms"
-
-
-def parse_database_url(name: str, raw: str) -> str:
-    """A SQLAlchemy URL of a supported backend; a malformed one is a :class:`ConfigError` that never echoes it."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        url = make_url(raw.strip())
-    except ArgumentError:
-        raise ConfigError(f"{name} is not a SQLAlchemy database URL (e.g. {URL_EXAMPLE})") from None
-    except ValueError:  # SQLAlchemy's int() of the port, e.g. host:5432:99 or host:abc
-        raise ConfigError(f"{name} has a malformed port: it must be a number from 1 to 65535 (e.g. {URL_EXAMPLE})") from None
-    if url.port is not None and not 0 < url.port < 65536:
-        raise ConfigError(f"{name}: port {url.port} is out of range 1-65535 (e.g. {URL_EXAMPLE})")
-    if url.get_backend_name() not in {"sqlite", "postgresql"}:
-        raise ConfigError(f"{name}: backend {url.get_backend_name()!r} is not supported (use sqlite or postgresql)")
-    return raw.strip()
-
 
 
 #: A query parameter whose name contains one of these carries a credential (``password``,

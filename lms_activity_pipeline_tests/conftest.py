@@ -22,6 +22,17 @@ pytest_plugins = ["lms_activity_pipeline_tests.conftest_zulip"]
 LMS_ENV_VARS = [v.name for v in VARIABLES] + ["DAGSTER_HOME"]
 
 
+#: What a ``unit`` test must not use: a database server, a subprocess, the network (the fake Zulip server).
+NOT_UNIT_FIXTURES = frozenset({"pg_server_url", "pg_databases", "pg_url", "backend", "sqlite_backend", "fake_zulip"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``-m unit`` must stay fast and self-contained: a unit test that asks for a server is a collection error."""
+    for item in items:
+        if item.get_closest_marker("unit") and (used := NOT_UNIT_FIXTURES & set(getattr(item, "fixturenames", ()))):
+            raise pytest.UsageError(f"{item.nodeid} is marked unit but uses {', '.join(sorted(used))}")
+
+
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """No test sees the developer's LMS_*/ZULIP_* settings or ~/.zuliprc, and whatever a test sets in the

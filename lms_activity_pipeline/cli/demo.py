@@ -9,16 +9,29 @@ from lms_activity_pipeline.errors import ConfigError
 from lms_activity_pipeline.settings import DEMO_DAYS, Settings
 from lms_activity_pipeline.urls import redact_url
 
-SUMMARY_FIELDS = ("students", "mentors", "courses", "exams", "contents", "mentor_assignments", "attempts", "content_attempts")
+SUMMARY_FIELDS = (
+    "students",
+    "mentors",
+    "courses",
+    "exams",
+    "contents",
+    "mentor_assignments",
+    "attempts",
+    "content_attempts",
+)
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     demo = sub.add_parser("demo", parents=[common], help="create or refresh the demo LMS")
     demo.add_argument("--students", type=positive("--students"), default=50, help="number of students (default 50)")
-    demo.add_argument("--days", type=positive("--days"), default=DEMO_DAYS, help=f"days of history up to now (default {DEMO_DAYS})")
+    demo.add_argument(
+        "--days", type=positive("--days"), default=DEMO_DAYS, help=f"days of history up to now (default {DEMO_DAYS})"
+    )
     demo.add_argument("--seed", type=int, default=42, help="random seed; same seed, same LMS (default 42)")
     demo.add_argument(
-        "--now", type=timestamp("--now"), help="anchor time, ISO-8601 (default: now); pins every timestamp for reproducible LMSs"
+        "--now",
+        type=timestamp("--now"),
+        help="anchor time, ISO-8601 (default: now); pins every timestamp for reproducible LMSs",
     )
     demo.add_argument(
         "--force",

@@ -50,7 +50,11 @@ def load_definitions(settings: Settings) -> Definitions:
     (``lms-activity`` called again in one process, as tests do), it is imported afresh.
     """
     loaded = sys.modules.get("lms_activity_pipeline.defs.settings")
-    if loaded is not None and loaded.SETTINGS != settings:
-        for name in [m for m in sys.modules if m == "lms_activity_pipeline.definitions" or m.startswith("lms_activity_pipeline.defs.")]:
+    if loaded is not None and settings != loaded.SETTINGS:
+        for name in [
+            m
+            for m in sys.modules
+            if m == "lms_activity_pipeline.definitions" or m.startswith("lms_activity_pipeline.defs.")
+        ]:
             del sys.modules[name]
     return importlib.import_module("lms_activity_pipeline.definitions").defs

@@ -35,7 +35,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from lms_activity_pipeline.cli.demo import ensure_demo_lms
     from lms_activity_pipeline.cli.instance import get_instance, load_definitions
     from lms_activity_pipeline.cli.poller import Monitor
-    from lms_activity_pipeline.cli.stats import collect
+    from lms_activity_pipeline.cli.stats import collect, print_event_counts, print_stats
     from lms_activity_pipeline.defs.resources import resources_for
     from lms_activity_pipeline.warehouse.stats import event_stats
 
@@ -50,10 +50,15 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     reader.check()
     instance = get_instance(settings)
     level = "DEBUG" if args.verbose else "WARNING"
-    monitor = Monitor(settings, load_definitions(settings), instance, run_config={"loggers": {"console": {"config": {"log_level": level}}}})
+    monitor = Monitor(
+        load_definitions(settings),
+        instance,
+        resources,
+        run_config={"loggers": {"console": {"config": {"log_level": level}}}},
+    )
 
     if args.stats:
-        output.print_stats(collect(reader, store, instance))
+        print_stats(collect(reader, store, instance))
         return 0
     if args.process_pending:
         which = ", ".join(event_types) if event_types else "all monitored event types"
@@ -65,7 +70,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         poll = monitor.poll_once()
         output.print_poll(poll)
         if poll.all_succeeded:
-            output.print_event_counts(event_stats(store.engine, dt.datetime.now(dt.UTC)))
+            print_event_counts(event_stats(store.engine, dt.datetime.now(dt.UTC)))
         return 0 if poll.all_succeeded else 1
     interval = args.interval or settings.poll_interval
     print(f"Monitoring {redact_url(settings.lms_database_url)} every {interval} s (Ctrl-C or SIGTERM to stop)")

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from lms_activity_pipeline import names
-from lms_activity_pipeline.cli.poller import PollOutcome, RunOutcome
-from lms_activity_pipeline.cli.stats import Stats
-from lms_activity_pipeline.warehouse.stats import EventStats
+from lms_activity_pipeline.cli.outcomes import PollOutcome, RunOutcome
 
 
 def print_poll(outcome: PollOutcome) -> None:
@@ -28,14 +24,20 @@ def print_ingest(run: RunOutcome) -> None:
     days = run.request.partition_key or "..".join(
         run.request.tags.get(tag, "?") for tag in (names.RANGE_START_TAG, names.RANGE_END_TAG)
     )
-    print(f"  ingest run {run.run_id} ({days}, {run.request.tags.get(names.CHANGED_ROWS_TAG, 'all')} changed rows): {state}")
+    print(
+        f"  ingest run {run.run_id} ({days}, {run.request.tags.get(names.CHANGED_ROWS_TAG, 'all')} changed rows): {state}"
+    )
     events = run.metadata.get(names.LMS_ACTIVITY_EVENTS)
     if events:
         print(
             f"  lms_activity_events: {events.get('rows_inserted', 0)} new, {events.get('rows_updated', 0)} changed, "
             f"{events.get('rows_unchanged', 0)} unchanged, {events.get('notifications_enqueued', 0)} notifications enqueued"
         )
-    rejected = {asset: int(meta.get(names.ROWS_REJECTED, 0)) for asset in names.INGEST_ASSETS if (meta := run.metadata.get(asset))}
+    rejected = {
+        asset: int(meta.get(names.ROWS_REJECTED, 0))
+        for asset in names.INGEST_ASSETS
+        if (meta := run.metadata.get(asset))
+    }
     if rejected:
         steps = ", ".join(f"{asset} {n}" for asset, n in rejected.items())
         print(f"  LMS rows rejected: {sum(rejected.values())} ({steps}; reasons in each step's rejected_preview)")
@@ -47,41 +49,9 @@ def print_notify(run: RunOutcome) -> None:
         return
     meta = run.metadata.get(names.NOTIFY_OP, {})
     counts = ", ".join(f"{meta.get(k, 0)} {k}" for k in ("sent", "skipped", "failed", "dry_run"))
-    line = f"  notify run {run.run_id}: {counts}; {meta.get('messages', 0)} messages to {meta.get('mentors', 0)} mentors"
+    line = (
+        f"  notify run {run.run_id}: {counts}; {meta.get('messages', 0)} messages to {meta.get('mentors', 0)} mentors"
+    )
     print(f"{line}; {meta.get('open_pairs') or str(meta.get('open_pairs_left', 0)) + ' pairs still open'}")
     if meta.get("stopped_early"):
         print(f"  stopped early: {meta['stopped_early']} (the rest waits for the next run)")
-
-
-def print_event_counts(events: EventStats) -> None:
-    from tabulate import tabulate
-
-    rows: list[tuple[Any, ...]] = [(t, events.total[t], events.last_24h[t]) for t in events.total]
-    rows.append(("total", sum(events.total.values()), sum(events.last_24h.values())))
-    print(tabulate(rows, headers=["event type", "events", "last 24 h"], tablefmt="simple"))
-
-
-def print_stats(stats: Stats) -> None:
-    print_event_counts(stats.events)
-    fresh, lag = stats.freshness, stats.freshness.lag_seconds
-    print(f"newest event:       {stats.events.newest_event or '-'}")
-    print(f"newest LMS change:  {stats.lms_newest_change or '-'}")
-    pending = f" (oldest LMS change not in lms_activity_events: {fresh.oldest_pending})" if lag else ""
-    print(f"lag behind LMS:     {'-' if lag is None else f'{lag:.0f} s'}{pending}")
-    if fresh.staged_pending:
-        print(
-            f"not in events yet:  {fresh.staged_pending} staged rows "
-            f"({fresh.staged_rejected} rejected by lms_activity_events, the rest not classified yet)"
-        )
-    if fresh.future_rows:
-        ahead = fresh.future_ahead.total_seconds() if fresh.future_ahead is not None else 0
-        print(
-            f"rows from future:   {fresh.future_rows} LMS rows dated after the LMS's now(), up to {ahead:.0f} s ahead "
-            f"({fresh.future_pending} not in events yet)"
-        )
-    print("notifications:      " + ", ".join(f"{k} {v}" for k, v in stats.events.notifications.items()))
-    poll = stats.poll
-    print(f"last poll:          {poll.last_poll_at or 'never'} ({poll.last_outcome or '-'})")
-    last = stats.last_ingest
-    described = f"{last['started_at']} by {last['trigger']} (run {last['run_id']}, {last['status']})" if last else "never"
-    print(f"last ingest run:    {described}")

@@ -15,7 +15,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from dagster import (
@@ -31,37 +30,8 @@ from dagster import (
 )
 
 from lms_activity_pipeline import names
+from lms_activity_pipeline.cli.outcomes import PollOutcome, RunOutcome
 from lms_activity_pipeline.defs import runs
-from lms_activity_pipeline.defs.resources import resources_for
-from lms_activity_pipeline.settings import Settings
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """One run the poll executed: what was requested, its id, whether it succeeded, its metadata by step."""
-
-    request: RunRequest
-    run_id: str
-    success: bool
-    #: Per asset (its materialisation) or op (its output): the metadata values.
-    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    @property
-    def is_ingest(self) -> bool:
-        return self.request.job_name == names.INGEST_JOB
-
-
-@dataclass(frozen=True)
-class PollOutcome:
-    """What one poll did: the sensor's log lines (warning or not), why it requested nothing, the runs it executed."""
-
-    lines: list[tuple[bool, str]]
-    skip_reason: str | None
-    runs: list[RunOutcome]
-
-    @property
-    def all_succeeded(self) -> bool:
-        return all(r.success for r in self.runs)
 
 
 class _Lines(logging.Handler):
@@ -79,13 +49,18 @@ class Monitor:
     """Polls like the daemon's sensor and runs what it requests here; every run is a Dagster run in ``instance``."""
 
     def __init__(
-        self, settings: Settings, defs: Definitions, instance: DagsterInstance, *, run_config: dict[str, Any] | None = None
+        self,
+        defs: Definitions,
+        instance: DagsterInstance,
+        resources: dict[str, Any],
+        *,
+        run_config: dict[str, Any] | None = None,
     ) -> None:
-        self.settings = settings
         self.defs = defs
         self.instance = instance
+        #: The resources the sensors and the schedule are evaluated with (runs use the definitions' own).
+        self.resources = resources
         self.run_config = run_config or {}
-        self.resources = resources_for(settings, env_vars=False)
 
     # --- one poll -------------------------------------------------------------------------------
 

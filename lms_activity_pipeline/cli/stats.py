@@ -1,4 +1,4 @@
-"""``lms-activity monitor --stats``: what the warehouse, the LMS and the Dagster instance say, in one record."""
+"""``lms-activity monitor --stats``: what the warehouse, the LMS and the Dagster instance say, and how it is printed."""
 
 from __future__ import annotations
 
@@ -51,3 +51,39 @@ def _run_summary(record: Any) -> dict[str, Any]:
         "trigger": trigger,
         "status": run.status.value,
     }
+
+
+def print_event_counts(events: EventStats) -> None:
+    from tabulate import tabulate
+
+    rows: list[tuple[Any, ...]] = [(t, events.total[t], events.last_24h[t]) for t in events.total]
+    rows.append(("total", sum(events.total.values()), sum(events.last_24h.values())))
+    print(tabulate(rows, headers=["event type", "events", "last 24 h"], tablefmt="simple"))
+
+
+def print_stats(stats: Stats) -> None:
+    print_event_counts(stats.events)
+    fresh, lag = stats.freshness, stats.freshness.lag_seconds
+    print(f"newest event:       {stats.events.newest_event or '-'}")
+    print(f"newest LMS change:  {stats.lms_newest_change or '-'}")
+    pending = f" (oldest LMS change not in lms_activity_events: {fresh.oldest_pending})" if lag else ""
+    print(f"lag behind LMS:     {'-' if lag is None else f'{lag:.0f} s'}{pending}")
+    if fresh.staged_pending:
+        print(
+            f"not in events yet:  {fresh.staged_pending} staged rows "
+            f"({fresh.staged_rejected} rejected by lms_activity_events, the rest not classified yet)"
+        )
+    if fresh.future_rows:
+        ahead = fresh.future_ahead.total_seconds() if fresh.future_ahead is not None else 0
+        print(
+            f"rows from future:   {fresh.future_rows} LMS rows dated after the LMS's now(), up to {ahead:.0f} s ahead "
+            f"({fresh.future_pending} not in events yet)"
+        )
+    print("notifications:      " + ", ".join(f"{k} {v}" for k, v in stats.events.notifications.items()))
+    poll = stats.poll
+    print(f"last poll:          {poll.last_poll_at or 'never'} ({poll.last_outcome or '-'})")
+    last = stats.last_ingest
+    described = (
+        f"{last['started_at']} by {last['trigger']} (run {last['run_id']}, {last['status']})" if last else "never"
+    )
+    print(f"last ingest run:    {described}")

@@ -10,11 +10,11 @@ import pandas as pd
 import sqlalchemy as sa
 from dagster import AssetExecutionContext, MetadataValue, TableColumn, TableColumnConstraints, TableSchema
 
+from lms_activity_pipeline import names
 from lms_activity_pipeline.domain.cleaning import kept
+from lms_activity_pipeline.ingest.reports import EventsReport, FeaturesReport, StageReport
 from lms_activity_pipeline.lms.queries import ExtractWindow
 from lms_activity_pipeline.warehouse.dictionary import sql_type
-from lms_activity_pipeline import names
-from lms_activity_pipeline.ingest.reports import EventsReport, FeaturesReport, StageReport
 from lms_activity_pipeline.warehouse.load import UpsertResult
 from lms_activity_pipeline.warehouse.store import Warehouse
 

@@ -10,16 +10,23 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableResource, Definitions, EnvVar, ExecutorDefinition, InitResourceContext, definitions
-from dagster import in_process_executor
+from dagster import (
+    ConfigurableResource,
+    Definitions,
+    EnvVar,
+    ExecutorDefinition,
+    InitResourceContext,
+    definitions,
+    in_process_executor,
+)
 
 from lms_activity_pipeline.domain.delivery import RetryPolicy
+from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.errors import ConfigError
 from lms_activity_pipeline.lms.reader import LMSReader
-from lms_activity_pipeline.notify.due import why_no_run
+from lms_activity_pipeline.notify.request import why_no_run
 from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway
 from lms_activity_pipeline.settings import DEFAULT_WAREHOUSE_SCHEMA, VARIABLE_BY_FIELD, Settings, parse_event_types
-from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.urls import redact_url
 from lms_activity_pipeline.warehouse.outbox import Outbox
 from lms_activity_pipeline.warehouse.store import Warehouse
@@ -32,7 +39,7 @@ class LMSResource(ConfigurableResource):
     database_url: str
     profile_path: str | None = None
 
-    def __repr_args__(self):  # noqa: ANN204 - pydantic's repr hook
+    def __repr_args__(self):
         """The URL's credentials never appear in a repr (logs, tracebacks, debuggers)."""
         for name, value in super().__repr_args__():
             yield name, (redact_url(value) if name == "database_url" and isinstance(value, str) else value)
@@ -51,7 +58,7 @@ class WarehouseResource(ConfigurableResource):
     url: str
     schema_name: str = DEFAULT_WAREHOUSE_SCHEMA
 
-    def __repr_args__(self):  # noqa: ANN204 - pydantic's repr hook
+    def __repr_args__(self):
         for name, value in super().__repr_args__():
             yield name, (redact_url(value) if name == "url" and isinstance(value, str) else value)
 
@@ -107,7 +114,7 @@ class ZulipResource(ConfigurableResource):
     user_cache_hours: float = 24.0
     unknown_user_cache_hours: float = 1.0
 
-    def __repr_args__(self):  # noqa: ANN204 - pydantic's repr hook
+    def __repr_args__(self):
         """The API key, and credentials in the site URL, never appear in a repr (logs, tracebacks, debuggers)."""
         for name, value in super().__repr_args__():
             if name == "api_key" and value is not None:
@@ -140,7 +147,7 @@ class ZulipResource(ConfigurableResource):
             return "dry-run (no Zulip configured)"
         if _set(self.config_file):
             return f"Zulip bot from zuliprc {self.config_file}"
-        return f"Zulip bot {self.email} at {redact_url(self.site)}"
+        return f"Zulip bot {self.email} at {redact_url(self.site or '')}"
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(
@@ -158,7 +165,9 @@ class ZulipResource(ConfigurableResource):
             "site": self.site,
             "email": self.email,
             "api_key": self.api_key,
-            "config_file": str(Path(self.config_file).expanduser()) if _set(self.config_file) else None,
+            "config_file": str(Path(self.config_file).expanduser())
+            if self.config_file and _set(self.config_file)
+            else None,
         }
         return ZulipGateway({k: v for k, v in options.items() if _set(v)}, self.request_timeout_seconds)
 
@@ -209,7 +218,9 @@ def executor_for(settings: Settings, *, env_vars: bool = True) -> ExecutorDefini
     try:
         from dagster_celery import celery_executor
     except ImportError:
-        raise ConfigError("LMS_EXECUTOR=celery needs dagster-celery: pip install 'lms-activity-pipeline[celery]'") from None
+        raise ConfigError(
+            "LMS_EXECUTOR=celery needs dagster-celery: pip install 'lms-activity-pipeline[celery]'"
+        ) from None
 
     def value(field: str) -> Any:
         name = VARIABLE_BY_FIELD[field].name

@@ -33,7 +33,9 @@ INCREMENTAL_RUN_MAX_RUNTIME_SECONDS = 3600
 IN_PROCESS_CONFIG: dict[str, Any] = {"execution": {"config": {"in_process": {}}}}
 
 
-def ingest_run_config(changed_since: dt.datetime | None = None, changed_until: dt.datetime | None = None) -> dict[str, Any]:
+def ingest_run_config(
+    changed_since: dt.datetime | None = None, changed_until: dt.datetime | None = None
+) -> dict[str, Any]:
     """Run config for an incremental run; empty (recompute) when no bounds are given."""
     if changed_since is None and changed_until is None:
         return {}
@@ -78,9 +80,7 @@ def notify_request(trigger: str, *, after_run: str | None = None) -> RunRequest:
     tags = {names.TRIGGER_TAG: trigger}
     if after_run is not None:
         tags[names.INGEST_RUN_ID_TAG] = after_run
-    return RunRequest(
-        run_key=f"notify-after-{after_run}" if after_run else None, job_name=names.NOTIFY_JOB, tags=tags
-    )
+    return RunRequest(run_key=f"notify-after-{after_run}" if after_run else None, job_name=names.NOTIFY_JOB, tags=tags)
 
 
 def run_state(instance: DagsterInstance, run_key: str) -> RunState:
@@ -142,7 +142,9 @@ def run_ingest(
     return execute(defs, instance, request, run_config=run_config, raise_on_error=raise_on_error)
 
 
-def notify_run_config(event_types: tuple[str, ...] | None = None, *, retry_all_failed: bool = False, **options: Any) -> dict[str, Any]:
+def notify_run_config(
+    event_types: tuple[str, ...] | None = None, *, retry_all_failed: bool = False, **options: Any
+) -> dict[str, Any]:
     """Run config of ``send_mentor_notifications`` (defaults: what the sensors and the schedule use)."""
     config: dict[str, Any] = {"retry_all_failed": retry_all_failed, **options}
     if event_types:

@@ -20,8 +20,7 @@ def to_utc(value: dt.datetime | str | None) -> dt.datetime | None:
     ``None`` stays ``None``."""
     if value is None:
         return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    if hasattr(value, "to_pydatetime"):  # pandas.Timestamp, without importing pandas here
-        value = value.to_pydatetime()
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+    moment = dt.datetime.fromisoformat(value) if isinstance(value, str) else value
+    if hasattr(moment, "to_pydatetime"):  # pandas.Timestamp, without importing pandas here
+        moment = moment.to_pydatetime()
+    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment.astimezone(dt.UTC)

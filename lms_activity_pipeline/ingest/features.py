@@ -17,11 +17,23 @@ from lms_activity_pipeline.warehouse.load import UpsertResult
 from lms_activity_pipeline.warehouse.store import Warehouse
 
 AI_PREVIEW_COLUMNS = [
-    "event_key", "event_type", "timestamp", "attempt_number", "prior_failures", "score_pct",
-    "seconds_since_prev_event", "student_events_7d",
+    "event_key",
+    "event_type",
+    "timestamp",
+    "attempt_number",
+    "prior_failures",
+    "score_pct",
+    "seconds_since_prev_event",
+    "student_events_7d",
 ]
 DAILY_PREVIEW_COLUMNS = [
-    "student_id", "day", "events_total", "exams_passed", "exams_failed", "mean_score_pct", "content_minutes",
+    "student_id",
+    "day",
+    "events_total",
+    "exams_passed",
+    "exams_failed",
+    "mean_score_pct",
+    "content_minutes",
 ]
 
 

@@ -34,8 +34,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
-from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline import db
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.lms.schema import REFERENCE
 from lms_activity_pipeline.settings import DEMO_MARKER_TABLE
 
@@ -222,7 +222,7 @@ def generate_demo_lms(
     began = time.perf_counter()
     anchor = default_now() if now is None else to_utc(now)
     owned = not isinstance(url_or_engine, Engine)
-    engine = db.create_engine(url_or_engine) if owned else url_or_engine
+    engine = url_or_engine if isinstance(url_or_engine, Engine) else db.create_engine(url_or_engine)
     try:
         with engine.connect() as conn:  # refuse before the work of building the rows
             if not force and (foreign := foreign_tables(conn)):
@@ -231,7 +231,12 @@ def generate_demo_lms(
         say(f"built {sum(len(f) for f in frames.values()):,} rows in {time.perf_counter() - began:.1f} s")
         with engine.begin() as conn:
             _reset_schema(
-                conn, indexes=False, force=force, students=students, days=days, seed=seed,
+                conn,
+                indexes=False,
+                force=force,
+                students=students,
+                days=days,
+                seed=seed,
                 history_start=(anchor - dt.timedelta(days=days)).date(),
             )
             for name, frame in frames.items():
@@ -342,9 +347,9 @@ def _timestamps(seconds: np.ndarray, present: np.ndarray | None = None) -> pd.Se
     return pd.Series(values).dt.tz_localize("UTC")
 
 
-def _labels(codes: np.ndarray, names: list[str]) -> pd.Categorical:
+def _labels(codes: np.ndarray, names: list[str]) -> pd.Categorical[str]:
     """Text values from integer codes (a categorical: cheap for millions of rows)."""
-    return pd.Categorical.from_codes(codes, categories=names)
+    return pd.Categorical.from_codes(codes.astype(np.int64), categories=pd.Index(names))
 
 
 def _nullable_float(values: np.ndarray, present: np.ndarray) -> np.ndarray:

@@ -15,11 +15,11 @@ from sqlalchemy.engine import Engine
 from lms_activity_pipeline import db
 from lms_activity_pipeline.domain import cleaning
 from lms_activity_pipeline.domain.classification import Dimensions
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.lms import queries
 from lms_activity_pipeline.lms.queries import ExtractWindow
-from lms_activity_pipeline.domain.times import to_utc
-from lms_activity_pipeline.urls import redact_url
 from lms_activity_pipeline.lms.schema import DEFAULT_PROFILE, SourceProfile
+from lms_activity_pipeline.urls import redact_url
 
 #: Ids per ``IN`` list when looking users up.
 USER_ID_CHUNK = 5000
@@ -71,7 +71,7 @@ class LMSReader:
         """Fail with one line naming ``LMS_DATABASE_URL`` when the LMS is unreachable."""
         db.check_connection(self.engine, "LMS_DATABASE_URL")
 
-    def _read(self, stmt) -> pd.DataFrame:  # noqa: ANN001 - a SQLAlchemy Select
+    def _read(self, stmt) -> pd.DataFrame:
         with self.engine.connect() as conn:
             return db.read_frame(conn, stmt)
 

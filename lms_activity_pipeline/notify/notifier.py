@@ -34,11 +34,11 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pandas as pd
 
-from lms_activity_pipeline.domain.outbox_status import OPEN_STATUSES, STATUSES, OutboxStatus
 from lms_activity_pipeline.domain.batches import MentorBatch, PlannedMessage, mentor_batches, plan_messages
 from lms_activity_pipeline.domain.delivery import (
     Delivery,
@@ -47,9 +47,11 @@ from lms_activity_pipeline.domain.delivery import (
     call_with_retries,
     call_without_duplicates,
 )
+from lms_activity_pipeline.domain.outbox import OutboxStatus
 from lms_activity_pipeline.domain.recipients import MentorContact, ZulipAccount
 from lms_activity_pipeline.domain.text import plural
 from lms_activity_pipeline.notify.directory import MentorDirectory
+from lms_activity_pipeline.notify.request import NotifyRequest
 from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway, content_digest
 from lms_activity_pipeline.warehouse.outbox import (
     Backlog,
@@ -68,31 +70,6 @@ PREVIEW_CHARS = 300
 MENTOR_PAGE = 200
 #: Rows of uncertain delivery read per page.
 SETTLE_PAGE = 500
-
-
-@dataclass(frozen=True)
-class NotifyRequest:
-    """What one run may do."""
-
-    selection: Selection = field(default_factory=Selection)
-    enabled: bool = True
-    max_age: dt.timedelta = dt.timedelta(hours=24)
-    claim_timeout: dt.timedelta = dt.timedelta(minutes=30)
-    #: After this long the run starts no new mentor (the one in hand is finished); the rest waits
-    #: for the next run. Below ``claim_timeout`` by default.
-    time_budget: dt.timedelta = dt.timedelta(minutes=20)
-    breaker_threshold: int = 3
-    #: An uncertain delivery is looked up on Zulip once its request is this old (a request
-    #: that timed out may still be in progress on the server until then).
-    settle_after: dt.timedelta = dt.timedelta(minutes=2)
-
-    def __post_init__(self) -> None:
-        if self.time_budget <= dt.timedelta(0):
-            raise ValueError(f"the time budget must be positive, got {self.time_budget}")
-
-    def backlog(self, outbox: Outbox, now: dt.datetime) -> Backlog:
-        """The outbox's open pairs as this request sees them (:attr:`Backlog.due`: would a run do anything?)."""
-        return outbox.backlog(self.selection, now, self.claim_timeout, self.settle_after)
 
 
 @dataclass(frozen=True)
@@ -135,7 +112,10 @@ class NotifySummary:
         return self.left.describe(self.settle_after)
 
     def describe(self) -> str:
-        counts = ", ".join(f"{self.counts.get(s, 0)} {s}" for s in (OutboxStatus.SENT, OutboxStatus.SKIPPED, OutboxStatus.FAILED, OutboxStatus.DRY_RUN))
+        counts = ", ".join(
+            f"{self.counts.get(s, 0)} {s}"
+            for s in (OutboxStatus.SENT, OutboxStatus.SKIPPED, OutboxStatus.FAILED, OutboxStatus.DRY_RUN)
+        )
         text = f"notifications ({self.mode}): {counts}; {self.messages} messages to {self.mentors} mentors"
         if self.uncertain_found or self.uncertain_not_delivered or self.uncertain_unresolved:
             text += (
@@ -227,7 +207,9 @@ class Notifier:
             summary.zulip_user_lookups = self.directory.lookups
         summary.left = request.backlog(self.outbox, self.clock())
         if summary.stopped_early:
-            self.log.warning(f"Stopped early: {summary.stopped_early}; left for the next run: {summary.describe_left()}")
+            self.log.warning(
+                f"Stopped early: {summary.stopped_early}; left for the next run: {summary.describe_left()}"
+            )
         self.log.info(summary.describe())
         return summary
 
@@ -286,14 +268,14 @@ class Notifier:
             if self.clock() >= deadline:
                 self.log.warning("time budget spent looking up uncertain deliveries; the rest waits for the next run")
                 return False
-            check = call_with_retries(
-                lambda item=item: self._find(zulip, item), zulip.policy, self.sleep, zulip.gateway.pause
-            )
+            check = call_with_retries(partial(self._find, zulip, item), zulip.policy, self.sleep, zulip.gateway.pause)
             if not check.ok:
                 if check.reply.is_systemic and check.reply.kind is not ReplyKind.UNCERTAIN:
                     left = sum(len(i.log_ids) for i in page[index:])
                     summary.uncertain_unresolved += left
-                    self.log.warning(f"could not look up uncertain deliveries on Zulip ({check.error}); {left} pairs wait")
+                    self.log.warning(
+                        f"could not look up uncertain deliveries on Zulip ({check.error}); {left} pairs wait"
+                    )
                     return False
                 summary.uncertain_unresolved += len(item.log_ids)
                 self.log.warning(f"uncertain delivery to Zulip user {item.zulip_user_id} still unknown: {check.error}")
@@ -317,7 +299,7 @@ class Notifier:
         return True
 
     @staticmethod
-    def _find(zulip: ZulipSetup, item: UncertainDelivery):  # noqa: ANN205 - a Reply
+    def _find(zulip: ZulipSetup, item: UncertainDelivery):
         return zulip.gateway.find_direct([item.zulip_user_id], item.digest, item.attempted_at.timestamp())
 
     # --- one mentor ------------------------------------------------------------------
@@ -348,7 +330,7 @@ class Notifier:
         summary.mentors += 1
         try:
             return job.run()
-        except Exception as exc:  # noqa: BLE001 - one mentor's problem must not sink the run
+        except Exception as exc:
             self.log.exception(f"mentor {contact.label}: unexpected error, pairs recorded as failed")
             job.fail_remaining(f"internal error: {type(exc).__name__}: {exc}")
             return False
@@ -384,7 +366,10 @@ class _MentorJob:
     def fail_remaining(self, error: str) -> None:
         sending, idle = self.open & self.sending, self.open - self.sending
         if sending:
-            self.record(sending, self.outcome(OutboxStatus.FAILED, attempts=1, error=f"uncertain delivery: {error}", uncertain=True))
+            self.record(
+                sending,
+                self.outcome(OutboxStatus.FAILED, attempts=1, error=f"uncertain delivery: {error}", uncertain=True),
+            )
         if idle:
             self.record(idle, self.outcome(OutboxStatus.FAILED, error=error))
 
@@ -394,7 +379,12 @@ class _MentorJob:
             if self.open & self.sending:
                 self.record(
                     self.open & self.sending,
-                    self.outcome(OutboxStatus.FAILED, attempts=1, error="uncertain delivery: the run was stopped while sending", uncertain=True),
+                    self.outcome(
+                        OutboxStatus.FAILED,
+                        attempts=1,
+                        error="uncertain delivery: the run was stopped while sending",
+                        uncertain=True,
+                    ),
                 )
             self.release_remaining()
         except Exception:  # noqa: BLE001 - stale-claim recovery of the next run covers what this could not write
@@ -466,7 +456,8 @@ class _MentorJob:
         if delivery.ok:
             message_id = delivery.reply.body.get("id")
             self.record(
-                log_ids, self.outcome(OutboxStatus.SENT, message_id=None if message_id is None else int(message_id), **common)
+                log_ids,
+                self.outcome(OutboxStatus.SENT, message_id=None if message_id is None else int(message_id), **common),
             )
             self.summary.messages += 1
             self._preview(message, OutboxStatus.SENT, account)
@@ -517,7 +508,7 @@ class _MentorJob:
         )
 
 
-def _text(value: object) -> str | None:
+def _text(value: Any) -> str | None:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
     text = str(value).strip()
@@ -533,5 +524,5 @@ def _waits(delivery: Delivery) -> str:
     if delivery.paced_seconds:
         extra.append(f"held off {delivery.paced_seconds:.1f} s as Zulip's rate-limit headers asked")
     if recovered := delivery.reply.body.get("recovered"):
-        extra.append(f"stored by Zulip despite \"{recovered}\", so not sent again")
+        extra.append(f'stored by Zulip despite "{recovered}", so not sent again')
     return f" ({', '.join(extra)})" if extra else ""

@@ -52,7 +52,12 @@ class PendingRun:
     def of(cls, plan: PollPlan) -> PendingRun:
         iso = lambda t: None if t is None else t.isoformat()  # noqa: E731
         return cls(
-            plan.run_key, plan.first_partition, plan.last_partition, iso(plan.changed_since), iso(plan.changed_until), plan.rows
+            plan.run_key,
+            plan.first_partition,
+            plan.last_partition,
+            iso(plan.changed_since),
+            iso(plan.changed_until),
+            plan.rows,
         )
 
     @classmethod
@@ -86,7 +91,11 @@ class PendingRun:
         return {names.CHANGED_ROWS_TAG: str(self.rows)}
 
     def describe(self) -> str:
-        days = self.first_partition if self.first_partition == self.last_partition else f"{self.first_partition}..{self.last_partition}"
+        days = (
+            self.first_partition
+            if self.first_partition == self.last_partition
+            else f"{self.first_partition}..{self.last_partition}"
+        )
         return f"{days} ({self.rows} changed rows, run key {self.run_key})"
 
 

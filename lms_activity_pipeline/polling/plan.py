@@ -34,7 +34,7 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -79,10 +79,10 @@ class Mark:
 
     def to_json(self) -> list[object]:
         data: list[object] = [self.updated_at, self.window_digest]
-        return data + [self.above_digest, list(self.future)] if self.above_digest or self.future else data
+        return [*data, self.above_digest, list(self.future)] if self.above_digest or self.future else data
 
     @classmethod
-    def from_json(cls, value: list[object]) -> Mark:
+    def from_json(cls, value: list[Any]) -> Mark:
         updated_at, window_digest, *rest = value  # cursors written before the future rows: two items
         return cls(updated_at, window_digest, rest[0] if rest else "", tuple(rest[1]) if len(rest) > 1 else ())
 
@@ -150,10 +150,17 @@ class PollPlan:
         return tags
 
     def describe(self) -> str:
-        days = self.first_partition if self.first_partition == self.last_partition else f"{self.first_partition}..{self.last_partition}"
-        if self.is_full_history:
+        days = (
+            self.first_partition
+            if self.first_partition == self.last_partition
+            else f"{self.first_partition}..{self.last_partition}"
+        )
+        if self.changed_since is None or self.changed_until is None:
             return f"first poll: recompute history {days}"
-        return f"{self.rows} changed LMS rows touching {days} (updated_at in ({self.changed_since.isoformat()}, {self.changed_until.isoformat()}])"
+        return (
+            f"{self.rows} changed LMS rows touching {days} "
+            f"(updated_at in ({self.changed_since.isoformat()}, {self.changed_until.isoformat()}])"
+        )
 
 
 @dataclass(frozen=True)
@@ -177,14 +184,18 @@ class PollResult:
         if self.future_rows:
             ahead = int(self.future_ahead.total_seconds()) if self.future_ahead is not None else 0
             waiting = (
-                f"; {self.waiting_rows} of them dated after today wait for their day's partition" if self.waiting_rows else ""
+                f"; {self.waiting_rows} of them dated after today wait for their day's partition"
+                if self.waiting_rows
+                else ""
             )
             lines.append(
                 f"{self.future_rows} LMS row(s) have an updated_at after the LMS database's now(), up to {ahead} s ahead "
                 f"(a server clock running fast?): ingested once when first seen; the cursor stays at now(){waiting}"
             )
         if not self.unreadable.empty:
-            shown = "; ".join(f"{r.source} id={r.id}: {r.reason}" for r in self.unreadable.head(5).itertuples(index=False))
+            shown = "; ".join(
+                f"{r.source} id={r.id}: {r.reason}" for r in self.unreadable.head(5).itertuples(index=False)
+            )
             more = f" and {len(self.unreadable) - 5} more" if len(self.unreadable) > 5 else ""
             lines.append(f"{len(self.unreadable)} changed LMS row(s) skipped, a value cannot be read: {shown}{more}")
         return lines
@@ -193,7 +204,10 @@ class PollResult:
 def _row_hashes(rows: pd.DataFrame) -> np.ndarray:
     """A 64-bit hash of each row's ``(id, updated_at)`` (vectorised)."""
     pairs = pd.DataFrame(
-        {"id": rows["id"].astype("int64").to_numpy(), "at": rows["updated_at"].dt.tz_convert("UTC").astype("int64").to_numpy()}
+        {
+            "id": rows["id"].astype("int64").to_numpy(),
+            "at": rows["updated_at"].dt.tz_convert("UTC").astype("int64").to_numpy(),
+        }
     )
     return pd.util.hash_pandas_object(pairs, index=False).to_numpy()
 
@@ -309,7 +323,9 @@ def _mark(rows: pd.DataFrame, lookback: dt.timedelta, clocks: _Clocks, previous:
     mark, else now), the digest of its lookback window, and the rows above it (all from the future):
     their digest, and the hashes of those handed to a run (not those waiting for their day)."""
     present = rows[rows["updated_at"] <= clocks.lms_now]
-    newest = present["updated_at"].max() if not present.empty else (previous if previous is not None else clocks.lms_now)
+    newest = (
+        present["updated_at"].max() if not present.empty else (previous if previous is not None else clocks.lms_now)
+    )
     above = rows[rows["updated_at"] > newest]
     handed = above[clocks.can_ingest(above)].sort_values(["updated_at", "id"]).head(MAX_TRACKED_FUTURE_ROWS)
     window = present[present["updated_at"] > newest - lookback]

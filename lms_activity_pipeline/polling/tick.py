@@ -97,7 +97,9 @@ def poll(
         current = poll_state.read_state(store.engine, poll_state.LEGACY_CLI_POLLER).cursor or legacy_cursor
     followed = review(read_pending(current), state_of)
     messages = [f"ingest run failed for good; requesting {item.describe()} again" for item in followed.again]
-    messages += [f"ingest of {item.describe()} failed {item.requests} times; backfill those days" for item in followed.given_up]
+    messages += [
+        f"ingest of {item.describe()} failed {item.requests} times; backfill those days" for item in followed.given_up
+    ]
     result = plan_poll(
         source,
         Cursor.from_json(current),

@@ -14,7 +14,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from lms_activity_pipeline.warehouse.schema import METADATA, table_named
+from lms_activity_pipeline.warehouse.schema import table_named
 
 BLOCK = re.compile(r"(<!-- columns:(\w+) -->\n)(.*?)(<!-- /columns -->)", re.DOTALL)
 

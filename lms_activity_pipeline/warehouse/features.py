@@ -15,10 +15,10 @@ from collections.abc import Collection
 import pandas as pd
 import sqlalchemy as sa
 
-from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline import db
 from lms_activity_pipeline.domain.event_types import EventType
 from lms_activity_pipeline.domain.features import HISTORY_COLUMNS, LOOKBACK, TIMELINE_COLUMNS, History
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse import load
 from lms_activity_pipeline.warehouse.processing import lock_processed_flags, sync_processed_flags
 from lms_activity_pipeline.warehouse.schema import ai_ready_events, lms_activity_events, student_daily_activity
@@ -154,6 +154,10 @@ def write_daily_activity(
     """Make ``student_daily_activity`` for the days ``[first_day, end_day)`` equal ``daily``."""
     table = student_daily_activity
     return load.upsert(
-        conn, table, daily, ["student_id", "day"], touch="updated_at",
+        conn,
+        table,
+        daily,
+        ["student_id", "day"],
+        touch="updated_at",
         prune=sa.and_(table.c.day >= first_day, table.c.day < end_day),
     )

@@ -31,9 +31,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.lms.queries import time_cmp
 from lms_activity_pipeline.lms.reader import LMSReader
-from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse import schema as wh
 
 #: The staged copy of each attempts table, by logical name.
@@ -88,10 +88,16 @@ def freshness(lms: LMSReader, warehouse: Engine) -> Freshness:
                 ).scalar()
             )
             newer = lms.oldest_change(logical, head, lms_now)  # in the LMS, after the newest change in the events
-            staged = to_utc(conn.execute(sa.select(sa.func.min(table.c.updated_at)).where(wh.not_in_events(table))).scalar())
+            staged = to_utc(
+                conn.execute(sa.select(sa.func.min(table.c.updated_at)).where(wh.not_in_events(table))).scalar()
+            )
             oldest += [t for t in (newer, staged) if t is not None]
             pending += _count(conn, table, wh.not_in_events(table))
-            rejected += _count(conn, table, sa.and_(table.c._classified_version == table.c.updated_at, table.c._rejected_reason.is_not(None)))
+            rejected += _count(
+                conn,
+                table,
+                sa.and_(table.c._classified_version == table.c.updated_at, table.c._rejected_reason.is_not(None)),
+            )
             future, _ = lms.changed_rows(logical, lms_now)
             waiting = _not_reached(conn, table, future)
             future_rows, future_pending = future_rows + len(future), future_pending + waiting
@@ -121,8 +127,8 @@ def _not_reached(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> int:
     """How many of the LMS ``rows`` (``id, updated_at``) are not in the events in that version."""
     if rows.empty:
         return 0
-    stmt = sa.select(table.c.id, table.c.updated_at).where(table.c.id.in_(rows["id"].astype(int).tolist()), reached_events(table))
+    stmt = sa.select(table.c.id, table.c.updated_at).where(
+        table.c.id.in_(rows["id"].astype(int).tolist()), reached_events(table)
+    )
     there = {(int(i), pd.Timestamp(to_utc(at))) for i, at in conn.execute(stmt)}
     return sum((int(i), at) not in there for i, at in zip(rows["id"], rows["updated_at"], strict=True))
-
-

@@ -44,10 +44,9 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from lms_activity_pipeline.domain.outbox_status import OPEN_STATUSES, STATUSES, OutboxStatus
 from lms_activity_pipeline import db
-from lms_activity_pipeline.domain.batches import PendingPair
 from lms_activity_pipeline.domain.notification_event import NotificationEvent
+from lms_activity_pipeline.domain.outbox import OPEN_STATUSES, STATUSES, OutboxStatus, PendingPair
 from lms_activity_pipeline.domain.text import plural
 from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse.schema import lms_activity_events, lms_event_log
@@ -87,7 +86,9 @@ class Selection:
         else:
             # Uncertain deliveries that Zulip can be asked about are settled, never resent blindly.
             failed = sa.and_(failed, sa.not_(checkable_uncertain()))
-        return sa.and_(log.c.claimed_by.is_(None), sa.or_(log.c.status == OutboxStatus.PENDING, failed), *self.of_types())
+        return sa.and_(
+            log.c.claimed_by.is_(None), sa.or_(log.c.status == OutboxStatus.PENDING, failed), *self.of_types()
+        )
 
 
 def checkable_uncertain() -> sa.ColumnElement[bool]:
@@ -200,9 +201,7 @@ def try_lock_mentors(conn: sa.Connection, log_ids: Sequence[int]) -> bool:
     """Try to take, for this transaction, the claim lock of every mentor of ``log_ids`` (PostgreSQL)."""
     mentors = sa.select(log.c.mentor_id).where(log.c.id.in_(log_ids)).distinct().subquery()
     key = sa.cast(mentors.c.mentor_id % 2147483647, sa.Integer)
-    got = conn.execute(
-        sa.select(sa.func.bool_and(sa.func.pg_try_advisory_xact_lock(_CLAIM_LOCK_SPACE, key)))
-    ).scalar()
+    got = conn.execute(sa.select(sa.func.bool_and(sa.func.pg_try_advisory_xact_lock(_CLAIM_LOCK_SPACE, key)))).scalar()
     return got is not False
 
 
@@ -246,7 +245,9 @@ class Outbox:
 
     def recover_stale_claims(self, cutoff: dt.datetime, now: dt.datetime) -> StaleClaims:
         """Claims taken before ``cutoff`` belong to dead runs: release them, or fail them as uncertain."""
-        stale = sa.and_(log.c.claimed_by.is_not(None), log.c.claimed_at < to_utc(cutoff), log.c.status.in_(OPEN_STATUSES))
+        stale = sa.and_(
+            log.c.claimed_by.is_not(None), log.c.claimed_at < to_utc(cutoff), log.c.status.in_(OPEN_STATUSES)
+        )
         with db.write_transaction(self.engine) as conn:
             uncertain = conn.execute(
                 log.update()
@@ -257,7 +258,10 @@ class Outbox:
                     error_message=sa.literal("uncertain delivery: the run holding claim ")
                     + log.c.claimed_by
                     + sa.case(
-                        (log.c.delivery_digest.is_not(None), sa.literal(" stopped while sending; Zulip is asked before any resend")),
+                        (
+                            log.c.delivery_digest.is_not(None),
+                            sa.literal(" stopped while sending; Zulip is asked before any resend"),
+                        ),
                         else_=sa.literal(" stopped while sending; not resent automatically"),
                     ),
                     attempts=log.c.attempts + 1,
@@ -296,7 +300,10 @@ class Outbox:
         mentors = sa.select(first, log.c.mentor_id).where(selection.claimable()).group_by(log.c.mentor_id).subquery()
         stmt = sa.select(mentors.c.first_id, mentors.c.mentor_id)
         if after is not None:
-            stmt = stmt.where(sa.tuple_(mentors.c.first_id, mentors.c.mentor_id) > sa.tuple_(*after))
+            stmt = stmt.where(
+                sa.tuple_(mentors.c.first_id, mentors.c.mentor_id)
+                > sa.tuple_(sa.literal(after.first_id), sa.literal(after.mentor_id))
+            )
         stmt = stmt.order_by(mentors.c.first_id, mentors.c.mentor_id).limit(limit)
         with self.engine.connect() as conn:
             return [MentorKey(int(r.first_id), int(r.mentor_id)) for r in conn.execute(stmt)]
@@ -392,7 +399,9 @@ class Outbox:
             got = sorted(int(i) for i in conn.execute(takeable).scalars())  # locked (PostgreSQL) until commit
             if got:
                 conn.execute(
-                    log.update().where(log.c.id.in_(got)).values(claimed_by=token, claimed_at=to_utc(now), sending_at=None)
+                    log.update()
+                    .where(log.c.id.in_(got))
+                    .values(claimed_by=token, claimed_at=to_utc(now), sending_at=None)
                 )
             return got
 
@@ -413,11 +422,18 @@ class Outbox:
         if not log_ids:
             return 0
         ids, at = sorted(log_ids), to_utc(now)
-        values: dict[str, object] = {"claimed_at": at, "sending_at": at, "delivery_attempted_at": at, "delivery_digest": digest}
+        values: dict[str, object] = {
+            "claimed_at": at,
+            "sending_at": at,
+            "delivery_attempted_at": at,
+            "delivery_digest": digest,
+        }
         if zulip_user_id is not None:
             values["zulip_user_id"] = zulip_user_id
         with db.write_transaction(self.engine) as conn:
-            marked = conn.execute(log.update().where(log.c.id.in_(ids), log.c.claimed_by == token).values(**values)).rowcount
+            marked = conn.execute(
+                log.update().where(log.c.id.in_(ids), log.c.claimed_by == token).values(**values)
+            ).rowcount
             conn.execute(log.update().where(log.c.claimed_by == token, log.c.id.not_in(ids)).values(claimed_at=at))
             return marked
 
@@ -444,7 +460,10 @@ class Outbox:
         )
         if after is not None:
             stmt = stmt.where(
-                sa.tuple_(log.c.delivery_attempted_at, log.c.id) > sa.tuple_(to_utc(after.attempted_at), after.log_id)
+                sa.tuple_(log.c.delivery_attempted_at, log.c.id)
+                > sa.tuple_(
+                    sa.literal(to_utc(after.attempted_at), sa.DateTime(timezone=True)), sa.literal(after.log_id)
+                )
             )
         groups: dict[tuple[int, str], list[tuple[int, dt.datetime]]] = {}
         last: UncertainKey | None = None
@@ -468,11 +487,13 @@ class Outbox:
             return 0
         values: dict[str, object] = {"delivery_uncertain": False, "processed_at": to_utc(now), "last_run_id": run_id}
         if message_id is not None:
-            values.update(status=OutboxStatus.SENT, notification_sent=True, notification_message_id=message_id, error_message=None)
-        else:
-            values["error_message"] = sa.literal("not delivered (Zulip has no such message) after: ") + sa.func.coalesce(
-                log.c.error_message, ""
+            values.update(
+                status=OutboxStatus.SENT, notification_sent=True, notification_message_id=message_id, error_message=None
             )
+        else:
+            values["error_message"] = sa.literal(
+                "not delivered (Zulip has no such message) after: "
+            ) + sa.func.coalesce(log.c.error_message, "")
         with db.write_transaction(self.engine) as conn:
             return conn.execute(
                 log.update()
@@ -547,5 +568,7 @@ class Outbox:
 
     def status_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
-            found = dict(conn.execute(sa.select(log.c.status, sa.func.count()).group_by(log.c.status)).all())
-        return {s: int(found.get(s, 0)) for s in STATUSES}
+            found = {
+                str(s): int(n) for s, n in conn.execute(sa.select(log.c.status, sa.func.count()).group_by(log.c.status))
+            }
+        return {s.value: found.get(s.value, 0) for s in STATUSES}

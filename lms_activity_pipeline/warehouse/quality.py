@@ -11,9 +11,8 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from lms_activity_pipeline.domain.times import to_utc
-from lms_activity_pipeline import db
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse.features import in_window
 from lms_activity_pipeline.warehouse.schema import ai_ready_events, lms_activity_events
 

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
-from lms_activity_pipeline.domain.outbox_status import STATUSES
+from lms_activity_pipeline.domain.outbox import STATUSES
 from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse.schema import lms_activity_events as events
 from lms_activity_pipeline.warehouse.schema import lms_event_log as log
@@ -34,7 +34,9 @@ def event_stats(engine: Engine, now: dt.datetime) -> EventStats:
             for t, n in conn.execute(by_type.where(events.c.timestamp >= to_utc(now) - dt.timedelta(hours=24)))
         }
         newest = conn.execute(sa.select(sa.func.max(events.c.timestamp))).scalar()
-        statuses = {str(s): int(n) for s, n in conn.execute(sa.select(log.c.status, sa.func.count()).group_by(log.c.status))}
+        statuses = {
+            str(s): int(n) for s, n in conn.execute(sa.select(log.c.status, sa.func.count()).group_by(log.c.status))
+        }
     return EventStats(
         total={t: totals.get(t, 0) for t in ALL_EVENT_TYPES},
         last_24h={t: recent.get(t, 0) for t in ALL_EVENT_TYPES},

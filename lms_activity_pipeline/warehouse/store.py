@@ -10,23 +10,23 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Collection, Sequence
+from zoneinfo import ZoneInfo
 
 import pandas as pd
-from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from lms_activity_pipeline import db
+from lms_activity_pipeline.db import Query
+from lms_activity_pipeline.domain.features import History
 from lms_activity_pipeline.domain.times import to_utc
+from lms_activity_pipeline.lms.queries import ExtractWindow, window_filter
 from lms_activity_pipeline.settings import DEFAULT_WAREHOUSE_SCHEMA
 from lms_activity_pipeline.urls import redact_url
-from lms_activity_pipeline.domain.features import History
-from lms_activity_pipeline.lms.queries import ExtractWindow, window_filter
 from lms_activity_pipeline.warehouse import features, load
 from lms_activity_pipeline.warehouse.engine import open_warehouse, physical_schema
 from lms_activity_pipeline.warehouse.migrate import migrate
 from lms_activity_pipeline.warehouse.outbox import Outbox
-
 
 #: Warehouses this process has migrated (url, schema, pid).
 _MIGRATED: set[tuple[str, str, int]] = set()
@@ -71,16 +71,16 @@ class Warehouse:
         _MIGRATED.add(key)
         return changes
 
-    def read(self, stmt: sa.Select) -> pd.DataFrame:
+    def read(self, stmt: Query) -> pd.DataFrame:
         with self.engine.connect() as conn:
             return db.read_frame(conn, stmt)
 
-    def read_typed(self, stmt: sa.Select) -> pd.DataFrame:
+    def read_typed(self, stmt: Query) -> pd.DataFrame:
         """``stmt``'s rows with columns converted to their SQL types."""
         with self.engine.connect() as conn:
             return db.read_typed(conn, stmt)
 
-    def count(self, stmt: sa.Select) -> int:
+    def count(self, stmt: Query) -> int:
         """How many rows ``stmt`` returns."""
         with self.engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(stmt.subquery())).scalar_one())
@@ -138,7 +138,6 @@ class Warehouse:
         """Staged attempts whose lifetime overlaps the window (the LMS extraction predicate)."""
         cols = [c for c in table.columns if not c.name.startswith("_")]  # the LMS's columns, not our bookkeeping
         return self.read(sa.select(*cols).where(*window_filter(table, window, "native")))
-
 
     def rows_per_day(
         self, table: sa.Table, column: str, start: dt.datetime, end: dt.datetime, timezone: str

@@ -60,7 +60,9 @@ class Source:
         return {k: max((r[2] for r in rows if r[2] <= until), default=None) for k, rows in self.rows.items()}
 
 
-def poll(source: Source, cursor: Cursor, *, timezone: str = "UTC", now: dt.datetime = NOW, start: str = "2024-05-01") -> PollResult:
+def poll(
+    source: Source, cursor: Cursor, *, timezone: str = "UTC", now: dt.datetime = NOW, start: str = "2024-05-01"
+) -> PollResult:
     return plan_poll(source, cursor, timezone=timezone, partitions_start=start, lookback=LOOKBACK, now=now)
 
 

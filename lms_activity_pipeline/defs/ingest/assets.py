@@ -7,8 +7,9 @@ run that writes these tables at a time, however it was launched.
 """
 
 import datetime as dt
+from collections.abc import Callable
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, asset
+from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, asset
 
 from lms_activity_pipeline import names
 from lms_activity_pipeline.defs import metadata as md
@@ -68,7 +69,9 @@ def _stage(
     return MaterializeResult(metadata=md.stage_metadata(report, source.table, config.is_incremental))
 
 
-def _ingest_asset(table_name: str, description: str, **kw: object):  # noqa: ANN202 - the @asset decorator
+def _ingest_asset(
+    table_name: str, description: str, deps: list[AssetsDefinition] | None = None
+) -> Callable[[Callable[..., MaterializeResult]], AssetsDefinition]:
     """The decorator every ingest asset shares: daily partitions, single-run backfills, the ingest pool."""
     return asset(
         name=table_name,
@@ -79,7 +82,7 @@ def _ingest_asset(table_name: str, description: str, **kw: object):  # noqa: ANN
         kinds={"sql", "pandas"},
         metadata=md.table_metadata(wh.table_named(table_name)),
         description=description,
-        **kw,
+        deps=deps,
     )
 
 
@@ -90,7 +93,9 @@ def raw_exam_attempts(
     return _stage(context, config, lms, warehouse, staging.EXAM_ATTEMPTS)
 
 
-@_ingest_asset(names.RAW_CONTENT_ATTEMPTS, "Staged copy of the LMS `ContentAttempts` rows touching the partition's days.")
+@_ingest_asset(
+    names.RAW_CONTENT_ATTEMPTS, "Staged copy of the LMS `ContentAttempts` rows touching the partition's days."
+)
 def raw_content_attempts(
     context: AssetExecutionContext, config: IngestConfig, lms: LMSResource, warehouse: WarehouseResource
 ) -> MaterializeResult:

@@ -83,31 +83,41 @@ def _missing_students(window: quality.Window, warehouse: Warehouse, lms: LMSRead
 
 EVENT_CHECKS = (
     EventCheck(
-        "event_key_unique", "Every event_key occurs once (ERROR, blocking).", "duplicated event_key values", ERROR,
+        "event_key_unique",
+        "Every event_key occurs once (ERROR, blocking).",
+        "duplicated event_key values",
+        ERROR,
         lambda window, warehouse, _: _rows(warehouse, quality.duplicate_event_keys(window)),
     ),
     EventCheck(
-        "event_types_known", "Every event_type is one of the seven known types (ERROR, blocking).",
-        "events of unknown type", ERROR,
+        "event_types_known",
+        "Every event_type is one of the seven known types (ERROR, blocking).",
+        "events of unknown type",
+        ERROR,
         lambda window, warehouse, _: _rows(warehouse, quality.unknown_event_types(window)),
     ),
     EventCheck(
         "percentages_in_range",
         "activity_metadata percentage and progress_percent lie within 0..100 (ERROR, blocking).",
-        "events with a percentage outside 0..100", ERROR,
+        "events with a percentage outside 0..100",
+        ERROR,
         lambda window, warehouse, _: _rows(warehouse, quality.percentages_out_of_range(window)),
     ),
     EventCheck(
         "no_future_events",
         f"No event is more than {quality.FUTURE_TOLERANCE.seconds // 60} minutes ahead of the pipeline's clock; "
         "always the whole table (WARN).",
-        "events in the future", WARN,
+        "events in the future",
+        WARN,
         lambda _, warehouse, __: _rows(warehouse, quality.future_events(dt.datetime.now(dt.UTC))),
         whole_table=True,
     ),
     EventCheck(
-        "students_exist_in_lms", "Every event's student_id is a row of the LMS Users table (WARN).",
-        "students missing from the LMS Users table", WARN, _missing_students,
+        "students_exist_in_lms",
+        "Every event's student_id is a row of the LMS Users table (WARN).",
+        "students missing from the LMS Users table",
+        WARN,
+        _missing_students,
     ),
 )
 
@@ -144,7 +154,9 @@ _CHECKS = {c.name: c for c in EVENT_CHECKS}
 
 @multi_asset_check(
     name="lms_activity_events_checks",
-    specs=[AssetCheckSpec(c.name, asset=EVENTS_ASSET, blocking=c.blocking, description=c.description) for c in EVENT_CHECKS],
+    specs=[
+        AssetCheckSpec(c.name, asset=EVENTS_ASSET, blocking=c.blocking, description=c.description) for c in EVENT_CHECKS
+    ],
     can_subset=True,
     description="Data-quality checks on lms_activity_events, scoped to the run's partitions.",
 )
@@ -158,6 +170,7 @@ def lms_activity_events_checks(
         where = "the whole table" if check.whole_table else scope
         yield check_result(key, check.find(window, store, reader), check.what, where, check.severity)
 
+
 @asset_check(
     asset=AI_ASSET, description="Exactly one ai_ready_events row per lms_activity_events row of the partition (ERROR)."
 )
@@ -166,4 +179,3 @@ def one_row_per_event(context: AssetCheckExecutionContext, warehouse: WarehouseR
     what = "events without exactly one ai_ready_events row, or rows without an event"
     finding = _rows(warehouse.store(), quality.ai_rows_not_one_per_event(window))
     return check_result(AssetCheckKey(AssetKey(AI_ASSET), "one_row_per_event"), finding, what, scope, ERROR)
-

@@ -33,9 +33,15 @@ INCREMENTAL_IN_PROCESS = SETTINGS.executor == "multiprocess"
         "succeeds. Its cursor lives in the warehouse (lms_monitor_state), shared with lms-activity monitor."
     ),
 )
-def lms_activity_sensor(context: SensorEvaluationContext, lms: LMSResource, warehouse: WarehouseResource) -> SensorResult:
+def lms_activity_sensor(
+    context: SensorEvaluationContext, lms: LMSResource, warehouse: WarehouseResource
+) -> SensorResult:
     tick = poll(
-        lms.reader(), warehouse.store(), lambda key: runs.run_state(context.instance, key), POLL, legacy_cursor=context.cursor
+        lms.reader(),
+        warehouse.store(),
+        lambda key: runs.run_state(context.instance, key),
+        POLL,
+        legacy_cursor=context.cursor,
     )
     for line in tick.messages + tick.warnings():
         context.log.warning(line)

@@ -6,14 +6,14 @@ from typing import Any
 from dagster import AssetMaterialization, Config, MetadataValue, Nothing, OpExecutionContext, Out, op
 from pydantic import Field
 
-from lms_activity_pipeline.domain.outbox_status import OPEN_STATUSES, STATUSES, OutboxStatus
-from lms_activity_pipeline.settings import parse_event_types
-from lms_activity_pipeline.notify.notifier import Notifier, NotifyRequest, NotifySummary, ZulipSetup
 from lms_activity_pipeline import names
 from lms_activity_pipeline.defs.resources import LMSResource, PipelineSettings, WarehouseResource, ZulipResource
+from lms_activity_pipeline.domain.outbox import OutboxStatus
+from lms_activity_pipeline.notify.notifier import Notifier, NotifySummary, ZulipSetup
+from lms_activity_pipeline.notify.request import NotifyRequest
+from lms_activity_pipeline.settings import parse_event_types
 from lms_activity_pipeline.warehouse.outbox import (
     DEFAULT_MAX_ATTEMPTS,
-    Outbox,
     Selection,
 )
 
@@ -46,7 +46,9 @@ class NotifyConfig(Config):
         description="Automatic retries stop after this many send attempts (0: no cap).",
     )
     claim_timeout_minutes: float = Field(
-        default=DEFAULT.claim_timeout.total_seconds() / 60, gt=0, description="Claims older than this belong to dead runs and are recovered."
+        default=DEFAULT.claim_timeout.total_seconds() / 60,
+        gt=0,
+        description="Claims older than this belong to dead runs and are recovered.",
     )
     settle_uncertain_after_seconds: float = Field(
         default=DEFAULT.settle_after.total_seconds(),
@@ -93,7 +95,10 @@ def summary_metadata(summary: NotifySummary, zulip: ZulipResource) -> dict[str, 
     meta: dict[str, Any] = {
         "mode": MetadataValue.text(summary.mode),
         "zulip": MetadataValue.text(zulip.describe()),
-        **{status.value: MetadataValue.int(summary.counts.get(status, 0)) for status in (OutboxStatus.SENT, OutboxStatus.SKIPPED, OutboxStatus.FAILED, OutboxStatus.DRY_RUN)},
+        **{
+            status.value: MetadataValue.int(summary.counts.get(status, 0))
+            for status in (OutboxStatus.SENT, OutboxStatus.SKIPPED, OutboxStatus.FAILED, OutboxStatus.DRY_RUN)
+        },
         "mentors": MetadataValue.int(summary.mentors),
         "messages": MetadataValue.int(summary.messages),
         "zulip_user_lookups": MetadataValue.int(summary.zulip_user_lookups),
