@@ -64,12 +64,3 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     for name in SUMMARY_FIELDS:
         print(f"  {name:<20} {getattr(summary, name):>10,}")
     return 0
-
-
-def ensure_demo_lms(settings: Settings) -> None:
-    """With no ``LMS_DATABASE_URL``, the first run creates the demo LMS so the quickstart is one command."""
-    if settings.lms_url_is_default and not settings.demo_lms_path.exists():
-        from lms_activity_pipeline.lms.demo import generate_demo_lms
-
-        print(f"No LMS_DATABASE_URL set and no demo LMS yet: creating one at {settings.demo_lms_path}")
-        generate_demo_lms(settings.lms_database_url)

@@ -25,6 +25,12 @@ def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser)
     monitor.add_argument("--event-types", help="with --process-pending: only these comma-separated event types")
 
 
+def progress(line: str) -> None:
+    """A poll's line, or the first line of a run's log message, as it happens."""
+    first = line.splitlines()[0] if line else line
+    print(first if first.startswith(("Poll:", "  ")) else f"    {first}")
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
     if args.event_types and not args.process_pending:
         raise ConfigError("--event-types only applies to --process-pending")
@@ -32,11 +38,11 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError("--interval only applies to --daemon")
     event_types = parse_event_types("--event-types", args.event_types) if args.event_types else None
 
-    from lms_activity_pipeline.cli.demo import ensure_demo_lms
     from lms_activity_pipeline.cli.instance import get_instance, load_definitions
     from lms_activity_pipeline.cli.poller import Monitor
     from lms_activity_pipeline.cli.stats import collect, print_event_counts, print_stats
     from lms_activity_pipeline.defs.resources import resources_for
+    from lms_activity_pipeline.lms.demo import ensure_demo_lms
     from lms_activity_pipeline.warehouse.stats import event_stats
 
     # Every outside thing is checked before anything is created (demo LMS, Dagster home), so a configuration
@@ -45,7 +51,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     resources["zulip"].check()
     store = resources["warehouse"].store()
     store.migrate()
-    ensure_demo_lms(settings)  # only with the default LMS URL
+    if settings.lms_url_is_default and not settings.demo_lms_path.exists():
+        print(f"No LMS_DATABASE_URL set and no demo LMS yet: creating one at {settings.demo_lms_path}")
+        ensure_demo_lms(settings)
     reader = resources["lms"].reader()
     reader.check()
     instance = get_instance(settings)
@@ -55,6 +63,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         instance,
         resources,
         run_config={"loggers": {"console": {"config": {"log_level": level}}}},
+        on_log=None if args.verbose else progress,
     )
 
     if args.stats:
@@ -68,12 +77,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return 0 if outcome.success else 1
     if args.once:
         poll = monitor.poll_once()
-        output.print_poll(poll)
+        output.print_poll(poll, lines=args.verbose)
         if poll.all_succeeded:
             print_event_counts(event_stats(store.engine, dt.datetime.now(dt.UTC)))
         return 0 if poll.all_succeeded else 1
     interval = args.interval or settings.poll_interval
     print(f"Monitoring {redact_url(settings.lms_database_url)} every {interval} s (Ctrl-C or SIGTERM to stop)")
-    monitor.run_forever(interval, output.print_poll)
+    monitor.run_forever(interval, lambda poll: output.print_poll(poll, lines=args.verbose))
     print("Stopped.")
     return 0

@@ -10,6 +10,11 @@ from dagster import RunRequest
 from lms_activity_pipeline import names
 
 
+def poll_line(warning: bool, line: str) -> str:
+    """One of the sensor's lines as the CLI prints it."""
+    return f"  warning: {line}" if warning else f"Poll: {line}"
+
+
 @dataclass(frozen=True)
 class RunOutcome:
     """One run the poll executed: what was requested, its id, whether it succeeded, its metadata by step."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from lms_activity_pipeline import names
-from lms_activity_pipeline.cli.outcomes import PollOutcome, RunOutcome
+from lms_activity_pipeline.cli.outcomes import PollOutcome, RunOutcome, poll_line
 
 
-def print_poll(outcome: PollOutcome) -> None:
-    """The sensor's lines, the runs it executed (events, rejects, notifications), or why there was none."""
-    for warning, line in outcome.lines:
-        print(f"  warning: {line}" if warning else f"Poll: {line}")
+def print_poll(outcome: PollOutcome, *, lines: bool = True) -> None:
+    """The sensor's lines (unless printed already), the runs it executed (events, rejects, notifications), or
+    why there was none."""
+    for warning, line in outcome.lines if lines else []:
+        print(poll_line(warning, line))
     if not any(run.is_ingest for run in outcome.runs):
         print(f"Poll: {outcome.skip_reason or 'nothing changed'}")
     for run in outcome.runs:
@@ -24,9 +25,9 @@ def print_ingest(run: RunOutcome) -> None:
     days = run.request.partition_key or "..".join(
         run.request.tags.get(tag, "?") for tag in (names.RANGE_START_TAG, names.RANGE_END_TAG)
     )
-    print(
-        f"  ingest run {run.run_id} ({days}, {run.request.tags.get(names.CHANGED_ROWS_TAG, 'all')} changed rows): {state}"
-    )
+    changed = run.request.tags.get(names.CHANGED_ROWS_TAG, "0")
+    what = "history" if changed == "0" else f"{changed} changed rows"
+    print(f"  ingest run {run.run_id} ({days}, {what}): {state}")
     events = run.metadata.get(names.LMS_ACTIVITY_EVENTS)
     if events:
         print(

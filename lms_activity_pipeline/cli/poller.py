@@ -30,7 +30,7 @@ from dagster import (
 )
 
 from lms_activity_pipeline import names
-from lms_activity_pipeline.cli.outcomes import PollOutcome, RunOutcome
+from lms_activity_pipeline.cli.outcomes import PollOutcome, RunOutcome, poll_line
 from lms_activity_pipeline.defs import runs
 
 
@@ -55,12 +55,16 @@ class Monitor:
         resources: dict[str, Any],
         *,
         run_config: dict[str, Any] | None = None,
+        on_log: Callable[[str], None] | None = None,
     ) -> None:
         self.defs = defs
         self.instance = instance
         #: The resources the sensors and the schedule are evaluated with (runs use the definitions' own).
         self.resources = resources
         self.run_config = run_config or {}
+        #: Told, as they happen, the sensor's lines and every INFO message of the runs (progress of a long
+        #: run); without it the outcome carries the sensor's lines.
+        self.on_log = on_log
 
     # --- one poll -------------------------------------------------------------------------------
 
@@ -72,6 +76,9 @@ class Monitor:
             context.log.handlers[:] = [lines]
             result = sensor(context)
         assert isinstance(result, SensorResult)
+        if self.on_log is not None:  # say what the poll found before the runs start
+            for warning, line in lines.lines:
+                self.on_log(poll_line(warning, line))
         outcomes: list[RunOutcome] = []
         for request in result.run_requests or []:
             run = self._run(request)
@@ -114,7 +121,7 @@ class Monitor:
     def _run(self, request: RunRequest) -> ExecuteInProcessResult:
         if request.job_name == names.INGEST_JOB:  # the sensor's request, launched by the CLI
             request = request.with_replaced_attrs(tags={**request.tags, names.TRIGGER_TAG: "cli"})
-        return runs.execute(self.defs, self.instance, request, run_config=self.run_config)
+        return runs.execute(self.defs, self.instance, request, run_config=self.run_config, on_log=self.on_log)
 
     # --- notifications on demand ------------------------------------------------------------------
 

@@ -7,6 +7,11 @@ executes what they request here, in-process, recorded in the same Dagster instan
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dagster import (
@@ -102,20 +107,60 @@ def execute(
     *,
     run_config: dict[str, Any] | None = None,
     raise_on_error: bool = False,
+    on_log: Callable[[str], None] | None = None,
 ) -> ExecuteInProcessResult:
     """Execute a requested run in this process, recorded in ``instance`` as the daemon would have launched it
-    (its run key, tags, partition or partition range). ``run_config`` adds job-level config (log levels)."""
+    (its run key, tags, partition or partition range). ``run_config`` adds job-level config (log levels).
+
+    ``on_log`` is told, while the run goes on, every message its steps log at INFO or above (progress of a
+    long run), read back from the run's event log.
+    """
     job = defs.resolve_job_def(request.job_name or names.INGEST_JOB)
     tags = dict(request.tags)
     if request.run_key:
         tags[names.RUN_KEY_TAG] = request.run_key
-    return job.execute_in_process(
-        run_config={**(run_config or {}), **(request.run_config or {})},
-        instance=instance,
-        partition_key=request.partition_key,
-        tags=tags,
-        raise_on_error=raise_on_error,
-    )
+    run_id = str(uuid.uuid4())  # known before the run starts, so its log can be followed
+
+    def run() -> ExecuteInProcessResult:
+        return job.execute_in_process(
+            run_config={**(run_config or {}), **(request.run_config or {})},
+            instance=instance,
+            partition_key=request.partition_key,
+            tags=tags,
+            raise_on_error=raise_on_error,
+            run_id=run_id,
+        )
+
+    if on_log is None:
+        return run()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lms-run") as pool:
+        done = pool.submit(run)
+        cursor: str | None = None
+        while True:
+            finished = done.done()
+            cursor = _tell_messages(instance, run_id, cursor, on_log)
+            if finished:
+                return done.result()
+            time.sleep(LOG_POLL_SECONDS)
+
+
+#: How often a run executed with ``on_log`` has its new log messages read back.
+LOG_POLL_SECONDS = 0.5
+
+
+def _tell_messages(
+    instance: DagsterInstance, run_id: str, cursor: str | None, on_log: Callable[[str], None]
+) -> str | None:
+    """Pass on the run's user log messages (INFO and above) since ``cursor``; returns the new cursor."""
+    if not instance.has_run(run_id):
+        return cursor
+    found = instance.get_records_for_run(run_id, cursor=cursor)
+    for record in found.records:
+        entry = record.event_log_entry
+        level = entry.level if isinstance(entry.level, int) else logging.getLevelName(entry.level)
+        if entry.dagster_event is None and isinstance(level, int) and level >= logging.INFO:
+            on_log(entry.user_message)
+    return found.cursor if found.records else cursor
 
 
 def run_ingest(

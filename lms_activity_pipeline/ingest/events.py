@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import pandas as pd
@@ -80,6 +80,7 @@ def classify_window(
     event_types: Collection[str],
     notify_max_age: dt.timedelta,
     now: dt.datetime,
+    progress: Callable[[str], None] | None = None,
 ) -> EventsReport:
     """Classify the staged attempts of ``window``, upsert the events of ``event_types`` by ``event_key``,
     enqueue a pending notification per (young event, mentor), and note which staged versions were processed."""
@@ -91,7 +92,7 @@ def classify_window(
     result, enqueued, counts = UpsertResult(0, 0, 0), 0, cls.counts_by_type(cls.empty_events())
     rejects, shown = [bad_dims], cls.empty_events()
     outbox = store.outbox()
-    for piece in pieces:
+    for number, piece in enumerate(pieces, start=1):
         classified = classify_piece(numbering, store, dims, piece, numbers)
         events = cls.of_types(classified.events, event_types)
         result += store.upsert_events(events)
@@ -102,6 +103,10 @@ def classify_window(
         counts = {k: counts[k] + v for k, v in cls.counts_by_type(events).items()}
         rejects.append(classified.rejected)
         shown = events if shown.empty else shown
+        if progress is not None and len(pieces) > 1:
+            progress(
+                f"lms_activity_events: {piece.describe()} ({number}/{len(pieces)}), {sum(counts.values()):,} events so far"
+            )
     return EventsReport(
         window=window,
         upserted=result,

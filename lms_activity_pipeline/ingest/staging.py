@@ -33,16 +33,22 @@ CONTENT_ATTEMPTS = StagedSource(wh.raw_content_attempts, LMSReader.content_attem
 
 
 def stage_attempts(
-    reader: LMSReader, store: Warehouse, source: StagedSource, window: ExtractWindow, chunk_days: int
+    reader: LMSReader,
+    store: Warehouse,
+    source: StagedSource,
+    window: ExtractWindow,
+    chunk_days: int,
+    progress: Callable[[str], None] | None = None,
 ) -> StageReport:
     """Upsert ``source``'s rows of ``window`` into its staged table, ``chunk_days`` at a time (bounded memory).
 
     Rows whose ``updated_at`` is after the LMS database's now (an app server whose clock runs fast) are
-    stored as they are and counted.
+    stored as they are and counted. ``progress`` hears after each piece of a multi-piece window.
     """
     result, extracted, rejects, first, future = UpsertResult(0, 0, 0), 0, [], None, 0
     lms_now = pd.Timestamp(reader.database_now())
-    for piece in window.chunks(chunk_days):
+    pieces = window.chunks(chunk_days)
+    for number, piece in enumerate(pieces, start=1):
         raw = source.extract(reader, piece)
         clean, rejected = source.clean(raw)
         result += store.upsert(source.table, clean, key="id", touch="_extracted_at")
@@ -50,6 +56,8 @@ def stage_attempts(
         future += int((clean["updated_at"] > lms_now).sum())
         rejects.append(rejected)
         first = clean if first is None or first.empty else first
+        if progress is not None and len(pieces) > 1:
+            progress(f"{source.table.name}: {piece.describe()} ({number}/{len(pieces)}), {extracted:,} LMS rows so far")
     return StageReport(
         table=source.table.name,
         window=window,

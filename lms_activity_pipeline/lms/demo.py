@@ -37,7 +37,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from lms_activity_pipeline import db
 from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.lms.schema import REFERENCE
-from lms_activity_pipeline.settings import DEMO_MARKER_TABLE
+from lms_activity_pipeline.settings import DEMO_MARKER_TABLE, Settings
 
 DAY = 86_400
 HOUR = 3_600
@@ -743,3 +743,13 @@ def _content_attempts_frame(rng: np.random.Generator, cat: _Catalogue, now_s: in
             "updated_at": _timestamps(updated[ids]),
         }
     )
+
+
+def ensure_demo_lms(settings: Settings) -> bool:
+    """With no ``LMS_DATABASE_URL`` (the demo LMS under ``LMS_HOME``) and no demo there yet, create it, so
+    the first ``lms-activity monitor --once`` or the UI's first sensor tick has an LMS to read. True when
+    it created one."""
+    if not settings.lms_url_is_default or settings.demo_lms_path.exists():
+        return False
+    generate_demo_lms(settings.lms_database_url)
+    return True

@@ -69,6 +69,11 @@ class ExtractWindow:
     changed_since: dt.datetime | None = None
     changed_until: dt.datetime | None = None
 
+    def describe(self) -> str:
+        """``2024-05-01 .. 2024-05-08`` (the days of the window, its end exclusive)."""
+        day = lambda value: "-" if value is None else value.date().isoformat()  # noqa: E731
+        return f"{day(self.start)} .. {day(self.end)}"
+
     def chunks(self, days: int) -> list[ExtractWindow]:
         """The window cut into consecutive ``days``-long pieces (same change bounds).
 

@@ -65,6 +65,8 @@ from lms_activity_pipeline.warehouse.outbox import (
 from lms_activity_pipeline.warehouse.zulip_user_cache import ZulipUserCache
 
 PREVIEW_MESSAGES = 10
+#: A drain says how far it got every this many mentors.
+PROGRESS_EVERY_MENTORS = 50
 PREVIEW_CHARS = 300
 #: Mentors read (with all their takeable pairs) per page.
 MENTOR_PAGE = 200
@@ -232,6 +234,8 @@ class Notifier:
                 visited.add(batch.mentor_id)
                 systemic = self._process(batch, contacts[batch.mentor_id], selection, summary)
                 failures_in_a_row = failures_in_a_row + 1 if systemic else 0
+                if len(visited) % PROGRESS_EVERY_MENTORS == 0:
+                    self.log.info(f"progress: {plural(len(visited), 'mentor')} done, {summary.messages} messages")
 
     def _stop_reason(
         self, request: NotifyRequest, failures_in_a_row: int, deadline: dt.datetime, started: int
@@ -409,7 +413,7 @@ class _MentorJob:
         if self.notifier.zulip is None:
             for message in messages:
                 to = f"{self.contact.label} <{self.contact.email}>"
-                self.notifier.log.info(f"[dry-run] DM to mentor {to}:\n{message.content}")
+                self.notifier.log.debug(f"[dry-run] DM to mentor {to}:\n{message.content}")
                 self.record([log_of[e] for e in message.event_ids], self.outcome(OutboxStatus.DRY_RUN))
                 self.summary.messages += 1
                 self._preview(message, OutboxStatus.DRY_RUN)
@@ -461,7 +465,7 @@ class _MentorJob:
             )
             self.summary.messages += 1
             self._preview(message, OutboxStatus.SENT, account)
-            self.notifier.log.info(
+            self.notifier.log.debug(
                 f"sent to mentor {self.contact.label} (Zulip user {account.user_id}): "
                 f"{len(log_ids)} event(s), message {message_id}{_waits(delivery)}"
             )

@@ -261,3 +261,22 @@ def test_a_range_processed_in_one_day_pieces_stores_the_same_events(backend: Bac
     events = pipe.events().set_index("event_key")
     assert events.loc["exam:3:exam_passed", "activity_metadata"]["attempt_number"] == 2  # retake across pieces
     assert metadata(result, "raw_exam_attempts")["rows_inserted"] == 4
+
+
+def test_a_range_run_gives_each_partition_its_own_row_count(backend: Backend) -> None:
+    """One run over three days: each day's materialisation counts that day's rows, not the run's."""
+    school(backend)
+    pipe = Pipeline(backend)
+    result = pipe.ingest("2024-05-03", "2024-05-05")
+    for asset, expected in (
+        (names.LMS_ACTIVITY_EVENTS, {day: len(keys) for day, keys in EXPECTED_BY_DAY.items()}),
+        (names.AI_READY_EVENTS, {day: len(keys) for day, keys in EXPECTED_BY_DAY.items()}),
+        (names.STUDENT_DAILY_ACTIVITY, {"2024-05-03": 2, "2024-05-04": 2, "2024-05-05": 1}),
+        (names.RAW_EXAM_ATTEMPTS, {"2024-05-03": 2, "2024-05-04": 1, "2024-05-05": 1}),  # by started_at
+    ):
+        counts = {
+            e.partition: e.materialization.metadata[names.ROW_COUNT].value
+            for e in result.get_asset_materialization_events()
+            if e.asset_key.to_user_string() == asset
+        }
+        assert counts == expected, asset

@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 from lms_activity_pipeline import names
 from lms_activity_pipeline.db import normalise_url
 from lms_activity_pipeline.polling.followup import MAX_UNSEEN_TICKS, PendingRun, RunState, review
+from lms_activity_pipeline.settings import load_settings
 from lms_activity_pipeline.warehouse import poll_state
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline_tests.conftest import Backend
@@ -270,3 +271,19 @@ def test_a_window_is_requested_at_most_five_times() -> None:
         result = review(pending, lambda key: RunState.WAITING)
         pending, again = result.pending, again + result.again
     assert [p.run_key for p in again] == ["lms-x-again1"] and [p.run_key for p in pending] == ["lms-x-again1"]
+
+
+def test_the_first_tick_with_no_lms_configured_creates_the_demo_and_requests_its_history(tmp_path) -> None:
+    """Opening the UI before any `lms-activity monitor --once`: the sensor makes the demo LMS, as the CLI does."""
+    from lms_activity_pipeline_tests.support.pipeline import load_definitions
+
+    defs = load_definitions({"LMS_HOME": str(tmp_path)})
+    sensor = defs.resolve_sensor_def(names.ACTIVITY_SENSOR)
+    instance = DagsterInstance.ephemeral()
+    context = build_sensor_context(
+        instance=instance, resources=defs.resources, repository_def=defs.get_repository_def()
+    )
+    data = sensor.evaluate_tick(context)
+    assert (tmp_path / "demo_lms.sqlite3").exists()
+    [request] = data.run_requests
+    assert request.tags[names.RANGE_START_TAG] == load_settings({"LMS_HOME": str(tmp_path)}).partitions_start

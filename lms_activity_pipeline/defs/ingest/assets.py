@@ -54,7 +54,9 @@ def _stage(
     source: staging.StagedSource,
 ) -> MaterializeResult:
     store = warehouse.store()
-    report = staging.stage_attempts(lms.reader(), store, source, extract_window(context, config), config.chunk_days)
+    report = staging.stage_attempts(
+        lms.reader(), store, source, extract_window(context, config), config.chunk_days, progress=context.log.info
+    )
     md.log_rejects(context, report.rejected)
     if report.future_rows:
         context.log.warning(
@@ -124,6 +126,7 @@ def lms_activity_events(
         event_types=settings.monitored_event_types,
         notify_max_age=dt.timedelta(hours=settings.notify_max_age_hours),
         now=dt.datetime.now(dt.UTC),
+        progress=context.log.info,
     )
     md.log_rejects(context, report.rejected)
     md.log_rejects(context, report.left_out)

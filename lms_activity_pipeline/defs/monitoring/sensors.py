@@ -10,6 +10,7 @@ from lms_activity_pipeline.defs import runs
 from lms_activity_pipeline.defs.ingest.jobs import lms_ingest_job
 from lms_activity_pipeline.defs.resources import LMSResource, WarehouseResource
 from lms_activity_pipeline.defs.settings import SETTINGS
+from lms_activity_pipeline.lms.demo import ensure_demo_lms
 from lms_activity_pipeline.polling.tick import PollConfig, poll
 
 POLL = PollConfig(
@@ -36,6 +37,8 @@ INCREMENTAL_IN_PROCESS = SETTINGS.executor == "multiprocess"
 def lms_activity_sensor(
     context: SensorEvaluationContext, lms: LMSResource, warehouse: WarehouseResource
 ) -> SensorResult:
+    if ensure_demo_lms(SETTINGS):  # no LMS_DATABASE_URL: the demo LMS, created on the first tick as by the CLI
+        context.log.info(f"no LMS_DATABASE_URL set: created the demo LMS at {SETTINGS.demo_lms_path}")
     tick = poll(
         lms.reader(),
         warehouse.store(),
