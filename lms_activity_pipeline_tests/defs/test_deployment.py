@@ -193,9 +193,11 @@ def test_daemon_runs_the_sensor_retries_a_transient_failure_and_never_overlaps_i
 ) -> None:
     """The production processes for real: ``dagster-daemon run`` on deploy/dagster.yaml and PostgreSQL storage.
 
-    The sensor's first run fails because the warehouse refuses connections; Dagster retries it from
-    the failure once the warehouse is back, then notify_mentors_after_ingest sends (dry-run) the
-    notifications. Two more ingest runs of the same day launched at once wait for each other in the queue.
+    While the warehouse refuses connections the sensor's ticks fail and request nothing (its cursor is in
+    the warehouse: nothing moves, nothing is lost); once it is back the sensor requests the history run.
+    That run fails because the LMS refuses connections the moment it is queued; Dagster retries it from the
+    failure once the LMS is back, then notify_mentors_after_ingest sends (dry-run) the notifications. Two
+    more ingest runs of the same day launched at once wait for each other in the queue.
     """
     backend = Backend("postgresql", pg_databases.create("lms_src"), pg_databases.create("lms_wh"))
     recent_school(backend.lms_url)
@@ -226,8 +228,14 @@ def test_daemon_runs_the_sensor_retries_a_transient_failure_and_never_overlaps_i
     instance = DagsterInstance.from_config(str(production_home))
     try:
         sensor_run = {"lms/trigger": "sensor"}
-        [failed] = wait_for_runs(instance, sensor_run, {DagsterRunStatus.FAILURE}, daemon_log)
+        time.sleep(12)  # two ticks against a warehouse that refuses connections
+        assert not instance.get_runs(RunsFilter(tags=sensor_run)), "a tick requested a run without its cursor"
+        assert "Sensor tick caught an error" in daemon_log.read_text()
         set_connections(pg_server_url, backend.warehouse_url, allowed=True)
+        wait_for_runs(instance, sensor_run, set(DagsterRunStatus), daemon_log)  # requested: queued or later
+        set_connections(pg_server_url, backend.lms_url, allowed=False)
+        [failed] = wait_for_runs(instance, sensor_run, {DagsterRunStatus.FAILURE}, daemon_log)
+        set_connections(pg_server_url, backend.lms_url, allowed=True)
         [retry] = wait_for_runs(
             instance, {"dagster/parent_run_id": failed.run_id}, {DagsterRunStatus.SUCCESS}, daemon_log
         )
@@ -254,6 +262,7 @@ def test_daemon_runs_the_sensor_retries_a_transient_failure_and_never_overlaps_i
     finally:
         stop_process_group(daemon)
         set_connections(pg_server_url, backend.warehouse_url, allowed=True)
+        set_connections(pg_server_url, backend.lms_url, allowed=True)
         instance.dispose()
     assert len(Pipeline(backend).log_rows()) == 12  # the manual runs re-stored the same events: nothing new to send
 
