@@ -16,22 +16,26 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import io
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import sqlalchemy as sa  # noqa: E402
-from dagster import AssetKey, DagsterInstance  # noqa: E402
+import sqlalchemy as sa
+from dagster import AssetKey, DagsterInstance
 
-from benchmarks.common import DEFAULT_SERVER, Report, database_url, ensure_database, peak_rss_mb, timer  # noqa: E402
-from lms_activity_pipeline import db  # noqa: E402
-from lms_activity_pipeline.config import load_settings  # noqa: E402
-from lms_activity_pipeline.definitions import build_definitions  # noqa: E402
-from lms_activity_pipeline.domain.event_types import event_key  # noqa: E402
-from lms_activity_pipeline.lms.demo import generate_demo_lms  # noqa: E402
-from lms_activity_pipeline.resources.warehouse import WarehouseResource  # noqa: E402
-from lms_activity_pipeline.runner import INGEST_ASSETS, partition_range_tags  # noqa: E402
+from benchmarks.common import DEFAULT_SERVER, Report, database_url, ensure_database, peak_rss_mb, timer
+from lms_activity_pipeline import (
+    db,
+    names,
+)
+from lms_activity_pipeline.cli.instance import load_definitions
+from lms_activity_pipeline.defs.runs import partition_tags
+from lms_activity_pipeline.domain.event_types import event_key
+from lms_activity_pipeline.lms.demo import generate_demo_lms
+from lms_activity_pipeline.settings import load_settings
+from lms_activity_pipeline.warehouse.store import Warehouse
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
@@ -77,7 +81,11 @@ def per_row_baseline(lms: sa.Engine, warehouse: sa.Engine, sample: int) -> tuple
     """The old command's shape: per attempt, ORM-style lookups, then one INSERT per event."""
     with warehouse.begin() as conn:
         conn.execute(sa.text("DROP TABLE IF EXISTS baseline_events"))
-        conn.execute(sa.text("CREATE TABLE baseline_events (event_key text PRIMARY KEY, event_type text, student_id bigint, mentor_id bigint, ts timestamptz)"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE baseline_events (event_key text PRIMARY KEY, event_type text, student_id bigint, mentor_id bigint, ts timestamptz)"
+            )
+        )
     with lms.connect() as src:
         ids = src.execute(sa.text('SELECT id FROM "Attempts" ORDER BY id LIMIT :n'), {"n": sample}).scalars().all()
     events = 0
@@ -87,7 +95,9 @@ def per_row_baseline(lms: sa.Engine, warehouse: sa.Engine, sample: int) -> tuple
             exam = src.execute(sa.text('SELECT * FROM "Exams" WHERE id = :i'), {"i": a["exam_id"]}).mappings().one()
             src.execute(sa.text('SELECT * FROM "Users" WHERE id = :i'), {"i": a["user_id"]}).mappings().one()
             mentor = src.execute(
-                sa.text('SELECT mentor_id FROM "MentorAssignments" WHERE student_id = :s AND ended_at IS NULL ORDER BY id LIMIT 1'),
+                sa.text(
+                    'SELECT mentor_id FROM "MentorAssignments" WHERE student_id = :s AND ended_at IS NULL ORDER BY id LIMIT 1'
+                ),
                 {"s": a["user_id"]},
             ).scalar()
             found = [("exam_started", a["started_at"])]
@@ -120,7 +130,11 @@ def main() -> None:
     lms_url = ensure_database(database_url(args.server, "lms_bench"))
     if not args.skip_generate:
         summary = generate_demo_lms(lms_url, students=args.students, days=args.days, seed=args.seed)
-        report.add("demo LMS generated", f"{summary.seconds:.1f} s", f"{summary.attempts:,} attempts, {summary.content_attempts:,} content attempts")
+        report.add(
+            "demo LMS generated",
+            f"{summary.seconds:.1f} s",
+            f"{summary.attempts:,} attempts, {summary.content_attempts:,} content attempts",
+        )
     wh_url = ensure_database(database_url(args.server, "lms_bench_wh"), recreate=True)
     lms = db.create_engine(lms_url)
     attempts, contents = count(lms, '"Attempts"'), count(lms, '"ContentAttempts"')
@@ -129,10 +143,10 @@ def main() -> None:
         first = conn.execute(sa.text('SELECT min(started_at) FROM "Attempts"')).scalar().date().isoformat()
     today = dt.datetime.now(dt.UTC).date().isoformat()
 
-    settings = load_settings({"LMS_DATABASE_URL": lms_url, "LMS_WAREHOUSE_URL": wh_url, "LMS_PARTITIONS_START": first})
-    defs = build_definitions(settings)
-    warehouse = WarehouseResource(url=wh_url)
-    warehouse.engine  # create the tables outside the timing
+    os.environ.update({"LMS_DATABASE_URL": lms_url, "LMS_WAREHOUSE_URL": wh_url, "LMS_PARTITIONS_START": first})
+    defs = load_definitions(load_settings())
+    warehouse = Warehouse(wh_url)
+    warehouse.migrate()  # create the tables outside the timing
     instance = DagsterInstance.ephemeral()
     rss_start = peak_rss_mb()
     # The three ingest assets (what the lower bound moves); the feature tables have benchmarks/features.py.
@@ -141,8 +155,8 @@ def main() -> None:
         run = job.execute_in_process(
             run_config=QUIET,
             instance=instance,
-            tags=partition_range_tags(first, today),
-            asset_selection=[AssetKey(name) for name in INGEST_ASSETS],
+            tags=partition_tags(first, today)[1],
+            asset_selection=[AssetKey(name) for name in names.INGEST_ASSETS],
         )
     assert run.success
     rss_peak = peak_rss_mb()
@@ -156,13 +170,25 @@ def main() -> None:
 
     copy_out_s, copy_in_s, temp_in_s = lower_bound(lms, warehouse.engine.execution_options(), warehouse.schema)
     bound = copy_out_s + copy_in_s
-    report.add("lower bound: COPY out + COPY in", f"{bound:.1f} s", f"{copy_out_s:.1f} s out, {copy_in_s:.1f} s into a logged copy of the events table")
+    report.add(
+        "lower bound: COPY out + COPY in",
+        f"{bound:.1f} s",
+        f"{copy_out_s:.1f} s out, {copy_in_s:.1f} s into a logged copy of the events table",
+    )
     report.add("backfill / lower bound", f"{seconds / bound:.2f}x", "target <= 2x")
-    report.add("(reference) COPY into a TEMP copy, no WAL", f"{temp_in_s:.1f} s", f"{seconds / (copy_out_s + temp_in_s):.2f}x against that")
+    report.add(
+        "(reference) COPY into a TEMP copy, no WAL",
+        f"{temp_in_s:.1f} s",
+        f"{seconds / (copy_out_s + temp_in_s):.2f}x against that",
+    )
 
     rows, baseline_events, baseline_s = per_row_baseline(lms, warehouse.engine, args.baseline_sample)
     baseline_rate = rows / baseline_s
-    report.add("per-row baseline", f"{baseline_rate:,.0f} source rows/s", f"{rows:,} attempts, {baseline_events:,} events in {baseline_s:.1f} s")
+    report.add(
+        "per-row baseline",
+        f"{baseline_rate:,.0f} source rows/s",
+        f"{rows:,} attempts, {baseline_events:,} events in {baseline_s:.1f} s",
+    )
     report.add("pipeline / per-row baseline", f"{(source_rows / seconds) / baseline_rate:,.0f}x", "target >= 100x")
     report.print()
 

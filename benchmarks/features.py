@@ -68,7 +68,10 @@ def load(engine: sa.Engine, events: pd.DataFrame) -> None:
     target = sa.Table(
         wh.lms_activity_events.name,
         sa.MetaData(schema=physical_schema(engine, SCHEMA)),
-        *[sa.Column(c, sa.Text if c == "activity_metadata" else wh.lms_activity_events.c[c].type) for c in events.columns],
+        *[
+            sa.Column(c, sa.Text if c == "activity_metadata" else wh.lms_activity_events.c[c].type)
+            for c in events.columns
+        ],
     )
     with engine.begin() as conn:
         for i in range(0, len(events), 200_000):
@@ -82,7 +85,10 @@ def timed(label: str, fn: Callable[[], Any], rows: Callable[[Any], int] = len) -
     value = fn()
     elapsed = time.perf_counter() - began
     count = rows(value)
-    print(f"{label:<44} {elapsed:8.2f} s   {count:>9,} rows" + (f"   {count / elapsed:>10,.0f} rows/s" if count and elapsed else ""))
+    print(
+        f"{label:<44} {elapsed:8.2f} s   {count:>9,} rows"
+        + (f"   {count / elapsed:>10,.0f} rows/s" if count and elapsed else "")
+    )
     return value
 
 
@@ -105,9 +111,15 @@ def main() -> None:
     end = start + dt.timedelta(days=1)
     print(f"-- window {start:%Y-%m-%d}: the last of {args.days} days, {args.students:,} students")
     with engine.connect() as conn:
-        window, history = timed("read window + history", lambda: features.read_feature_inputs(conn, start, end), lambda v: len(v[0]) + len(v[1].recent))
-    print(f"   ({len(window):,} window events, {len(history.recent):,} look-back events, "
-          f"{len(history.last_event_at):,} older last-seen, {len(history.failures):,} older failure counts)")
+        window, history = timed(
+            "read window + history",
+            lambda: features.read_feature_inputs(conn, start, end),
+            lambda v: len(v[0]) + len(v[1].recent),
+        )
+    print(
+        f"   ({len(window):,} window events, {len(history.recent):,} look-back events, "
+        f"{len(history.last_event_at):,} older last-seen, {len(history.failures):,} older failure counts)"
+    )
     computed = timed("compute ai_ready_events (pandas)", lambda: feat.event_features(window, history, "UTC"))
 
     def write() -> Any:
@@ -133,7 +145,7 @@ def main() -> None:
             "one_row_per_event": quality.ai_rows_not_one_per_event((start, end)),
         }.items():
             count = sa.select(sa.func.count()).select_from(stmt.subquery())
-            timed(f"check query {name}", lambda: conn.execute(count).scalar_one(), lambda n: n)
+            timed(f"check query {name}", lambda count=count: conn.execute(count).scalar_one(), lambda n: n)
 
 
 if __name__ == "__main__":

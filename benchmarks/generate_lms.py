@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from lms_activity_pipeline import db
-from lms_activity_pipeline.config import redact_url
 from lms_activity_pipeline.lms.demo import build_demo_frames, default_now, generate_demo_lms
+from lms_activity_pipeline.urls import redact_url
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/lms_bench"
 

@@ -32,25 +32,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import sqlalchemy as sa  # noqa: E402
+import sqlalchemy as sa
+from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
-from dagster import DagsterInstance, DagsterRunStatus, RunsFilter  # noqa: E402
-
-from benchmarks.common import DEFAULT_SERVER, Report, database_url, ensure_database  # noqa: E402
-from lms_activity_pipeline import db  # noqa: E402
-from lms_activity_pipeline.jobs import INGEST_JOB_NAME, NOTIFY_JOB_NAME  # noqa: E402
-from lms_activity_pipeline.lms.demo import generate_demo_lms  # noqa: E402
-from lms_activity_pipeline_tests.fake_zulip import FakeZulip  # noqa: E402
+from benchmarks.common import DEFAULT_SERVER, Report, database_url, ensure_database
+from lms_activity_pipeline import (
+    db,
+    names,
+)
+from lms_activity_pipeline.lms.demo import generate_demo_lms
+from lms_activity_pipeline_tests.support.fake_zulip import FakeZulip
 
 INTERVAL = 5
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def wait(condition, timeout: float, proc: subprocess.Popen) -> float:  # noqa: ANN001
+def wait(condition, timeout: float, proc: subprocess.Popen) -> float:
     start = time.perf_counter()
     while time.perf_counter() - start < timeout:
         if proc.poll() is not None:
-            raise SystemExit(f"the daemon exited with code {proc.returncode} (its log: daemon.log in the temporary home)")
+            raise SystemExit(
+                f"the daemon exited with code {proc.returncode} (its log: daemon.log in the temporary home)"
+            )
         if condition():
             return time.perf_counter() - start
         time.sleep(0.02)
@@ -61,16 +64,22 @@ def record_stages(instance: DagsterInstance, inserted: float, stages: dict[str, 
     """Where one insert's time went, from the run records of the ingest and notify runs it caused."""
     deadline = time.monotonic() + 60
     while True:  # the DM is out a moment before its run records its end
-        [ingest] = instance.get_run_records(RunsFilter(job_name=INGEST_JOB_NAME), limit=1)
-        [notify] = instance.get_run_records(RunsFilter(job_name=NOTIFY_JOB_NAME), limit=1)
+        [ingest] = instance.get_run_records(RunsFilter(job_name=names.INGEST_JOB), limit=1)
+        [notify] = instance.get_run_records(RunsFilter(job_name=names.NOTIFY_JOB), limit=1)
         if notify.end_time is not None or time.monotonic() > deadline:
             break
         time.sleep(0.1)
     steps = [
         ("insert -> sensor requests the ingest run", ingest.create_timestamp.timestamp() - inserted),
-        ("ingest run queued -> started (dequeue + run worker start-up)", ingest.start_time - ingest.create_timestamp.timestamp()),
+        (
+            "ingest run queued -> started (dequeue + run worker start-up)",
+            ingest.start_time - ingest.create_timestamp.timestamp(),
+        ),
         ("ingest run started -> finished", ingest.end_time - ingest.start_time),
-        ("ingest finished -> notify run requested (run status sensor)", notify.create_timestamp.timestamp() - ingest.end_time),
+        (
+            "ingest finished -> notify run requested (run status sensor)",
+            notify.create_timestamp.timestamp() - ingest.end_time,
+        ),
         ("notify run queued -> started", notify.start_time - notify.create_timestamp.timestamp()),
         ("notify run started -> finished", notify.end_time - notify.start_time),
     ]
@@ -104,7 +113,9 @@ def main() -> None:
         ).one()
         first_new = conn.execute(sa.text('SELECT max(id) FROM "Attempts"')).scalar_one() + 1
         attempts = conn.execute(sa.text('SELECT count(*) FROM "Attempts"')).scalar_one()
-    how = f"monitor --daemon --interval {INTERVAL}" if args.via == "cli" else f"dagster-daemon, sensor every {INTERVAL} s"
+    how = (
+        f"monitor --daemon --interval {INTERVAL}" if args.via == "cli" else f"dagster-daemon, sensor every {INTERVAL} s"
+    )
     report = Report(f"Insert-to-DM latency, {how}, PostgreSQL LMS with {attempts:,} attempts")
 
     zulip = FakeZulip().start()
@@ -129,12 +140,20 @@ def main() -> None:
     instance = None
     if args.via == "cli":
         (home / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        command, cwd = [sys.executable, "-m", "lms_activity_pipeline.cli", "monitor", "--daemon", "--interval", str(INTERVAL)], None
+        command, cwd = (
+            [sys.executable, "-m", "lms_activity_pipeline.cli", "monitor", "--daemon", "--interval", str(INTERVAL)],
+            None,
+        )
     else:
         shutil.copyfile(ROOT / "deploy" / "dagster.yaml", home / "dagster_home" / "dagster.yaml")
-        env["DAGSTER_POSTGRES_URL"] = ensure_database(database_url(args.server, "lms_bench_latency_dagster"), recreate=True)
+        env["DAGSTER_POSTGRES_URL"] = ensure_database(
+            database_url(args.server, "lms_bench_latency_dagster"), recreate=True
+        )
         env["LMS_ACTIVITY_POLL_INTERVAL"] = str(INTERVAL)
-        command, cwd = [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")], ROOT
+        command, cwd = (
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(ROOT / "workspace.yaml")],
+            ROOT,
+        )
         os.environ["DAGSTER_POSTGRES_URL"] = env["DAGSTER_POSTGRES_URL"]
         instance = DagsterInstance.from_config(str(home / "dagster_home"))
     log = (home / "daemon.log").open("w")
@@ -142,17 +161,28 @@ def main() -> None:
     warehouse = db.create_engine(wh_url)
     stages: dict[str, list[float]] = {}
     try:
+
         def history_done() -> bool:
             if instance is not None:  # the history's ingest run and the notify run after it
-                return bool(instance.get_runs(RunsFilter(job_name=NOTIFY_JOB_NAME, statuses=[DagsterRunStatus.SUCCESS]), limit=1))
+                return bool(
+                    instance.get_runs(
+                        RunsFilter(job_name=names.NOTIFY_JOB, statuses=[DagsterRunStatus.SUCCESS]), limit=1
+                    )
+                )
             with warehouse.connect() as conn:
                 try:
-                    return bool(conn.execute(sa.text("SELECT last_run_status FROM lms_activity.lms_monitor_state")).scalar())
+                    return bool(
+                        conn.execute(sa.text("SELECT last_run_status FROM lms_activity.lms_monitor_state")).scalar()
+                    )
                 except sa.exc.ProgrammingError:
                     return False
 
         history = wait(history_done, 3600, proc)
-        report.add("first poll (history ingest run)", f"{history:.1f} s", "LMS_NOTIFY_MAX_AGE_HOURS=0.05: only the measured inserts are notified")
+        report.add(
+            "first poll (history ingest run)",
+            f"{history:.1f} s",
+            "LMS_NOTIFY_MAX_AGE_HOURS=0.05: only the measured inserts are notified",
+        )
         settled = len(zulip.messages) - 1
         while len(zulip.messages) != settled:  # the history's own notifications drain first
             settled = len(zulip.messages)
@@ -169,15 +199,25 @@ def main() -> None:
                         """INSERT INTO "Attempts" (id, user_id, exam_id, status, started_at, submitted_at, graded_at, score, updated_at)
                            VALUES (:id, :s, :e, 'graded', :t0, :t1, :t2, 0, :t2)"""
                     ),
-                    {"id": first_new + i, "s": student, "e": exam, "t0": now - dt.timedelta(minutes=30),
-                     "t1": now - dt.timedelta(minutes=1), "t2": now},
+                    {
+                        "id": first_new + i,
+                        "s": student,
+                        "e": exam,
+                        "t0": now - dt.timedelta(minutes=30),
+                        "t1": now - dt.timedelta(minutes=1),
+                        "t2": now,
+                    },
                 )
             inserted = time.time()
-            latencies.append(wait(lambda: len(zulip.messages_to(mentor_email)) > before, 180, proc))
+            latencies.append(wait(lambda before=before: len(zulip.messages_to(mentor_email)) > before, 180, proc))
             if instance is not None:
                 record_stages(instance, inserted, stages)
             time.sleep(pacing.uniform(0, INTERVAL))  # the next insert lands at a random point of the poll cycle
-        report.add("insert -> DM, median", f"{statistics.median(latencies):.2f} s", f"max {max(latencies):.2f} s over {len(latencies)} inserts; target < {INTERVAL + 2} s")
+        report.add(
+            "insert -> DM, median",
+            f"{statistics.median(latencies):.2f} s",
+            f"max {max(latencies):.2f} s over {len(latencies)} inserts; target < {INTERVAL + 2} s",
+        )
         report.add("insert -> DM, all", ", ".join(f"{x:.2f}" for x in latencies), "seconds")
         for stage, values in stages.items():
             report.add(f"  {stage}, median", f"{statistics.median(values):.2f} s", f"max {max(values):.2f} s")

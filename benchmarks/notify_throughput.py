@@ -23,24 +23,24 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import sys
 import tempfile
 import time
 import uuid
-import sys
 import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers: the loopback Zulip server
 
-import sqlalchemy as sa  # noqa: E402
-from dagster import DagsterInstance  # noqa: E402
+import sqlalchemy as sa
+from dagster import DagsterInstance
 
-from lms_activity_pipeline.db import normalise_url  # noqa: E402
-from lms_activity_pipeline_tests.conftest import Backend  # noqa: E402
-from lms_activity_pipeline_tests.fake_zulip import FakeZulip  # noqa: E402
-from lms_activity_pipeline_tests.lms_builder import LMSBuilder  # noqa: E402
-from lms_activity_pipeline_tests.notify_helpers import ago, fast_zulip, recent_days  # noqa: E402
-from lms_activity_pipeline_tests.pipeline import Pipeline, op_metadata  # noqa: E402
+from lms_activity_pipeline.db import normalise_url
+from lms_activity_pipeline_tests.conftest import Backend
+from lms_activity_pipeline_tests.support.fake_zulip import FakeZulip
+from lms_activity_pipeline_tests.support.lms_builder import LMSBuilder
+from lms_activity_pipeline_tests.support.notify_helpers import ago, fast_zulip, recent_days
+from lms_activity_pipeline_tests.support.pipeline import Pipeline, op_metadata
 
 
 def build_lms(url: str, server: FakeZulip, mentors: int, events_per_mentor: int) -> int:
@@ -169,7 +169,9 @@ def main() -> None:
     parser.add_argument("--events-per-mentor", type=int, default=40, help="events per digest")
     parser.add_argument("--burst-mentors", type=int, default=300, help="mentors with 10 events each in the burst")
     parser.add_argument("--limited-mentors", type=int, default=60, help="mentors with one DM each under the rate limit")
-    parser.add_argument("--only", choices=["single", "digest", "burst", "limited"], action="append", help="these scenarios")
+    parser.add_argument(
+        "--only", choices=["single", "digest", "burst", "limited"], action="append", help="these scenarios"
+    )
     parser.add_argument(
         "--warehouse-url", default=os.environ.get("LMS_TEST_POSTGRES_URL"), help="PostgreSQL server URL"
     )

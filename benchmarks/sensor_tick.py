@@ -11,23 +11,26 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import sqlalchemy as sa  # noqa: E402
-from dagster import DagsterInstance, build_sensor_context  # noqa: E402
+import sqlalchemy as sa
+from dagster import DagsterInstance, build_sensor_context
 
-from benchmarks.common import DEFAULT_SERVER, Report, database_url, ensure_database, timer  # noqa: E402
-from lms_activity_pipeline import db  # noqa: E402
-from lms_activity_pipeline.config import load_settings  # noqa: E402
-from lms_activity_pipeline.definitions import build_definitions  # noqa: E402
-from lms_activity_pipeline.lms.demo import generate_demo_lms  # noqa: E402
-from lms_activity_pipeline.monitoring.poll import Cursor, plan_poll  # noqa: E402
-from lms_activity_pipeline.resources.factory import build_resources  # noqa: E402
-from lms_activity_pipeline.sensors import SENSOR_NAME  # noqa: E402
+from benchmarks.common import DEFAULT_SERVER, Report, database_url, ensure_database, timer
+from lms_activity_pipeline import (
+    db,
+    names,
+)
+from lms_activity_pipeline.cli.instance import load_definitions
+from lms_activity_pipeline.defs.resources import resources_for
+from lms_activity_pipeline.lms.demo import generate_demo_lms
+from lms_activity_pipeline.polling.plan import Cursor, plan_poll
+from lms_activity_pipeline.settings import load_settings
 
 NEW_ROWS = 1_000
 
@@ -50,11 +53,12 @@ def main() -> None:
     if not args.skip_generate:
         generate_demo_lms(lms_url, students=args.students, days=args.days)
     wh_url = ensure_database(database_url(args.server, "lms_bench_tick_wh"))
-    settings = load_settings({"LMS_DATABASE_URL": lms_url, "LMS_WAREHOUSE_URL": wh_url})
-    defs = build_definitions(settings)
-    sensor = defs.resolve_sensor_def(SENSOR_NAME)
+    os.environ.update({"LMS_DATABASE_URL": lms_url, "LMS_WAREHOUSE_URL": wh_url})
+    settings = load_settings()
+    defs = load_definitions(settings)
+    sensor = defs.resolve_sensor_def(names.ACTIVITY_SENSOR)
     # As the code server does for a tick: only the resources the sensor asks for are built.
-    resources = {k: v for k, v in build_resources(settings, env_vars=False).items() if k in sensor.required_resource_keys}
+    resources = {k: v for k, v in resources_for(settings, env_vars=False).items() if k in sensor.required_resource_keys}
     instance = DagsterInstance.ephemeral()
     repo = defs.get_repository_def()
     writer = db.create_engine(lms_url)
@@ -62,7 +66,7 @@ def main() -> None:
         attempts = conn.execute(sa.text('SELECT count(*) FROM "Attempts"')).scalar_one()
     report = Report(f"Sensor tick on a PostgreSQL LMS with {attempts:,} attempts")
 
-    def tick(cursor: str | None):  # noqa: ANN202
+    def tick(cursor: str | None):
         context = build_sensor_context(instance=instance, cursor=cursor, resources=resources, repository_def=repo)
         with timer() as t:
             data = sensor.evaluate_tick(context)
@@ -76,14 +80,25 @@ def main() -> None:
         data, ms = tick(cursor)
         assert not data.run_requests
         idle.append(ms)
-    report.add("no-change tick, median", f"{statistics.median(idle):.1f} ms", f"p95 {percentile(idle, 0.95):.1f} ms over {args.ticks} ticks; target < 50 ms")
+    report.add(
+        "no-change tick, median",
+        f"{statistics.median(idle):.1f} ms",
+        f"p95 {percentile(idle, 0.95):.1f} ms over {args.ticks} ticks; target < 50 ms",
+    )
     # The same poll without the sensor machinery: what is ours, and what is Dagster building resources per tick.
     lms, marks, own = resources["lms"], Cursor.from_json(cursor), []
     for _ in range(args.ticks):
         with timer() as t:
-            assert plan_poll(lms, marks, timezone=settings.timezone, partitions_start=settings.partitions_start).plan is None
+            assert (
+                plan_poll(lms, marks, timezone=settings.timezone, partitions_start=settings.partitions_start).plan
+                is None
+            )
         own.append(t["seconds"] * 1000)
-    report.add("  of which plan_poll (our queries + digest)", f"{statistics.median(own):.1f} ms", "median; the rest is Dagster's per-tick resource set-up")
+    report.add(
+        "  of which plan_poll (our queries + digest)",
+        f"{statistics.median(own):.1f} ms",
+        "median; the rest is Dagster's per-tick resource set-up",
+    )
 
     now = dt.datetime.now(dt.UTC)
     busy = []
@@ -108,7 +123,11 @@ def main() -> None:
     finally:
         with writer.begin() as conn:
             conn.execute(sa.text('DELETE FROM "Attempts" WHERE id > :b'), {"b": base})
-    report.add(f"tick after {NEW_ROWS:,} new attempts, median", f"{statistics.median(busy):.1f} ms", f"max {max(busy):.1f} ms over {len(busy)} rounds")
+    report.add(
+        f"tick after {NEW_ROWS:,} new attempts, median",
+        f"{statistics.median(busy):.1f} ms",
+        f"max {max(busy):.1f} ms over {len(busy)} rounds",
+    )
     report.print()
 
 

@@ -2,7 +2,7 @@
 
 No Dagster is imported or needed. Without ``engine`` every function reads the
 warehouse the pipeline writes (``LMS_WAREHOUSE_URL``, ``LMS_WAREHOUSE_SCHEMA``,
-validated by :func:`~lms_activity_pipeline.config.load_settings`) and creates
+validated by :func:`~lms_activity_pipeline.settings.load_settings`) and creates
 its tables if missing; an explicit SQLAlchemy ``engine`` is used as given
 (tables resolved to ``LMS_WAREHOUSE_SCHEMA`` on PostgreSQL unless the engine
 already maps them). Event frames have the columns of ``lms_activity_events``
@@ -47,8 +47,10 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from lms_activity_pipeline import db
-from lms_activity_pipeline.config import ConfigError, load_settings, parse_event_types, warehouse_schema
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
+from lms_activity_pipeline.domain.times import to_utc
+from lms_activity_pipeline.errors import ConfigError
+from lms_activity_pipeline.settings import load_settings, load_variable, parse_event_types
 from lms_activity_pipeline.warehouse import processing
 from lms_activity_pipeline.warehouse.engine import is_translated, open_warehouse, translated
 
@@ -84,7 +86,9 @@ def claim_unprocessed_events(
     per-claim suffix) and ``ai_claim_expires_at``. Call :func:`mark_processed`
     before the lease ends.
     """
-    count, types = _count("limit", limit), _event_types(event_types)
+    count, types = _integer("limit", limit), _event_types(event_types)
+    if count < 0:
+        raise ValueError(f"limit must be >= 0, got {count}")
     lease = dt.timedelta(seconds=_positive("lease_seconds", lease_seconds))
     token = f"{worker or _default_worker()}/{uuid.uuid4().hex[:12]}"
     with db.write_transaction(_warehouse(engine)) as conn:
@@ -110,7 +114,7 @@ def student_history(
 ) -> pd.DataFrame:
     """A student's events of the ``days`` before ``as_of`` (default now), newest first."""
     student = _integer("student_id", student_id)
-    until = db.utc(as_of) if as_of is not None else dt.datetime.now(dt.UTC)
+    until = to_utc(as_of) if as_of is not None else dt.datetime.now(dt.UTC)
     since = until - dt.timedelta(days=_positive("days", days))
     with _warehouse(engine).connect() as conn:
         return db.read_typed(conn, processing.student_history(student, since, until))
@@ -125,7 +129,9 @@ def _warehouse(engine: Engine | None) -> Engine:
         return _open(settings.warehouse_url, settings.warehouse_schema)
     if is_translated(engine):
         return engine
-    return translated(engine, warehouse_schema())  # only this variable: the rest of the environment is not ours
+    return translated(
+        engine, load_variable("LMS_WAREHOUSE_SCHEMA")
+    )  # only this variable: the rest of the environment is not ours
 
 
 @functools.cache
@@ -171,7 +177,7 @@ def _count(name: str, value: object, *, optional: bool = False) -> int | None:
 
 
 def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise ValueError(f"{name} must be a number > 0, got {value!r}")
     return float(value)
 

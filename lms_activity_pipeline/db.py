@@ -1,4 +1,4 @@
-"""Database plumbing shared by the LMS and warehouse resources.
+"""Database plumbing shared by the LMS reader and the warehouse.
 
 Engines (read-only for the LMS), bulk reads into pandas and bulk writes from
 pandas: ``COPY`` on PostgreSQL, one ``executemany`` on SQLite. Never a
@@ -8,28 +8,63 @@ statement per row.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import io
 import json
-from collections.abc import Iterable, Iterator
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.types import NullType
 
-from lms_activity_pipeline.config import ConfigError, is_credential, redact_url
 from lms_activity_pipeline.domain.cleaning import parse_times
+from lms_activity_pipeline.errors import ConfigError
+from lms_activity_pipeline.urls import is_credential, redact_url
+
+#: What the readers take: a SELECT, or a UNION of them.
+Query = sa.Select[Any] | sa.CompoundSelect
 
 NULL_MARK = r"\N"
 
 
+#: Engines by (caller's key, process), newest last. Dagster builds new resources for every sensor tick
+#: and run step; a new engine each time meant a new connection per tick. One per process: a forked
+#: process must not share its parent's pooled sockets.
+_ENGINES: OrderedDict[tuple[Hashable, int], Engine] = OrderedDict()
+_MAX_ENGINES = 8
+_ENGINES_LOCK = threading.Lock()
+
+
+def shared_engine(key: Hashable, create: Callable[[], Engine]) -> Engine:
+    """This process's engine for ``key``, made by ``create`` the first time; the least recently used
+    beyond eight are disposed."""
+    slot = (key, os.getpid())
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(slot)
+        if engine is None:
+            engine = _ENGINES[slot] = create()
+        _ENGINES.move_to_end(slot)
+        while len(_ENGINES) > _MAX_ENGINES:
+            _ENGINES.popitem(last=False)[1].dispose()
+        return engine
+
+
 def is_postgres(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "postgresql"
+
+
+def insert(conn: Connection, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT`` in the connection's dialect, which has ``on_conflict_do_nothing`` / ``_do_update``."""
+    return (postgresql.insert if is_postgres(conn) else sqlite.insert)(table)
 
 
 def normalise_url(url: str | URL) -> URL:
@@ -38,13 +73,6 @@ def normalise_url(url: str | URL) -> URL:
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg2")
     return parsed
-
-
-def utc(value: dt.datetime) -> dt.datetime:
-    """``value`` as an aware UTC ``datetime``: SQLite stores timestamps as UTC wall-clock text."""
-    if isinstance(value, pd.Timestamp):
-        value = value.to_pydatetime()
-    return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def sqlite_path(url: URL) -> Path | None:
@@ -77,13 +105,17 @@ def create_engine(url: str | URL, *, read_only: bool = False, variable: str = "d
             sa.event.listen(engine, "connect", _sqlite_query_only)
         return engine
     parsed, credentials = without_credentials(parsed)
-    connect_args: dict[str, object] = {"connect_timeout": 10, "application_name": "lms-activity-pipeline", **credentials}
+    connect_args: dict[str, object] = {
+        "connect_timeout": 10,
+        "application_name": "lms-activity-pipeline",
+        **credentials,
+    }
     if read_only:
         connect_args["options"] = "-c default_transaction_read_only=on"
     return sa.create_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
 
 
-def without_credentials(url: URL) -> tuple[URL, dict[str, object]]:
+def without_credentials(url: URL) -> tuple[URL, dict[str, Any]]:
     """``url`` without its credential-like query parameters (``?password=``, ``sslpassword``...), and those.
 
     They go to the driver as connect arguments (libpq takes the same keywords either way), so the
@@ -94,13 +126,13 @@ def without_credentials(url: URL) -> tuple[URL, dict[str, object]]:
     return url.difference_update_query(secrets), secrets
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI callback
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout = 30000")
     cursor.close()
 
 
-def _sqlite_query_only(dbapi_connection, _record) -> None:  # noqa: ANN001 - DBAPI callback
+def _sqlite_query_only(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA query_only = ON")
     cursor.close()
@@ -155,7 +187,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
         conn.exec_driver_sql("COMMIT")
 
 
-def raw_select(stmt: sa.Select) -> sa.Select:
+def raw_select(stmt: Query) -> sa.Select:
     """``stmt`` with every result column untyped, so values arrive exactly as stored.
 
     SQLite keeps whatever a messy LMS wrote (text in a numeric column, odd
@@ -170,7 +202,7 @@ def raw_select(stmt: sa.Select) -> sa.Select:
 SQLITE_UNDECODABLE = "Could not decode to UTF-8"
 
 
-def read_frame(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
+def read_frame(conn: Connection, stmt: Query) -> pd.DataFrame:
     """Run ``stmt`` and return its rows as a DataFrame (``COPY ... TO STDOUT`` on PostgreSQL).
 
     Text that is not UTF-8 (Latin-1 bytes in a SQLite file, any bytes in a
@@ -200,14 +232,14 @@ def read_frame(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
     return pd.read_csv(buffer, na_values=[NULL_MARK], keep_default_na=False, dtype=str, encoding_errors="replace")
 
 
-def _read_sqlite(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
+def _read_sqlite(conn: Connection, stmt: Query) -> pd.DataFrame:
     try:
         return pd.read_sql(raw_select(stmt), conn)
     except OperationalError as exc:
         if SQLITE_UNDECODABLE not in str(exc.orig):
             raise
     # Read again with a lenient decoder: only then, since it runs in Python for every text value.
-    dbapi = conn.connection.dbapi_connection
+    dbapi: Any = conn.connection.dbapi_connection  # sqlite3.Connection
     dbapi.text_factory = _lenient_text
     try:
         return pd.read_sql(raw_select(stmt), conn)
@@ -219,7 +251,7 @@ def _lenient_text(value: bytes) -> str:
     return value.decode("utf-8", errors="replace")
 
 
-def read_typed(conn: Connection, stmt: sa.Select) -> pd.DataFrame:
+def read_typed(conn: Connection, stmt: Query) -> pd.DataFrame:
     """:func:`read_frame`, with each column converted to its SQL type (see :func:`typed`)."""
     return typed(read_frame(conn, stmt), stmt.selected_columns)
 
@@ -291,7 +323,7 @@ class CsvChunks:
     def __init__(self, frame: pd.DataFrame, columns: Iterable[sa.Column], rows: int = 50_000) -> None:
         self.frame, self.columns, self.rows, self.offset = frame, list(columns), rows, 0
 
-    def read(self, size: int = -1) -> str:  # noqa: ARG002 - psycopg2 accepts chunks of any length
+    def read(self, size: int = -1) -> str:
         if self.offset >= len(self.frame):
             return ""
         chunk = self.frame.iloc[self.offset : self.offset + self.rows]
@@ -338,10 +370,10 @@ def _iso_utc(series: pd.Series) -> pd.Series:
     return pd.Series(text, index=series.index, dtype=object)
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as dicts with ``None`` for missing values and plain Python scalars."""
     converted = frame.astype(object).where(frame.notna(), None)
-    return converted.to_dict("records")
+    return [{str(k): v for k, v in row.items()} for row in converted.to_dict("records")]
 
 
 def temp_table(name: str, columns: Iterable[sa.Column]) -> sa.Table:

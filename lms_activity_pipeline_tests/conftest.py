@@ -14,42 +14,38 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from lms_activity_pipeline.db import normalise_url
+from lms_activity_pipeline.settings import VARIABLES
 
 pytest_plugins = ["lms_activity_pipeline_tests.conftest_zulip"]
 
-LMS_ENV_VARS = [
-    "LMS_DATABASE_URL",
-    "LMS_WAREHOUSE_URL",
-    "LMS_WAREHOUSE_SCHEMA",
-    "LMS_HOME",
-    "LMS_ACTIVITY_MONITOR_ENABLED",
-    "LMS_ACTIVITY_POLL_INTERVAL",
-    "LMS_ACTIVITY_LOOKBACK_SECONDS",
-    "LMS_NOTIFY_MENTORS_ENABLED",
-    "LMS_EVENT_TYPES_TO_MONITOR",
-    "LMS_NOTIFY_MAX_AGE_HOURS",
-    "LMS_TIMEZONE",
-    "LMS_PARTITIONS_START",
-    "LMS_EXECUTOR",
-    "LMS_CELERY_BROKER_URL",
-    "LMS_CELERY_BACKEND_URL",
-    "LMS_CELERY_QUEUE",
-    "ZULIP_SITE",
-    "ZULIP_EMAIL",
-    "ZULIP_API_KEY",
-    "ZULIP_CONFIG",
-    "DAGSTER_HOME",
-]
+#: Every variable the pipeline reads (the one list in settings.py), and Dagster's home.
+LMS_ENV_VARS = [v.name for v in VARIABLES] + ["DAGSTER_HOME"]
+
+
+#: What a ``unit`` test must not use: a database server, a subprocess, the network (the fake Zulip server).
+NOT_UNIT_FIXTURES = frozenset({"pg_server_url", "pg_databases", "pg_url", "backend", "sqlite_backend", "fake_zulip"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``-m unit`` must stay fast and self-contained: a unit test that asks for a server is a collection error."""
+    for item in items:
+        if item.get_closest_marker("unit") and (used := NOT_UNIT_FIXTURES & set(getattr(item, "fixturenames", ()))):
+            raise pytest.UsageError(f"{item.nodeid} is marked unit but uses {', '.join(sorted(used))}")
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test sees the developer's LMS_*/ZULIP_* settings or ~/.zuliprc."""
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No test sees the developer's LMS_*/ZULIP_* settings or ~/.zuliprc, and whatever a test sets in the
+    environment (helpers like ``Pipeline`` set the variables the code location reads) is undone after it."""
+    saved = dict(os.environ)
     for name in LMS_ENV_VARS:
         monkeypatch.delenv(name, raising=False)
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lms_activity_pipeline_tests.fake_zulip import FakeZulip
+from lms_activity_pipeline_tests.support.fake_zulip import FakeZulip
 
 
 @pytest.fixture

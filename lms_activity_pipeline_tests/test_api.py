@@ -21,7 +21,7 @@ from lms_activity_pipeline.warehouse import processing
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline.warehouse.engine import open_warehouse, translated
 from lms_activity_pipeline_tests.conftest import Backend
-from lms_activity_pipeline_tests.pipeline import like
+from lms_activity_pipeline_tests.support.pipeline import like
 
 T0 = dt.datetime(2024, 5, 3, 12, 0, tzinfo=dt.UTC)
 
@@ -33,7 +33,9 @@ def warehouse(backend: Backend) -> Iterator[Engine]:
     engine.dispose()
 
 
-def seed(engine: Engine, n: int, *, student_of=lambda i: 1 + i % 3, processed=lambda i: False, start: dt.datetime = T0) -> list[int]:
+def seed(
+    engine: Engine, n: int, *, student_of=lambda i: 1 + i % 3, processed=lambda i: False, start: dt.datetime = T0
+) -> list[int]:
     """``n`` events one minute apart, types cycling through the seven; returns their ids, oldest first."""
     rows = [
         {
@@ -60,14 +62,21 @@ def test_unprocessed_events_are_oldest_first_filtered_and_limited(warehouse: Eng
     expected = [ids[i] for i in range(14) if i % 4 != 0]
     assert queue["event_id"].tolist() == expected
     assert not queue["processed_for_ai"].any() and queue["timestamp"].is_monotonic_increasing
-    assert str(queue["timestamp"].dt.tz) == "UTC" and queue.loc[0, "activity_metadata"] == {"score": 1, "percentage": 50.0}
+    assert str(queue["timestamp"].dt.tz) == "UTC" and queue.loc[0, "activity_metadata"] == {
+        "score": 1,
+        "percentage": 50.0,
+    }
     assert "ai_claim_expires_at" not in queue.columns
 
     failed = api.unprocessed_events("exam_failed", engine=warehouse)
     assert failed["event_id"].tolist() == [ids[3], ids[10]] and set(failed["event_type"]) == {"exam_failed"}
     two_types = api.unprocessed_events(["exam_failed", "exam_started"], limit=2, engine=warehouse)
     assert two_types["event_id"].tolist() == [ids[3], ids[7]]  # ids[0] (exam_started) is processed
-    assert api.unprocessed_events("exam_failed,exam_started", engine=warehouse)["event_id"].tolist() == [ids[3], ids[7], ids[10]]
+    assert api.unprocessed_events("exam_failed,exam_started", engine=warehouse)["event_id"].tolist() == [
+        ids[3],
+        ids[7],
+        ids[10],
+    ]
     assert api.unprocessed_events(limit=0, engine=warehouse).empty
 
 
@@ -86,14 +95,23 @@ def test_student_history_is_newest_first_within_the_days(warehouse: Engine) -> N
     table = wh.lms_activity_events
     with warehouse.begin() as conn:  # spread student 1's events over days: event i at T0 - 10 days + i days
         for i in range(12):
-            conn.execute(table.update().where(table.c.event_key.like(f"exam:{i}:%")).values(timestamp=T0 - dt.timedelta(days=10 - i)))
+            conn.execute(
+                table.update()
+                .where(table.c.event_key.like(f"exam:{i}:%"))
+                .values(timestamp=T0 - dt.timedelta(days=10 - i))
+            )
     history = api.student_history(1, days=3, as_of=T0, engine=warehouse)
     assert history["timestamp"].tolist() == [pd.Timestamp(T0 - dt.timedelta(days=d)) for d in (1, 3)]  # i = 9, 7
     assert set(history["student_id"]) == {1}
     assert len(api.student_history(1, as_of=T0 + dt.timedelta(days=2), engine=warehouse)) == 6  # all of them, 30 days
     assert api.student_history(1, engine=warehouse).empty  # May 2024 is more than 30 days before now
     recent = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    seed_one = {"event_key": "content:1:content_started", "event_type": "content_started", "student_id": 1, "timestamp": recent}
+    seed_one = {
+        "event_key": "content:1:content_started",
+        "event_type": "content_started",
+        "student_id": 1,
+        "timestamp": recent,
+    }
     with warehouse.begin() as conn:
         conn.execute(table.insert(), [seed_one])
     assert api.student_history(1, engine=warehouse)["event_key"].tolist() == ["content:1:content_started"]
@@ -187,7 +205,9 @@ def test_a_claim_in_flight_is_skipped_on_postgres_and_waited_for_on_sqlite(wareh
     assert other["ids"] == ids[5:]
 
 
-def test_without_an_engine_the_pipeline_configuration_is_used(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_without_an_engine_the_pipeline_configuration_is_used(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LMS_WAREHOUSE_URL", backend.warehouse_url)
     monkeypatch.setenv("LMS_WAREHOUSE_SCHEMA", "ai_api")
     engine = open_warehouse(backend.warehouse_url, "ai_api")
@@ -219,7 +239,7 @@ def test_without_an_engine_the_pipeline_configuration_is_used(backend: Backend, 
         (lambda: api.student_history(1, days=-1), "days must be a number > 0"),
     ],
 )
-def test_bad_arguments_are_clear_errors(call, message: str) -> None:  # noqa: ANN001 - a lambda
+def test_bad_arguments_are_clear_errors(call, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call()
 
@@ -245,14 +265,20 @@ def test_a_warehouse_from_before_gains_the_new_columns_tables_and_index(backend:
         if backend.name == "postgresql":
             conn.execute(sa.text("CREATE SCHEMA lms_activity"))
         old.create_all(conn)
-        conn.execute(events.insert().values(event_key="exam:1:exam_failed", event_type="exam_failed", student_id=1, timestamp=T0))
+        conn.execute(
+            events.insert().values(event_key="exam:1:exam_failed", event_type="exam_failed", student_id=1, timestamp=T0)
+        )
     raw.dispose()
 
     engine = open_warehouse(backend.warehouse_url, "lms_activity")
     inspector = sa.inspect(engine)
     schema = "lms_activity" if backend.name == "postgresql" else None
-    assert {"ai_claimed_by", "ai_claim_expires_at"} <= {c["name"] for c in inspector.get_columns(events.name, schema=schema)}
-    assert "ix_lms_activity_events_student_time" in {i["name"] for i in inspector.get_indexes(events.name, schema=schema)}
+    assert {"ai_claimed_by", "ai_claim_expires_at"} <= {
+        c["name"] for c in inspector.get_columns(events.name, schema=schema)
+    }
+    assert "ix_lms_activity_events_student_time" in {
+        i["name"] for i in inspector.get_indexes(events.name, schema=schema)
+    }
     assert {"ai_ready_events", "student_daily_activity"} <= set(inspector.get_table_names(schema=schema))
     assert api.claim_unprocessed_events(5, engine=engine)["event_key"].tolist() == ["exam:1:exam_failed"]
     engine.dispose()

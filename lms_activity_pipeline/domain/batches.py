@@ -10,15 +10,7 @@ from dataclasses import dataclass
 
 from lms_activity_pipeline.domain.messages import DIGEST_LIMIT, render_digest_parts, render_event_message
 from lms_activity_pipeline.domain.notification_event import NotificationEvent
-
-
-@dataclass(frozen=True)
-class PendingPair:
-    """One outbox row waiting to be sent: ``log_id`` is ``lms_event_log.id``."""
-
-    log_id: int
-    event_id: int
-    mentor_id: int
+from lms_activity_pipeline.domain.outbox import PendingPair
 
 
 @dataclass(frozen=True)

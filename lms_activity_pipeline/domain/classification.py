@@ -8,6 +8,7 @@ the event time came from ``updated_at`` and is kept from the first sighting).
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -81,13 +82,20 @@ def _with_refs(
     """Join the student and the activity; rows whose references are unknown are rejected."""
     students = users.rename(columns={"id": "user_id", "username": "student_username", "full_name": "student_name"})
     merged = frame.merge(students[["user_id", "student_username", "student_name"]], on="user_id", how="left")
-    merged = merged.merge(activity.rename(columns={"id": activity_col}), on=activity_col, how="left", suffixes=("", "_a"))
+    merged = merged.merge(
+        activity.rename(columns={"id": activity_col}), on=activity_col, how="left", suffixes=("", "_a")
+    )
     no_user = merged["student_username"].isna()
     no_activity = merged["title"].isna() & ~merged[activity_col].isin(activity["id"])
     rejects = pd.concat(
         [
             _reject(merged, no_user, source, "user_id: unknown user " + merged["user_id"].astype("string")),
-            _reject(merged, ~no_user & no_activity, source, f"{activity_col}: unknown {label} " + merged[activity_col].astype("string")),
+            _reject(
+                merged,
+                ~no_user & no_activity,
+                source,
+                f"{activity_col}: unknown {label} " + merged[activity_col].astype("string"),
+            ),
         ],
         ignore_index=True,
     )
@@ -123,7 +131,10 @@ def classify_exam_attempts(
     base, rejects = _with_refs(attempts, "Attempts", dims.users, exams, "exam_id", "exam")
     over_max = base["score"].notna() & base["max_score"].notna() & (base["score"] > base["max_score"])
     rejects = pd.concat(
-        [rejects, _reject(base, over_max, "Attempts", "score: above the exam's max_score " + base["score"].astype("string"))],
+        [
+            rejects,
+            _reject(base, over_max, "Attempts", "score: above the exam's max_score " + base["score"].astype("string")),
+        ],
         ignore_index=True,
     )
     base = base.loc[~over_max].reset_index(drop=True)
@@ -132,7 +143,16 @@ def classify_exam_attempts(
     base["attempt_number"] = base["id"].map(numbers).astype("Int64")
     base["percentage"] = (base["score"] / base["max_score"].where(base["max_score"] > 0) * 100).round(1)
     base["time_spent_seconds"] = (base["submitted_at"] - base["started_at"]).dt.total_seconds().round().astype("Int64")
-    meta = ["student_name", "status", "score", "max_score", "pass_score", "percentage", "attempt_number", "time_spent_seconds"]
+    meta = [
+        "student_name",
+        "status",
+        "score",
+        "max_score",
+        "pass_score",
+        "percentage",
+        "attempt_number",
+        "time_spent_seconds",
+    ]
     base["activity_metadata"] = _metadata_json(base, meta)
     base = base.rename(columns={"user_id": "student_id", "exam_id": "activity_id", "title": "activity_title"})
 
@@ -143,7 +163,9 @@ def classify_exam_attempts(
     passed = graded & (base["score"] >= base["pass_score"])
     frames = [
         _events(base, EventType.EXAM_STARTED, base["started_at"].notna(), base["started_at"], False, EXAM_KEY_PREFIX),
-        _events(base, EventType.EXAM_COMPLETED, base["submitted_at"].notna(), base["submitted_at"], False, EXAM_KEY_PREFIX),
+        _events(
+            base, EventType.EXAM_COMPLETED, base["submitted_at"].notna(), base["submitted_at"], False, EXAM_KEY_PREFIX
+        ),
         _events(base, EventType.EXAM_PASSED, passed, result_time, result_fallback, EXAM_KEY_PREFIX),
         _events(base, EventType.EXAM_FAILED, graded & ~passed, result_time, result_fallback, EXAM_KEY_PREFIX),
     ]
@@ -165,7 +187,9 @@ def classify_content_attempts(attempts: pd.DataFrame, dims: Dimensions) -> tuple
     watched = base["content_type"].isin(WATCHABLE_CONTENT) & (base["progress_percent"] >= WATCHED_PERCENT)
     completed = (base["status"] == "completed") | base["completed_at"].notna()
     frames = [
-        _events(base, EventType.CONTENT_STARTED, base["started_at"].notna(), base["started_at"], False, CONTENT_KEY_PREFIX),
+        _events(
+            base, EventType.CONTENT_STARTED, base["started_at"].notna(), base["started_at"], False, CONTENT_KEY_PREFIX
+        ),
         _events(base, EventType.CONTENT_WATCHED, watched, done_time, done_fallback, CONTENT_KEY_PREFIX),
         _events(base, EventType.CONTENT_COMPLETED, completed, done_time, done_fallback, CONTENT_KEY_PREFIX),
     ]
@@ -183,21 +207,31 @@ def _finish(frames: list[pd.DataFrame], dims: Dimensions) -> pd.DataFrame:
 def assign_mentors(events: pd.DataFrame, assignments: pd.DataFrame, users: pd.DataFrame) -> pd.DataFrame:
     """Attach the student's mentor active at the event time (lowest assignment id wins)."""
     if events.empty or assignments.empty:
-        return events.assign(mentor_id=pd.array([pd.NA] * len(events), dtype="Int64"), mentor_username=pd.NA)
+        return events.assign(
+            mentor_id=pd.array([pd.NA] * len(events), dtype="Int64"),
+            mentor_username=pd.Series(pd.NA, index=events.index, dtype=object),
+        )
     pairs = events[["event_key", "student_id", "timestamp"]].merge(
         assignments[["id", "student_id", "mentor_id", "assigned_at", "ended_at"]], on="student_id"
     )
-    active = (pairs["assigned_at"] <= pairs["timestamp"]) & (pairs["ended_at"].isna() | (pairs["ended_at"] > pairs["timestamp"]))
+    active = (pairs["assigned_at"] <= pairs["timestamp"]) & (
+        pairs["ended_at"].isna() | (pairs["ended_at"] > pairs["timestamp"])
+    )
     first = pairs.loc[active].sort_values("id").drop_duplicates("event_key")[["event_key", "mentor_id"]]
     mentors = users.rename(columns={"id": "mentor_id", "username": "mentor_username"})[["mentor_id", "mentor_username"]]
     first = first.merge(mentors, on="mentor_id", how="left")
     return events.merge(first, on="event_key", how="left")
 
 
-def in_window(events: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
-    """Events whose time falls in ``[start, end)``."""
+def in_window(events: pd.DataFrame, start: dt.datetime | None, end: dt.datetime | None) -> pd.DataFrame:
+    """Events whose time falls in ``[start, end)`` (an open side when ``None``)."""
     ts = events["timestamp"]
-    return events.loc[(ts >= start) & (ts < end)].reset_index(drop=True)
+    keep = pd.Series(True, index=events.index)
+    if start is not None:
+        keep &= ts >= start
+    if end is not None:
+        keep &= ts < end
+    return events.loc[keep].reset_index(drop=True)
 
 
 def of_types(events: pd.DataFrame, event_types: Iterable[str] = ALL_EVENT_TYPES) -> pd.DataFrame:

@@ -133,7 +133,7 @@ def parse_int(values: pd.Series) -> pd.Series:
     # Mixed columns parse through float64, exact only below 2**53: re-read the few larger ones exactly.
     large = whole & (num.abs() >= 2.0**53)
     if large.any():
-        typed[large] = [_exact_int(v) for v in values[large]]
+        typed[large] = pd.array([_exact_int(v) for v in values[large]], dtype="Int64")
     return typed
 
 
@@ -217,7 +217,9 @@ def _type_problems(spec: tuple[Column, ...], raw: pd.DataFrame, bad: pd.DataFram
     def describe(name: str) -> Callable[[pd.Series], pd.Series | str]:
         if name not in raw.columns:
             return lambda hit: f"{name}: column missing"
-        return lambda hit: f"{name}: invalid or missing value " + raw.loc[hit, name].astype("string").fillna("NULL").str.slice(0, 40)
+        return lambda hit: (
+            f"{name}: invalid or missing value " + raw.loc[hit, name].astype("string").fillna("NULL").str.slice(0, 40)
+        )
 
     return [(bad[col.name], describe(col.name)) for col in spec]
 
@@ -233,10 +235,11 @@ def _undecodable(spec: tuple[Column, ...], typed: pd.DataFrame) -> dict[str, pd.
 
 def _undecodable_problems(spec: tuple[Column, ...], typed: pd.DataFrame) -> list[Problem]:
     """Text a row cannot be used with (a status, a role): rejected, the column named."""
-    return [
-        (mask, lambda hit, name=name: f"{name}: text that is not UTF-8: " + typed.loc[hit, name].str.slice(0, 40))
-        for name, mask in _undecodable(spec, typed).items()
-    ]
+
+    def reason(name: str) -> Callable[[pd.Series], pd.Series]:
+        return lambda hit: f"{name}: text that is not UTF-8: " + typed.loc[hit, name].str.slice(0, 40)
+
+    return [(mask, reason(name)) for name, mask in _undecodable(spec, typed).items()]
 
 
 def clean_exam_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -244,7 +247,10 @@ def clean_exam_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     typed, bad = _typed(raw, EXAM_ATTEMPT_COLUMNS)
     problems = _type_problems(EXAM_ATTEMPT_COLUMNS, raw, bad) + _undecodable_problems(EXAM_ATTEMPT_COLUMNS, typed)
     problems += [
-        (~typed["status"].isin(EXAM_STATUSES), lambda hit: "status: unknown value " + typed.loc[hit, "status"].fillna("NULL")),
+        (
+            ~typed["status"].isin(EXAM_STATUSES),
+            lambda hit: "status: unknown value " + typed.loc[hit, "status"].fillna("NULL"),
+        ),
         (typed["score"] < 0, lambda hit: "score: negative value " + typed.loc[hit, "score"].astype("string")),
         (typed["submitted_at"] < typed["started_at"], lambda hit: "submitted_at is before started_at"),
     ]
@@ -257,7 +263,10 @@ def clean_content_attempts(raw: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFram
     problems = _type_problems(CONTENT_ATTEMPT_COLUMNS, raw, bad) + _undecodable_problems(CONTENT_ATTEMPT_COLUMNS, typed)
     pct = typed["progress_percent"]
     problems += [
-        (~typed["status"].isin(CONTENT_STATUSES), lambda hit: "status: unknown value " + typed.loc[hit, "status"].fillna("NULL")),
+        (
+            ~typed["status"].isin(CONTENT_STATUSES),
+            lambda hit: "status: unknown value " + typed.loc[hit, "status"].fillna("NULL"),
+        ),
         ((pct < 0) | (pct > 100), lambda hit: "progress_percent: outside 0..100: " + pct[hit].astype("string")),
         (typed["time_spent_seconds"] < 0, lambda hit: "time_spent_seconds: negative value"),
     ]
@@ -286,7 +295,9 @@ def clean_dimension(source: str, raw: pd.DataFrame, spec: tuple[Column, ...]) ->
         hit = mask & keep
         if hit.any():
             values = typed.loc[hit, name].str.slice(0, 40)
-            notes.append(_notes(source, typed, hit, f"{name}: text that is not UTF-8, kept as " + values + f" {ROW_KEPT}"))
+            notes.append(
+                _notes(source, typed, hit, f"{name}: text that is not UTF-8, kept as " + values + f" {ROW_KEPT}")
+            )
     return clean, pd.concat(notes, ignore_index=True) if len(notes) > 1 else rejected
 
 

@@ -81,7 +81,15 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
-        if min(self.backoff_seconds, self.max_backoff_seconds, self.max_retry_after_seconds, self.max_total_wait_seconds) < 0:
+        if (
+            min(
+                self.backoff_seconds,
+                self.max_backoff_seconds,
+                self.max_retry_after_seconds,
+                self.max_total_wait_seconds,
+            )
+            < 0
+        ):
             raise ValueError("waits must be >= 0")
 
     def backoff(self, failed_attempts: int) -> float:
@@ -144,11 +152,11 @@ def call_with_retries(
     attempts = waits = 0
     waited = paced = 0.0
     while True:
-        if pace is not None and (hold := min(max(pace(), 0.0), policy.max_retry_after_seconds)) > 0:
-            if waited + hold <= policy.max_total_wait_seconds:
-                sleep(hold)
-                waited += hold
-                paced += hold
+        hold = 0.0 if pace is None else min(max(pace(), 0.0), policy.max_retry_after_seconds)
+        if hold > 0 and waited + hold <= policy.max_total_wait_seconds:
+            sleep(hold)
+            waited += hold
+            paced += hold
         reply = call()
         if reply.kind is ReplyKind.RATE_LIMITED:
             pause = policy.rate_limit_wait(reply.retry_after)

@@ -27,8 +27,19 @@ LOOKBACK = pd.Timedelta(days=7)
 
 #: Columns of the window's events (typed) that :func:`event_features` and :func:`daily_activity` read.
 EVENT_INPUT_COLUMNS = [
-    "event_id", "event_key", "student_id", "student_username", "event_type", "timestamp", "course_id",
-    "activity_id", "processed_for_ai", "percentage", "attempt_number", "progress_percent", "time_spent_seconds",
+    "event_id",
+    "event_key",
+    "student_id",
+    "student_username",
+    "event_type",
+    "timestamp",
+    "course_id",
+    "activity_id",
+    "processed_for_ai",
+    "percentage",
+    "attempt_number",
+    "progress_percent",
+    "time_spent_seconds",
 ]
 #: Columns of the detail history (events of the LOOKBACK before the window).
 HISTORY_COLUMNS = ["event_id", "student_id", "event_type", "activity_id", "timestamp"]
@@ -36,16 +47,34 @@ HISTORY_COLUMNS = ["event_id", "student_id", "event_type", "activity_id", "times
 TIMELINE_COLUMNS = HISTORY_COLUMNS
 
 FEATURE_COLUMNS = [
-    "event_id", "event_key", "student_id", "event_type", "timestamp", "course_id", "activity_id",
-    "score_pct", "passed", "attempt_number", "prior_failures", "time_spent_seconds", "progress_pct",
-    "seconds_since_prev_event", "student_events_7d", "hour_of_day", "day_of_week", "processed_for_ai",
+    "event_id",
+    "event_key",
+    "student_id",
+    "event_type",
+    "timestamp",
+    "course_id",
+    "activity_id",
+    "score_pct",
+    "passed",
+    "attempt_number",
+    "prior_failures",
+    "time_spent_seconds",
+    "progress_pct",
+    "seconds_since_prev_event",
+    "student_events_7d",
+    "hour_of_day",
+    "day_of_week",
+    "processed_for_ai",
 ]
 
 RESULT_TYPES = (EventType.EXAM_PASSED, EventType.EXAM_FAILED)
 #: Events at which time spent is known: the attempt was submitted, graded, watched or completed.
 COMPLETION_TYPES = (
-    EventType.EXAM_COMPLETED, EventType.EXAM_PASSED, EventType.EXAM_FAILED,
-    EventType.CONTENT_WATCHED, EventType.CONTENT_COMPLETED,
+    EventType.EXAM_COMPLETED,
+    EventType.EXAM_PASSED,
+    EventType.EXAM_FAILED,
+    EventType.CONTENT_WATCHED,
+    EventType.CONTENT_COMPLETED,
 )
 PROGRESS_TYPES = (EventType.CONTENT_WATCHED, EventType.CONTENT_COMPLETED)
 
@@ -69,7 +98,9 @@ class History:
     def empty(cls) -> History:
         return cls(
             recent=pd.DataFrame({c: pd.Series(dtype=object) for c in HISTORY_COLUMNS}),
-            last_event_at=pd.DataFrame({"student_id": pd.Series(dtype="Int64"), "last_event_at": pd.Series(dtype="datetime64[us, UTC]")}),
+            last_event_at=pd.DataFrame(
+                {"student_id": pd.Series(dtype="Int64"), "last_event_at": pd.Series(dtype="datetime64[us, UTC]")}
+            ),
             failures=pd.DataFrame({c: pd.Series(dtype="Int64") for c in ("student_id", "activity_id", "failures")}),
         )
 
@@ -97,12 +128,16 @@ def event_features(events: pd.DataFrame, history: History, timezone: str) -> pd.
     result = event_type.isin(RESULT_TYPES)
     local = out["timestamp"].dt.tz_convert(timezone)
     out["score_pct"] = out["percentage"].where(result)
-    out["passed"] = event_type.map({EventType.EXAM_PASSED.value: True, EventType.EXAM_FAILED.value: False}).astype("boolean")
+    out["passed"] = event_type.map({EventType.EXAM_PASSED.value: True, EventType.EXAM_FAILED.value: False}).astype(
+        "boolean"
+    )
     out["attempt_number"] = _whole(out["attempt_number"].where(is_exam))
     out["prior_failures"] = per_event(_prior_failures(frame, history.failures))
     out["time_spent_seconds"] = _whole(out["time_spent_seconds"].where(event_type.isin(COMPLETION_TYPES)))
     out["progress_pct"] = out["progress_percent"].where(event_type.isin(PROGRESS_TYPES))
-    out["seconds_since_prev_event"] = (out["timestamp"] - per_event(_previous_event_time(frame, history.last_event_at))).dt.total_seconds()
+    out["seconds_since_prev_event"] = (
+        out["timestamp"] - per_event(_previous_event_time(frame, history.last_event_at))
+    ).dt.total_seconds()
     out["student_events_7d"] = per_event(_events_within(frame, LOOKBACK))
     out["hour_of_day"] = local.dt.hour.astype("int64")
     out["day_of_week"] = local.dt.day_of_week.astype("int64")
@@ -130,7 +165,9 @@ def _timeline(events: pd.DataFrame, recent: pd.DataFrame) -> pd.DataFrame:
 def _previous_event_time(frame: pd.DataFrame, last_event_at: pd.DataFrame) -> pd.Series:
     """Time of each row's predecessor; the first row of a student falls back to older history."""
     prev = frame.groupby("student_id", sort=False)["timestamp"].shift(1)
-    older = frame["student_id"].map(last_event_at.set_index("student_id")["last_event_at"]) if len(last_event_at) else None
+    older = (
+        frame["student_id"].map(last_event_at.set_index("student_id")["last_event_at"]) if len(last_event_at) else None
+    )
     if older is not None:
         prev = prev.fillna(older.astype(prev.dtype))
     return prev
@@ -185,9 +222,17 @@ def students_with_new_timelines(stored: pd.DataFrame, computed: pd.DataFrame) ->
 
 
 DAILY_COLUMNS = [
-    "student_id", "day", "student_username", "events_total",
+    "student_id",
+    "day",
+    "student_username",
+    "events_total",
     *[f"{t}_count" for t in ALL_EVENT_TYPES],
-    "exams_passed", "exams_failed", "mean_score_pct", "content_minutes", "first_event_at", "last_event_at",
+    "exams_passed",
+    "exams_failed",
+    "mean_score_pct",
+    "content_minutes",
+    "first_event_at",
+    "last_event_at",
 ]
 
 
@@ -203,7 +248,9 @@ def daily_activity(events: pd.DataFrame, timezone: str) -> pd.DataFrame:
     frame = events.assign(day=events["timestamp"].dt.tz_convert(timezone).dt.date)
     event_type = frame["event_type"]
     frame["_score"] = frame["percentage"].where(event_type.isin(RESULT_TYPES))
-    frame["_content_seconds"] = frame["time_spent_seconds"].where(event_type == EventType.CONTENT_COMPLETED).astype("float64")
+    frame["_content_seconds"] = (
+        frame["time_spent_seconds"].where(event_type == EventType.CONTENT_COMPLETED).astype("float64")
+    )
     frame["_passed_exam"] = frame["activity_id"].where(event_type == EventType.EXAM_PASSED)
     frame["_failed_exam"] = frame["activity_id"].where(event_type == EventType.EXAM_FAILED)
     keys = ["student_id", "day"]
@@ -218,7 +265,9 @@ def daily_activity(events: pd.DataFrame, timezone: str) -> pd.DataFrame:
         first_event_at=("timestamp", "min"),
         last_event_at=("timestamp", "max"),
     )
-    counts = pd.crosstab([frame["student_id"], frame["day"]], event_type).reindex(columns=list(ALL_EVENT_TYPES), fill_value=0)
+    counts = pd.crosstab([frame["student_id"], frame["day"]], event_type).reindex(
+        columns=list(ALL_EVENT_TYPES), fill_value=0
+    )
     counts.columns = [f"{t}_count" for t in counts.columns]
     daily = daily.join(counts).reset_index()
     daily["content_minutes"] = daily.pop("content_seconds") / 60

@@ -55,8 +55,9 @@ LABEL: Mapping[str, str] = {
     EventType.CONTENT_COMPLETED: "content completed",
 }
 #: Digest order of types: failures first, then the canonical order.
-TYPE_ORDER: tuple[str, ...] = (EventType.EXAM_FAILED.value,) + tuple(
-    t for t in ALL_EVENT_TYPES if t != EventType.EXAM_FAILED
+TYPE_ORDER: tuple[str, ...] = (
+    EventType.EXAM_FAILED.value,
+    *tuple(t for t in ALL_EVENT_TYPES if t != EventType.EXAM_FAILED),
 )
 GRADED_TYPES = (EventType.EXAM_PASSED.value, EventType.EXAM_FAILED.value)
 
@@ -165,7 +166,7 @@ def format_time(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is not None:
-        value = value.astimezone(dt.timezone.utc)
+        value = value.astimezone(dt.UTC)
     return value.strftime("%Y-%m-%d %H:%M UTC")
 
 
@@ -239,11 +240,11 @@ def _activity(event: NotificationEvent) -> str:
 def render_event_message(event: NotificationEvent) -> str:
     """One rich DM about one event, e.g.::
 
-        ✅ **Ana López** passed the exam **Midterm** (attempt 2)
-        Course: Algebra I
-        Score: 42/50 (84%), pass mark 35/50 (70%)
-        Time spent: 35 min
-        When: 2024-05-01 14:03 UTC
+    ✅ **Ana López** passed the exam **Midterm** (attempt 2)
+    Course: Algebra I
+    Score: 42/50 (84%), pass mark 35/50 (70%)
+    Time spent: 35 min
+    When: 2024-05-01 14:03 UTC
     """
     meta = event.metadata or {}
     verb = VERB.get(event.event_type) or escape_inline(event.event_type)
@@ -277,7 +278,7 @@ def _timestamp_key(event: NotificationEvent) -> float:
     if ts is None:
         return math.inf
     if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=dt.timezone.utc)
+        ts = ts.replace(tzinfo=dt.UTC)
     return ts.timestamp()
 
 

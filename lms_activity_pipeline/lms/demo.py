@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
 
 from lms_activity_pipeline import db
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.lms.schema import REFERENCE
+from lms_activity_pipeline.settings import DEMO_MARKER_TABLE, Settings
 
 DAY = 86_400
 HOUR = 3_600
@@ -133,12 +136,13 @@ class _Catalogue:
 #: Written next to the reference tables by every schema this module creates: a database that holds it
 #: (and nothing but the demo's tables) is a demo LMS, which a refresh may drop and recreate.
 DEMO_MARKER = sa.Table(
-    "lms_activity_demo",
+    DEMO_MARKER_TABLE,
     sa.MetaData(),
     sa.Column("generated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("students", sa.Integer),
     sa.Column("days", sa.Integer),
     sa.Column("seed", sa.BigInteger),
+    sa.Column("history_start", sa.Date, comment="First day of the generated history (UTC): where partitions start"),
     comment="Marks this database as a demo LMS written by lms-activity-pipeline (lms-activity demo may replace it).",
 )
 #: The tables a demo refresh drops and recreates, in the database's default schema.
@@ -201,6 +205,7 @@ def generate_demo_lms(
     seed: int = 42,
     now: dt.datetime | None = None,
     force: bool = False,
+    progress: Callable[[str], None] | None = None,
 ) -> DemoSummary:
     """Create or refresh the demo LMS at ``url_or_engine``; the same arguments give the same rows.
 
@@ -209,18 +214,36 @@ def generate_demo_lms(
     and the load run in one transaction, so readers never see half an LMS on
     PostgreSQL. A database that is neither empty nor a demo raises
     :class:`NotADemoDatabase` before anything is dropped; ``force`` drops and
-    recreates the demo's tables anyway (any other table is left as it is).
+    recreates the demo's tables anyway (any other table is left as it is). ``progress`` is told each step
+    (rows built, each table loaded, indexes) as it finishes.
     """
+    _check_sizes(students, days)
+    say = progress or (lambda _line: None)
     began = time.perf_counter()
-    frames = build_demo_frames(students=students, days=days, seed=seed, now=now)
+    anchor = default_now() if now is None else to_utc(now)
     owned = not isinstance(url_or_engine, Engine)
-    engine = db.create_engine(url_or_engine) if owned else url_or_engine
+    engine = url_or_engine if isinstance(url_or_engine, Engine) else db.create_engine(url_or_engine)
     try:
+        with engine.connect() as conn:  # refuse before the work of building the rows
+            if not force and (foreign := foreign_tables(conn)):
+                raise NotADemoDatabase(foreign)
+        frames = build_demo_frames(students=students, days=days, seed=seed, now=anchor)
+        say(f"built {sum(len(f) for f in frames.values()):,} rows in {time.perf_counter() - began:.1f} s")
         with engine.begin() as conn:
-            _reset_schema(conn, indexes=False, force=force, students=students, days=days, seed=seed)
+            _reset_schema(
+                conn,
+                indexes=False,
+                force=force,
+                students=students,
+                days=days,
+                seed=seed,
+                history_start=(anchor - dt.timedelta(days=days)).date(),
+            )
             for name, frame in frames.items():
                 db.bulk_insert(conn, REFERENCE.tables[name], frame)
+                say(f"loaded {name} ({len(frame):,} rows) at {time.perf_counter() - began:.1f} s")
             _create_indexes(conn)
+            say(f"indexed at {time.perf_counter() - began:.1f} s")
     finally:
         if owned:
             engine.dispose()
@@ -238,6 +261,13 @@ def generate_demo_lms(
     )
 
 
+def _check_sizes(students: int, days: int) -> None:
+    if students < 1:
+        raise ValueError("--students must be >= 1")
+    if days < 1:
+        raise ValueError("--days must be >= 1")
+
+
 def build_demo_frames(
     *, students: int = 50, days: int = 14, seed: int = 42, now: dt.datetime | None = None
 ) -> dict[str, pd.DataFrame]:
@@ -245,10 +275,7 @@ def build_demo_frames(
 
     Raises ``ValueError`` naming the CLI option when ``students`` or ``days`` is below 1.
     """
-    if students < 1:
-        raise ValueError("--students must be >= 1")
-    if days < 1:
-        raise ValueError("--days must be >= 1")
+    _check_sizes(students, days)
     now_s = _epoch_seconds(now if now is not None else default_now())
     cat = _catalogue(_rng(seed, 0), students)
     frames = {
@@ -271,12 +298,12 @@ def default_now() -> dt.datetime:
 # --------------------------------------------------------------------------- schema
 
 
-def _reset_schema(conn: Connection, *, indexes: bool = True, force: bool = False, **marker: int | None) -> None:
+def _reset_schema(conn: Connection, *, indexes: bool = True, force: bool = False, **marker: object) -> None:
     """Drop and create the reference tables and the demo marker on ``conn``; secondary indexes only if ``indexes``.
 
     Refuses (:class:`NotADemoDatabase`) a database holding tables that are not a demo's, unless
     ``force``. Loading before indexing is faster; :func:`_create_indexes` adds them after.
-    ``marker``: the demo's ``students``, ``days`` and ``seed``, recorded in the marker row.
+    ``marker``: the demo's ``students``, ``days``, ``seed`` and ``history_start``, recorded in the marker row.
     """
     foreign = foreign_tables(conn)
     if foreign and not force:
@@ -320,9 +347,9 @@ def _timestamps(seconds: np.ndarray, present: np.ndarray | None = None) -> pd.Se
     return pd.Series(values).dt.tz_localize("UTC")
 
 
-def _labels(codes: np.ndarray, names: list[str]) -> pd.Categorical:
+def _labels(codes: np.ndarray, names: list[str]) -> pd.Categorical[str]:
     """Text values from integer codes (a categorical: cheap for millions of rows)."""
-    return pd.Categorical.from_codes(codes, categories=names)
+    return pd.Categorical.from_codes(codes.astype(np.int64), categories=pd.Index(names))
 
 
 def _nullable_float(values: np.ndarray, present: np.ndarray) -> np.ndarray:
@@ -716,3 +743,13 @@ def _content_attempts_frame(rng: np.random.Generator, cat: _Catalogue, now_s: in
             "updated_at": _timestamps(updated[ids]),
         }
     )
+
+
+def ensure_demo_lms(settings: Settings) -> bool:
+    """With no ``LMS_DATABASE_URL`` (the demo LMS under ``LMS_HOME``) and no demo there yet, create it, so
+    the first ``lms-activity monitor --once`` or the UI's first sensor tick has an LMS to read. True when
+    it created one."""
+    if not settings.lms_url_is_default or settings.demo_lms_path.exists():
+        return False
+    generate_demo_lms(settings.lms_database_url)
+    return True

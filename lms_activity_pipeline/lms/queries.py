@@ -10,16 +10,34 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.lms.schema import SourceProfile
-from lms_activity_pipeline.timeutil import to_utc
 
-EXAM_ATTEMPT_FIELDS = ["id", "user_id", "exam_id", "status", "started_at", "submitted_at", "graded_at", "score", "updated_at"]
+EXAM_ATTEMPT_FIELDS = [
+    "id",
+    "user_id",
+    "exam_id",
+    "status",
+    "started_at",
+    "submitted_at",
+    "graded_at",
+    "score",
+    "updated_at",
+]
 CONTENT_ATTEMPT_FIELDS = [
-    "id", "user_id", "content_id", "status", "progress_percent", "time_spent_seconds",
-    "started_at", "completed_at", "updated_at",
+    "id",
+    "user_id",
+    "content_id",
+    "status",
+    "progress_percent",
+    "time_spent_seconds",
+    "started_at",
+    "completed_at",
+    "updated_at",
 ]
 DIMENSION_FIELDS = {
     "users": ["id", "username", "email", "full_name", "role", "is_active"],
@@ -51,6 +69,11 @@ class ExtractWindow:
     changed_since: dt.datetime | None = None
     changed_until: dt.datetime | None = None
 
+    def describe(self) -> str:
+        """``2024-05-01 .. 2024-05-08`` (the days of the window, its end exclusive)."""
+        day = lambda value: "-" if value is None else value.date().isoformat()  # noqa: E731
+        return f"{day(self.start)} .. {day(self.end)}"
+
     def chunks(self, days: int) -> list[ExtractWindow]:
         """The window cut into consecutive ``days``-long pieces (same change bounds).
 
@@ -76,6 +99,8 @@ def time_cmp(col: sa.ColumnElement, op: str, value: dt.datetime, dialect: str) -
     column written by SQLAlchemy, e.g. in the warehouse).
     """
     value = to_utc(value)
+    left: sa.ColumnElement[Any]
+    right: sa.ColumnElement[Any]
     if dialect == "sqlite":
         left = sa.func.julianday(col)
         right = sa.func.julianday(sa.literal(value.isoformat(sep=" ")))
@@ -180,7 +205,9 @@ def changed_rows(profile: SourceProfile, logical: str, since: dt.datetime | None
 def earliest_start(profile: SourceProfile, logical: str, dialect: str) -> sa.Select:
     """The oldest readable ``started_at`` of an attempts table (read once, on the first poll)."""
     col = profile.table(logical).c.started_at
-    return sa.select(col.label("started_at")).where(readable_time(col, dialect)).order_by(_time_key(col, dialect)).limit(1)
+    return (
+        sa.select(col.label("started_at")).where(readable_time(col, dialect)).order_by(_time_key(col, dialect)).limit(1)
+    )
 
 
 def newest_change(profile: SourceProfile, logical: str, until: dt.datetime, dialect: str) -> sa.Select:

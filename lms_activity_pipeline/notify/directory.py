@@ -65,7 +65,9 @@ class MentorDirectory:
 
     def _lookup(self, email: str) -> Resolution:
         self.lookups += 1
-        delivery = call_with_retries(lambda: self.gateway.lookup_user(email), self.policy, self.sleep, self.gateway.pause)
+        delivery = call_with_retries(
+            lambda: self.gateway.lookup_user(email), self.policy, self.sleep, self.gateway.pause
+        )
         reply = delivery.reply
         if reply.ok and isinstance(reply.body.get("user"), dict):
             account = ZulipAccount.from_api(email, reply.body["user"])

@@ -34,6 +34,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pandas as pd
@@ -46,15 +47,13 @@ from lms_activity_pipeline.domain.delivery import (
     call_with_retries,
     call_without_duplicates,
 )
+from lms_activity_pipeline.domain.outbox import OutboxStatus
 from lms_activity_pipeline.domain.recipients import MentorContact, ZulipAccount
 from lms_activity_pipeline.domain.text import plural
 from lms_activity_pipeline.notify.directory import MentorDirectory
+from lms_activity_pipeline.notify.request import NotifyRequest
 from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway, content_digest
 from lms_activity_pipeline.warehouse.outbox import (
-    DRY_RUN,
-    FAILED,
-    SENT,
-    SKIPPED,
     Backlog,
     MentorKey,
     Outbox,
@@ -66,36 +65,13 @@ from lms_activity_pipeline.warehouse.outbox import (
 from lms_activity_pipeline.warehouse.zulip_user_cache import ZulipUserCache
 
 PREVIEW_MESSAGES = 10
+#: A drain says how far it got every this many mentors.
+PROGRESS_EVERY_MENTORS = 50
 PREVIEW_CHARS = 300
 #: Mentors read (with all their takeable pairs) per page.
 MENTOR_PAGE = 200
 #: Rows of uncertain delivery read per page.
 SETTLE_PAGE = 500
-
-
-@dataclass(frozen=True)
-class NotifyRequest:
-    """What one run may do."""
-
-    selection: Selection = field(default_factory=Selection)
-    enabled: bool = True
-    max_age: dt.timedelta = dt.timedelta(hours=24)
-    claim_timeout: dt.timedelta = dt.timedelta(minutes=30)
-    #: After this long the run starts no new mentor (the one in hand is finished); the rest waits
-    #: for the next run. Below ``claim_timeout`` by default.
-    time_budget: dt.timedelta = dt.timedelta(minutes=20)
-    breaker_threshold: int = 3
-    #: An uncertain delivery is looked up on Zulip once its request is this old (a request
-    #: that timed out may still be in progress on the server until then).
-    settle_after: dt.timedelta = dt.timedelta(minutes=2)
-
-    def __post_init__(self) -> None:
-        if self.time_budget <= dt.timedelta(0):
-            raise ValueError(f"the time budget must be positive, got {self.time_budget}")
-
-    def backlog(self, outbox: Outbox, now: dt.datetime) -> Backlog:
-        """The outbox's open pairs as this request sees them (:attr:`Backlog.due`: would a run do anything?)."""
-        return outbox.backlog(self.selection, now, self.claim_timeout, self.settle_after)
 
 
 @dataclass(frozen=True)
@@ -138,7 +114,10 @@ class NotifySummary:
         return self.left.describe(self.settle_after)
 
     def describe(self) -> str:
-        counts = ", ".join(f"{self.counts.get(s, 0)} {s}" for s in (SENT, SKIPPED, FAILED, DRY_RUN))
+        counts = ", ".join(
+            f"{self.counts.get(s, 0)} {s}"
+            for s in (OutboxStatus.SENT, OutboxStatus.SKIPPED, OutboxStatus.FAILED, OutboxStatus.DRY_RUN)
+        )
         text = f"notifications ({self.mode}): {counts}; {self.messages} messages to {self.mentors} mentors"
         if self.uncertain_found or self.uncertain_not_delivered or self.uncertain_unresolved:
             text += (
@@ -221,7 +200,7 @@ class Notifier:
             f"event older than LMS_NOTIFY_MAX_AGE_HOURS={hours:g} when sending",
         )
         if too_old:
-            summary.counts[SKIPPED] += too_old
+            summary.counts[OutboxStatus.SKIPPED] += too_old
             self.log.info(f"{too_old} pairs skipped: their event is older than {hours:g} h")
 
         self._send_due(request, deadline, summary)
@@ -230,7 +209,9 @@ class Notifier:
             summary.zulip_user_lookups = self.directory.lookups
         summary.left = request.backlog(self.outbox, self.clock())
         if summary.stopped_early:
-            self.log.warning(f"Stopped early: {summary.stopped_early}; left for the next run: {summary.describe_left()}")
+            self.log.warning(
+                f"Stopped early: {summary.stopped_early}; left for the next run: {summary.describe_left()}"
+            )
         self.log.info(summary.describe())
         return summary
 
@@ -253,6 +234,8 @@ class Notifier:
                 visited.add(batch.mentor_id)
                 systemic = self._process(batch, contacts[batch.mentor_id], selection, summary)
                 failures_in_a_row = failures_in_a_row + 1 if systemic else 0
+                if len(visited) % PROGRESS_EVERY_MENTORS == 0:
+                    self.log.info(f"progress: {plural(len(visited), 'mentor')} done, {summary.messages} messages")
 
     def _stop_reason(
         self, request: NotifyRequest, failures_in_a_row: int, deadline: dt.datetime, started: int
@@ -289,14 +272,14 @@ class Notifier:
             if self.clock() >= deadline:
                 self.log.warning("time budget spent looking up uncertain deliveries; the rest waits for the next run")
                 return False
-            check = call_with_retries(
-                lambda item=item: self._find(zulip, item), zulip.policy, self.sleep, zulip.gateway.pause
-            )
+            check = call_with_retries(partial(self._find, zulip, item), zulip.policy, self.sleep, zulip.gateway.pause)
             if not check.ok:
                 if check.reply.is_systemic and check.reply.kind is not ReplyKind.UNCERTAIN:
                     left = sum(len(i.log_ids) for i in page[index:])
                     summary.uncertain_unresolved += left
-                    self.log.warning(f"could not look up uncertain deliveries on Zulip ({check.error}); {left} pairs wait")
+                    self.log.warning(
+                        f"could not look up uncertain deliveries on Zulip ({check.error}); {left} pairs wait"
+                    )
                     return False
                 summary.uncertain_unresolved += len(item.log_ids)
                 self.log.warning(f"uncertain delivery to Zulip user {item.zulip_user_id} still unknown: {check.error}")
@@ -307,7 +290,7 @@ class Notifier:
             )
             if message_id is not None:
                 summary.uncertain_found += settled
-                summary.counts[SENT] += settled
+                summary.counts[OutboxStatus.SENT] += settled
                 self.log.info(
                     f"uncertain delivery to Zulip user {item.zulip_user_id} had arrived as message {message_id}: "
                     f"{settled} pair(s) recorded sent"
@@ -320,7 +303,7 @@ class Notifier:
         return True
 
     @staticmethod
-    def _find(zulip: ZulipSetup, item: UncertainDelivery):  # noqa: ANN205 - a Reply
+    def _find(zulip: ZulipSetup, item: UncertainDelivery):
         return zulip.gateway.find_direct([item.zulip_user_id], item.digest, item.attempted_at.timestamp())
 
     # --- one mentor ------------------------------------------------------------------
@@ -351,7 +334,7 @@ class Notifier:
         summary.mentors += 1
         try:
             return job.run()
-        except Exception as exc:  # noqa: BLE001 - one mentor's problem must not sink the run
+        except Exception as exc:
             self.log.exception(f"mentor {contact.label}: unexpected error, pairs recorded as failed")
             job.fail_remaining(f"internal error: {type(exc).__name__}: {exc}")
             return False
@@ -387,9 +370,12 @@ class _MentorJob:
     def fail_remaining(self, error: str) -> None:
         sending, idle = self.open & self.sending, self.open - self.sending
         if sending:
-            self.record(sending, self.outcome(FAILED, attempts=1, error=f"uncertain delivery: {error}", uncertain=True))
+            self.record(
+                sending,
+                self.outcome(OutboxStatus.FAILED, attempts=1, error=f"uncertain delivery: {error}", uncertain=True),
+            )
         if idle:
-            self.record(idle, self.outcome(FAILED, error=error))
+            self.record(idle, self.outcome(OutboxStatus.FAILED, error=error))
 
     def interrupted(self) -> None:
         """The run stops mid-mentor: unsent pairs go back, an in-flight message becomes uncertain."""
@@ -397,7 +383,12 @@ class _MentorJob:
             if self.open & self.sending:
                 self.record(
                     self.open & self.sending,
-                    self.outcome(FAILED, attempts=1, error="uncertain delivery: the run was stopped while sending", uncertain=True),
+                    self.outcome(
+                        OutboxStatus.FAILED,
+                        attempts=1,
+                        error="uncertain delivery: the run was stopped while sending",
+                        uncertain=True,
+                    ),
                 )
             self.release_remaining()
         except Exception:  # noqa: BLE001 - stale-claim recovery of the next run covers what this could not write
@@ -412,7 +403,7 @@ class _MentorJob:
         events = self.notifier.outbox.events_for(self.open)
         vanished = self.open - set(events)
         if vanished:
-            self.record(vanished, self.outcome(SKIPPED, error="event no longer in lms_activity_events"))
+            self.record(vanished, self.outcome(OutboxStatus.SKIPPED, error="event no longer in lms_activity_events"))
         if not events:
             return False
         log_of = {event.event_id: log_id for log_id, event in events.items()}
@@ -422,10 +413,10 @@ class _MentorJob:
         if self.notifier.zulip is None:
             for message in messages:
                 to = f"{self.contact.label} <{self.contact.email}>"
-                self.notifier.log.info(f"[dry-run] DM to mentor {to}:\n{message.content}")
-                self.record([log_of[e] for e in message.event_ids], self.outcome(DRY_RUN))
+                self.notifier.log.debug(f"[dry-run] DM to mentor {to}:\n{message.content}")
+                self.record([log_of[e] for e in message.event_ids], self.outcome(OutboxStatus.DRY_RUN))
                 self.summary.messages += 1
-                self._preview(message, DRY_RUN)
+                self._preview(message, OutboxStatus.DRY_RUN)
             return False
 
         if reason := self.contact.skip_reason:
@@ -469,11 +460,12 @@ class _MentorJob:
         if delivery.ok:
             message_id = delivery.reply.body.get("id")
             self.record(
-                log_ids, self.outcome(SENT, message_id=None if message_id is None else int(message_id), **common)
+                log_ids,
+                self.outcome(OutboxStatus.SENT, message_id=None if message_id is None else int(message_id), **common),
             )
             self.summary.messages += 1
-            self._preview(message, SENT, account)
-            self.notifier.log.info(
+            self._preview(message, OutboxStatus.SENT, account)
+            self.notifier.log.debug(
                 f"sent to mentor {self.contact.label} (Zulip user {account.user_id}): "
                 f"{len(log_ids)} event(s), message {message_id}{_waits(delivery)}"
             )
@@ -482,25 +474,25 @@ class _MentorJob:
         if kind is ReplyKind.REJECTED:
             again = self.notifier.directory.refresh(account.email) if self.notifier.directory else None
             if again is not None and again.account is not None and again.account.skip_reason:
-                self.record(log_ids, self.outcome(SKIPPED, error=again.account.skip_reason, **common))
-                self._preview(message, SKIPPED, account)
+                self.record(log_ids, self.outcome(OutboxStatus.SKIPPED, error=again.account.skip_reason, **common))
+                self._preview(message, OutboxStatus.SKIPPED, account)
                 return False
         uncertain = kind is ReplyKind.UNCERTAIN
-        self.record(log_ids, self.outcome(FAILED, error=delivery.error, uncertain=uncertain, **common))
-        self._preview(message, FAILED, account, delivery.error)
+        self.record(log_ids, self.outcome(OutboxStatus.FAILED, error=delivery.error, uncertain=uncertain, **common))
+        self._preview(message, OutboxStatus.FAILED, account, delivery.error)
         self.notifier.log.error(f"mentor {self.contact.label}: {len(log_ids)} pair(s) failed: {delivery.error}")
         return delivery.reply.is_systemic
 
     def _skip_all(self, reason: str) -> bool:
         self.notifier.log.warning(f"skipped {len(self.open)} pair(s): {reason}")
-        self.record(self.open, self.outcome(SKIPPED, error=reason))
+        self.record(self.open, self.outcome(OutboxStatus.SKIPPED, error=reason))
         return False
 
     def _lookup_failed(self, failure: Delivery | None) -> bool:
         error = f"Zulip user lookup failed: {failure.error if failure else 'no reply'}"
         attempts = failure.attempts if failure else 1
         self.notifier.log.error(f"mentor {self.contact.label}: {error}")
-        self.record(self.open, self.outcome(FAILED, error=error, attempts=attempts))
+        self.record(self.open, self.outcome(OutboxStatus.FAILED, error=error, attempts=attempts))
         return failure is not None and failure.reply.is_systemic
 
     def _preview(
@@ -520,7 +512,7 @@ class _MentorJob:
         )
 
 
-def _text(value: object) -> str | None:
+def _text(value: Any) -> str | None:
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
     text = str(value).strip()
@@ -536,5 +528,5 @@ def _waits(delivery: Delivery) -> str:
     if delivery.paced_seconds:
         extra.append(f"held off {delivery.paced_seconds:.1f} s as Zulip's rate-limit headers asked")
     if recovered := delivery.reply.body.get("recovered"):
-        extra.append(f"stored by Zulip despite \"{recovered}\", so not sent again")
+        extra.append(f'stored by Zulip despite "{recovered}", so not sent again')
     return f" ({', '.join(extra)})" if extra else ""

@@ -107,6 +107,7 @@ class ZulipGateway:
                 ReplyKind.RETRYABLE, error=f"Zulip client could not start: {type(exc).__name__}: {_short(exc)}"
             )
         client.ensure_session()
+        assert client.session is not None  # ensure_session made it
         client.session.hooks["response"].append(self._remember_response)
         self._client = client
         return Reply(ReplyKind.OK)

@@ -14,7 +14,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from lms_activity_pipeline.warehouse.schema import METADATA
+from lms_activity_pipeline.warehouse.schema import table_named
 
 BLOCK = re.compile(r"(<!-- columns:(\w+) -->\n)(.*?)(<!-- /columns -->)", re.DOTALL)
 
@@ -37,7 +37,7 @@ def render(text: str) -> str:
     """``text`` with every column block regenerated."""
 
     def replace(match: re.Match[str]) -> str:
-        return match.group(1) + column_table(METADATA.tables[f"{METADATA.schema}.{match.group(2)}"]) + match.group(4)
+        return match.group(1) + column_table(table_named(match.group(2))) + match.group(4)
 
     return BLOCK.sub(replace, text)
 

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from lms_activity_pipeline import db
 from lms_activity_pipeline.domain.event_types import EventType
 from lms_activity_pipeline.domain.features import HISTORY_COLUMNS, LOOKBACK, TIMELINE_COLUMNS, History
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse import load
 from lms_activity_pipeline.warehouse.processing import lock_processed_flags, sync_processed_flags
 from lms_activity_pipeline.warehouse.schema import ai_ready_events, lms_activity_events, student_daily_activity
@@ -31,7 +32,7 @@ STUDENT_CHUNK = 2000
 
 
 def in_window(column: sa.ColumnElement, start: dt.datetime, end: dt.datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(column >= db.utc(start), column < db.utc(end))
+    return sa.and_(column >= to_utc(start), column < to_utc(end))
 
 
 def window_events(start: dt.datetime, end: dt.datetime, students: Collection[int] | None = None) -> sa.Select:
@@ -79,7 +80,7 @@ def last_event_before(
     older = EVENTS.alias("older")
     latest = (
         sa.select(sa.func.max(older.c.timestamp))
-        .where(older.c.student_id == students.c.student_id, older.c.timestamp < db.utc(cutoff))
+        .where(older.c.student_id == students.c.student_id, older.c.timestamp < to_utc(cutoff))
         .scalar_subquery()
     )
     return sa.select(students.c.student_id, latest.label("last_event_at"))
@@ -93,7 +94,7 @@ def failures_before(
         sa.select(EVENTS.c.student_id, EVENTS.c.activity_id, sa.func.count().label("failures"))
         .where(
             EVENTS.c.event_type == EventType.EXAM_FAILED.value,
-            EVENTS.c.timestamp < db.utc(cutoff),
+            EVENTS.c.timestamp < to_utc(cutoff),
             EVENTS.c.student_id.in_(_window_students(start, end, students)),
         )
         .group_by(EVENTS.c.student_id, EVENTS.c.activity_id)
@@ -119,7 +120,7 @@ def read_feature_inputs(
 
 def has_rows_after(conn: sa.Connection, end: dt.datetime) -> bool:
     """Does ``ai_ready_events`` hold rows at or after ``end`` (whose features a change before may alter)?"""
-    return conn.execute(sa.select(AI.c.event_id).where(AI.c.timestamp >= db.utc(end)).limit(1)).first() is not None
+    return conn.execute(sa.select(AI.c.event_id).where(AI.c.timestamp >= to_utc(end)).limit(1)).first() is not None
 
 
 def stored_timeline(conn: sa.Connection, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
@@ -143,7 +144,7 @@ def write_ai_ready_events(
     if features.empty and prune is None:
         return load.UpsertResult(0, 0, 0)
     result = load.upsert(conn, ai_ready_events, features, "event_id", touch="updated_at", prune=prune)
-    sync_processed_flags(conn, db.utc(start), db.utc(end))
+    sync_processed_flags(conn, to_utc(start), to_utc(end))
     return result
 
 
@@ -153,6 +154,10 @@ def write_daily_activity(
     """Make ``student_daily_activity`` for the days ``[first_day, end_day)`` equal ``daily``."""
     table = student_daily_activity
     return load.upsert(
-        conn, table, daily, ["student_id", "day"], touch="updated_at",
+        conn,
+        table,
+        daily,
+        ["student_id", "day"],
+        touch="updated_at",
         prune=sa.and_(table.c.day >= first_day, table.c.day < end_day),
     )

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from lms_activity_pipeline import db
 from lms_activity_pipeline.warehouse.schema import lms_activity_events
@@ -45,10 +46,6 @@ class UpsertResult:
             self.unchanged + other.unchanged,
             self.deleted + other.deleted,
         )
-
-
-def _insert(conn: sa.Connection, table: sa.Table):  # noqa: ANN202 - dialect-specific Insert
-    return (postgresql.insert if db.is_postgres(conn) else sqlite.insert)(table)
 
 
 def _stage(conn: sa.Connection, name: str, columns: list[sa.Column], frame: pd.DataFrame) -> sa.Table:
@@ -151,15 +148,17 @@ def _merge(
     )
     if not db.is_postgres(conn):
         casts = {}  # SQLite stores JSON as text; a CAST to JSON would mean NUMERIC affinity there
-    source_cols = [sa.cast(stage.c[n], casts[n]) if n in casts else stage.c[n] for n in names]
+    source_cols: list[sa.ColumnElement[Any]] = [
+        sa.cast(stage.c[n], casts[n]) if n in casts else stage.c[n] for n in names
+    ]
     insert_names = list(names)
     if touch:
         source_cols.append(sa.func.current_timestamp())
         insert_names.append(touch)
     # ``WHERE true`` keeps SQLite from reading ON CONFLICT as a join clause.
-    stmt = _insert(conn, table).from_select(insert_names, sa.select(*source_cols).where(sa.true()))
+    stmt = db.insert(conn, table).from_select(insert_names, sa.select(*source_cols).where(sa.true()))
     changing = [n for n in names if n not in keys]
-    set_ = {n: stmt.excluded[n] for n in changing}
+    set_: dict[str, sa.ColumnElement[Any]] = {n: stmt.excluded[n] for n in changing}
     if touch:
         set_[touch] = sa.func.current_timestamp()
     distinct = sa.or_(*[table.c[n].is_distinct_from(stmt.excluded[n]) for n in changing])
@@ -182,7 +181,11 @@ def mark_classified(conn: sa.Connection, table: sa.Table, versions: pd.DataFrame
     stage = _stage(
         conn,
         f"_stage_marks_{table.name}",
-        [sa.Column("id", sa.BigInteger), sa.Column("updated_at", table.c.updated_at.type), sa.Column("reason", sa.Text)],
+        [
+            sa.Column("id", sa.BigInteger),
+            sa.Column("updated_at", table.c.updated_at.type),
+            sa.Column("reason", sa.Text),
+        ],
         versions,
     )
     changed = sa.or_(
@@ -217,13 +220,11 @@ def upsert_events(conn: sa.Connection, events: pd.DataFrame) -> UpsertResult:
     names = [c for c in events.columns if c in table.c and c != "time_is_fallback"]
     if (result := copy_if_all_new(conn, table, events[names], ["event_key"], "updated_at")) is not None:
         return result  # no stored event to keep a first-seen time of
-    stage_columns = [
-        sa.Column(n, sa.Text if n == "activity_metadata" else table.c[n].type) for n in names
-    ] + [sa.Column("time_is_fallback", sa.Boolean)]
+    stage_columns = [sa.Column(n, sa.Text if n == "activity_metadata" else table.c[n].type) for n in names] + [
+        sa.Column("time_is_fallback", sa.Boolean)
+    ]
     stage = _stage(conn, "_stage_lms_activity_events", stage_columns, events)
-    first_seen = (
-        sa.select(table.c.timestamp).where(table.c.event_key == stage.c.event_key).scalar_subquery()
-    )
+    first_seen = sa.select(table.c.timestamp).where(table.c.event_key == stage.c.event_key).scalar_subquery()
     conn.execute(
         stage.update()
         .where(stage.c.time_is_fallback, sa.exists().where(table.c.event_key == stage.c.event_key))
@@ -231,7 +232,13 @@ def upsert_events(conn: sa.Connection, events: pd.DataFrame) -> UpsertResult:
     )
     _keep_first_seen_progress(conn, table, stage)
     return _merge(
-        conn, table, stage, len(events), names, "event_key", "updated_at",
+        conn,
+        table,
+        stage,
+        len(events),
+        names,
+        "event_key",
+        "updated_at",
         {"activity_metadata": table.c.activity_metadata.type},
     )
 
@@ -240,19 +247,25 @@ def _keep_first_seen_progress(conn: sa.Connection, table: sa.Table, stage: sa.Ta
     """In staged watched/completed events already stored, put back the stored :data:`FIRST_SEEN_FIELDS`."""
     stored = sa.select(table.c.activity_metadata).where(table.c.event_key == stage.c.event_key).scalar_subquery()
     meta = stage.c.activity_metadata
+    value: sa.ColumnElement[Any]
     if db.is_postgres(conn):
         kept = sa.func.jsonb_strip_nulls(
             sa.func.jsonb_build_object(*[x for f in FIRST_SEEN_FIELDS for x in (sa.literal(f), stored.op("->")(f))])
         )
         value = sa.cast(sa.cast(meta, postgresql.JSONB).op("||")(kept), sa.Text)
     else:
-        args = []
+        args: list[sa.ColumnElement[Any]] = []
         for f in FIRST_SEEN_FIELDS:
             path = f"$.{f}"
-            args += [sa.literal(path), sa.func.coalesce(sa.func.json_extract(stored, path), sa.func.json_extract(meta, path))]
+            args += [
+                sa.literal(path),
+                sa.func.coalesce(sa.func.json_extract(stored, path), sa.func.json_extract(meta, path)),
+            ]
         value = sa.func.json_set(meta, *args)
     conn.execute(
         stage.update()
-        .where(stage.c.event_type.in_(FIRST_SEEN_EVENT_TYPES), sa.exists().where(table.c.event_key == stage.c.event_key))
+        .where(
+            stage.c.event_type.in_(FIRST_SEEN_EVENT_TYPES), sa.exists().where(table.c.event_key == stage.c.event_key)
+        )
         .values(activity_metadata=value)
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.schema import CreateSchema
@@ -30,11 +32,11 @@ def migrate(engine: Engine, schema: str | None) -> list[str]:
             if not sa.inspect(conn).has_schema(schema):
                 conn.execute(CreateSchema(schema, if_not_exists=True))
                 changes.append(f"created schema {schema}")
-        for kind, table, item in _missing(conn, schema):
-            if kind == "table":
+        for table, item in _missing(conn, schema):
+            if item is None:
                 table.create(conn)
                 changes.append(f"created table {table.name}")
-            elif kind == "column":
+            elif isinstance(item, sa.Column):
                 _add_column(conn, table, item, schema)
                 changes.append(f"added column {table.name}.{item.name}")
             else:
@@ -43,25 +45,29 @@ def migrate(engine: Engine, schema: str | None) -> list[str]:
     return changes
 
 
-def _missing(conn: sa.Connection, schema: str | None) -> list[tuple[str, sa.Table, object]]:
-    """What the database lacks, as ``(kind, table, column or index)``; tables come first."""
+#: A missing table (``None``), or a column or index missing from an existing table.
+Missing = tuple[sa.Table, "sa.Column[Any] | sa.Index | None"]
+
+
+def _missing(conn: sa.Connection, schema: str | None) -> list[Missing]:
+    """What the database lacks; whole tables come first."""
     inspector = sa.inspect(conn)
     if conn.dialect.name == "postgresql" and schema and not inspector.has_schema(schema):
-        return [("table", t, None) for t in METADATA.sorted_tables]
+        return [(t, None) for t in METADATA.sorted_tables]
     existing = set(inspector.get_table_names(schema=schema))
-    missing: list[tuple[str, sa.Table, object]] = []
+    missing: list[Missing] = []
     for table in METADATA.sorted_tables:
         if table.name not in existing:
-            missing.append(("table", table, None))
+            missing.append((table, None))
             continue
         have = {c["name"] for c in inspector.get_columns(table.name, schema=schema)}
-        missing += [("column", table, c) for c in table.columns if c.name not in have]
+        missing += [(table, c) for c in table.columns if c.name not in have]
         indexes = {i["name"] for i in inspector.get_indexes(table.name, schema=schema)}
-        missing += [("index", table, i) for i in table.indexes if i.name not in indexes]
+        missing += [(table, i) for i in table.indexes if i.name not in indexes]
     return missing
 
 
-def _add_column(conn: sa.Connection, table: sa.Table, column: sa.Column, schema: str | None) -> None:
+def _add_column(conn: sa.Connection, table: sa.Table, column: sa.Column[Any], schema: str | None) -> None:
     quote = conn.dialect.identifier_preparer.quote
     name = f"{quote(schema)}.{quote(table.name)}" if schema else quote(table.name)
     ddl = sa.schema.CreateColumn(column).compile(dialect=conn.dialect)

@@ -1,11 +1,11 @@
 """The notification outbox: ``lms_event_log`` rows from enqueue to their final status.
 
-Life of a pair (``status`` in capitals, claim columns in brackets)::
+Life of a pair (``status``, with the claim columns in brackets)::
 
-    enqueue ──► PENDING ──claim──► PENDING [claimed_by, claimed_at]
+    enqueue ──► pending ──claim──► pending [claimed_by, claimed_at]
                   ▲                    │ mark_sending: [sending_at] (the request may go out now)
                   │ release            ▼
-                  └──────────── record: SENT | FAILED | SKIPPED | DRY_RUN  (claim cleared)
+                  └──────────── record: sent | failed | skipped | dry_run  (claim cleared)
 
 - ``sent``, ``skipped`` and ``dry_run`` are final. ``failed`` pairs are taken
   again by automatic runs while their delivery certainly failed and
@@ -42,20 +42,15 @@ from typing import NamedTuple
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from lms_activity_pipeline import db
-from lms_activity_pipeline.domain.batches import PendingPair
 from lms_activity_pipeline.domain.notification_event import NotificationEvent
+from lms_activity_pipeline.domain.outbox import OPEN_STATUSES, STATUSES, OutboxStatus, PendingPair
 from lms_activity_pipeline.domain.text import plural
-from lms_activity_pipeline.timeutil import to_utc
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse.schema import lms_activity_events, lms_event_log
 
-PENDING, SENT, FAILED, SKIPPED, DRY_RUN = "pending", "sent", "failed", "skipped", "dry_run"
-STATUSES = (PENDING, SENT, FAILED, SKIPPED, DRY_RUN)
-#: Statuses a pair can still leave; the others are final.
-OPEN_STATUSES = (PENDING, FAILED)
 #: Automatic runs stop retrying a failed pair after this many send attempts.
 DEFAULT_MAX_ATTEMPTS = 6
 
@@ -83,7 +78,7 @@ class Selection:
         return [log.c.event_id.in_(sa.select(events.c.event_id).where(events.c.event_type.in_(self.event_types)))]
 
     def claimable(self) -> sa.ColumnElement[bool]:
-        failed = log.c.status == FAILED
+        failed = log.c.status == OutboxStatus.FAILED
         if not self.retry_all_failed:
             failed = sa.and_(failed, log.c.delivery_uncertain.is_(sa.false()))
             if self.max_attempts > 0:
@@ -91,7 +86,9 @@ class Selection:
         else:
             # Uncertain deliveries that Zulip can be asked about are settled, never resent blindly.
             failed = sa.and_(failed, sa.not_(checkable_uncertain()))
-        return sa.and_(log.c.claimed_by.is_(None), sa.or_(log.c.status == PENDING, failed), *self.of_types())
+        return sa.and_(
+            log.c.claimed_by.is_(None), sa.or_(log.c.status == OutboxStatus.PENDING, failed), *self.of_types()
+        )
 
 
 def checkable_uncertain() -> sa.ColumnElement[bool]:
@@ -204,9 +201,7 @@ def try_lock_mentors(conn: sa.Connection, log_ids: Sequence[int]) -> bool:
     """Try to take, for this transaction, the claim lock of every mentor of ``log_ids`` (PostgreSQL)."""
     mentors = sa.select(log.c.mentor_id).where(log.c.id.in_(log_ids)).distinct().subquery()
     key = sa.cast(mentors.c.mentor_id % 2147483647, sa.Integer)
-    got = conn.execute(
-        sa.select(sa.func.bool_and(sa.func.pg_try_advisory_xact_lock(_CLAIM_LOCK_SPACE, key)))
-    ).scalar()
+    got = conn.execute(sa.select(sa.func.bool_and(sa.func.pg_try_advisory_xact_lock(_CLAIM_LOCK_SPACE, key)))).scalar()
     return got is not False
 
 
@@ -238,7 +233,7 @@ class Outbox:
                 .select_from(stage.join(events, events.c.event_key == stage.c.event_key))
                 .where(sa.true())  # keeps SQLite from reading ON CONFLICT as part of the join
             )
-            insert = (postgresql.insert if db.is_postgres(conn) else sqlite.insert)(log)
+            insert = db.insert(conn, log)
             stmt = insert.from_select(["event_id", "mentor_id"], source).on_conflict_do_nothing(
                 index_elements=["event_id", "mentor_id"]
             )
@@ -250,18 +245,23 @@ class Outbox:
 
     def recover_stale_claims(self, cutoff: dt.datetime, now: dt.datetime) -> StaleClaims:
         """Claims taken before ``cutoff`` belong to dead runs: release them, or fail them as uncertain."""
-        stale = sa.and_(log.c.claimed_by.is_not(None), log.c.claimed_at < to_utc(cutoff), log.c.status.in_(OPEN_STATUSES))
+        stale = sa.and_(
+            log.c.claimed_by.is_not(None), log.c.claimed_at < to_utc(cutoff), log.c.status.in_(OPEN_STATUSES)
+        )
         with db.write_transaction(self.engine) as conn:
             uncertain = conn.execute(
                 log.update()
                 .where(stale, log.c.sending_at.is_not(None))
                 .values(
-                    status=FAILED,
+                    status=OutboxStatus.FAILED,
                     delivery_uncertain=True,
                     error_message=sa.literal("uncertain delivery: the run holding claim ")
                     + log.c.claimed_by
                     + sa.case(
-                        (log.c.delivery_digest.is_not(None), sa.literal(" stopped while sending; Zulip is asked before any resend")),
+                        (
+                            log.c.delivery_digest.is_not(None),
+                            sa.literal(" stopped while sending; Zulip is asked before any resend"),
+                        ),
                         else_=sa.literal(" stopped while sending; not resent automatically"),
                     ),
                     attempts=log.c.attempts + 1,
@@ -285,7 +285,7 @@ class Outbox:
             return conn.execute(
                 log.update()
                 .where(selection.claimable(), log.c.event_id.in_(old))
-                .values(status=SKIPPED, error_message=reason, processed_at=to_utc(now), last_run_id=run_id)
+                .values(status=OutboxStatus.SKIPPED, error_message=reason, processed_at=to_utc(now), last_run_id=run_id)
             ).rowcount
 
     # --- reading ---------------------------------------------------------------
@@ -300,7 +300,10 @@ class Outbox:
         mentors = sa.select(first, log.c.mentor_id).where(selection.claimable()).group_by(log.c.mentor_id).subquery()
         stmt = sa.select(mentors.c.first_id, mentors.c.mentor_id)
         if after is not None:
-            stmt = stmt.where(sa.tuple_(mentors.c.first_id, mentors.c.mentor_id) > sa.tuple_(*after))
+            stmt = stmt.where(
+                sa.tuple_(mentors.c.first_id, mentors.c.mentor_id)
+                > sa.tuple_(sa.literal(after.first_id), sa.literal(after.mentor_id))
+            )
         stmt = stmt.order_by(mentors.c.first_id, mentors.c.mentor_id).limit(limit)
         with self.engine.connect() as conn:
             return [MentorKey(int(r.first_id), int(r.mentor_id)) for r in conn.execute(stmt)]
@@ -396,7 +399,9 @@ class Outbox:
             got = sorted(int(i) for i in conn.execute(takeable).scalars())  # locked (PostgreSQL) until commit
             if got:
                 conn.execute(
-                    log.update().where(log.c.id.in_(got)).values(claimed_by=token, claimed_at=to_utc(now), sending_at=None)
+                    log.update()
+                    .where(log.c.id.in_(got))
+                    .values(claimed_by=token, claimed_at=to_utc(now), sending_at=None)
                 )
             return got
 
@@ -417,11 +422,18 @@ class Outbox:
         if not log_ids:
             return 0
         ids, at = sorted(log_ids), to_utc(now)
-        values: dict[str, object] = {"claimed_at": at, "sending_at": at, "delivery_attempted_at": at, "delivery_digest": digest}
+        values: dict[str, object] = {
+            "claimed_at": at,
+            "sending_at": at,
+            "delivery_attempted_at": at,
+            "delivery_digest": digest,
+        }
         if zulip_user_id is not None:
             values["zulip_user_id"] = zulip_user_id
         with db.write_transaction(self.engine) as conn:
-            marked = conn.execute(log.update().where(log.c.id.in_(ids), log.c.claimed_by == token).values(**values)).rowcount
+            marked = conn.execute(
+                log.update().where(log.c.id.in_(ids), log.c.claimed_by == token).values(**values)
+            ).rowcount
             conn.execute(log.update().where(log.c.claimed_by == token, log.c.id.not_in(ids)).values(claimed_at=at))
             return marked
 
@@ -437,7 +449,7 @@ class Outbox:
         stmt = (
             sa.select(log.c.id, log.c.zulip_user_id, log.c.delivery_digest, log.c.delivery_attempted_at)
             .where(
-                log.c.status == FAILED,
+                log.c.status == OutboxStatus.FAILED,
                 log.c.claimed_by.is_(None),
                 checkable_uncertain(),
                 log.c.delivery_attempted_at < to_utc(attempted_before),
@@ -448,7 +460,10 @@ class Outbox:
         )
         if after is not None:
             stmt = stmt.where(
-                sa.tuple_(log.c.delivery_attempted_at, log.c.id) > sa.tuple_(to_utc(after.attempted_at), after.log_id)
+                sa.tuple_(log.c.delivery_attempted_at, log.c.id)
+                > sa.tuple_(
+                    sa.literal(to_utc(after.attempted_at), sa.DateTime(timezone=True)), sa.literal(after.log_id)
+                )
             )
         groups: dict[tuple[int, str], list[tuple[int, dt.datetime]]] = {}
         last: UncertainKey | None = None
@@ -472,17 +487,19 @@ class Outbox:
             return 0
         values: dict[str, object] = {"delivery_uncertain": False, "processed_at": to_utc(now), "last_run_id": run_id}
         if message_id is not None:
-            values.update(status=SENT, notification_sent=True, notification_message_id=message_id, error_message=None)
-        else:
-            values["error_message"] = sa.literal("not delivered (Zulip has no such message) after: ") + sa.func.coalesce(
-                log.c.error_message, ""
+            values.update(
+                status=OutboxStatus.SENT, notification_sent=True, notification_message_id=message_id, error_message=None
             )
+        else:
+            values["error_message"] = sa.literal(
+                "not delivered (Zulip has no such message) after: "
+            ) + sa.func.coalesce(log.c.error_message, "")
         with db.write_transaction(self.engine) as conn:
             return conn.execute(
                 log.update()
                 .where(
                     log.c.id.in_(sorted(log_ids)),
-                    log.c.status == FAILED,
+                    log.c.status == OutboxStatus.FAILED,
                     log.c.delivery_uncertain.is_(sa.true()),
                     log.c.claimed_by.is_(None),
                 )
@@ -508,7 +525,7 @@ class Outbox:
             "claimed_at": None,
             "sending_at": None,
         }
-        if outcome.status == SENT:
+        if outcome.status == OutboxStatus.SENT:
             values.update(notification_sent=True, notification_message_id=outcome.message_id)
         if outcome.zulip_user_id is not None:
             values["zulip_user_id"] = outcome.zulip_user_id
@@ -551,5 +568,7 @@ class Outbox:
 
     def status_counts(self) -> dict[str, int]:
         with self.engine.connect() as conn:
-            found = dict(conn.execute(sa.select(log.c.status, sa.func.count()).group_by(log.c.status)).all())
-        return {s: int(found.get(s, 0)) for s in STATUSES}
+            found = {
+                str(s): int(n) for s, n in conn.execute(sa.select(log.c.status, sa.func.count()).group_by(log.c.status))
+            }
+        return {s.value: found.get(s.value, 0) for s in STATUSES}

@@ -59,9 +59,13 @@ def mark_processed(conn: sa.Connection, event_ids: Sequence[int]) -> int:
     marked = 0
     for chunk in _chunks(event_ids):
         marked += conn.execute(
-            EVENTS.update().where(EVENTS.c.event_id.in_(chunk), EVENTS.c.processed_for_ai.is_(False)).values(processed_for_ai=True)
+            EVENTS.update()
+            .where(EVENTS.c.event_id.in_(chunk), EVENTS.c.processed_for_ai.is_(False))
+            .values(processed_for_ai=True)
         ).rowcount
-        conn.execute(AI.update().where(AI.c.event_id.in_(chunk), AI.c.processed_for_ai.is_(False)).values(processed_for_ai=True))
+        conn.execute(
+            AI.update().where(AI.c.event_id.in_(chunk), AI.c.processed_for_ai.is_(False)).values(processed_for_ai=True)
+        )
     return marked
 
 
@@ -103,7 +107,9 @@ def claim(
     ids = list(conn.execute(claimable).scalars())
     for chunk in _chunks(ids):
         conn.execute(
-            EVENTS.update().where(EVENTS.c.event_id.in_(chunk)).values(ai_claimed_by=worker, ai_claim_expires_at=now + lease)
+            EVENTS.update()
+            .where(EVENTS.c.event_id.in_(chunk))
+            .values(ai_claimed_by=worker, ai_claim_expires_at=now + lease)
         )
     return ids
 

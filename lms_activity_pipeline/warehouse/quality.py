@@ -11,8 +11,8 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from lms_activity_pipeline import db
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse.features import in_window
 from lms_activity_pipeline.warehouse.schema import ai_ready_events, lms_activity_events
 
@@ -53,7 +53,7 @@ def unknown_event_types(window: Window) -> sa.Select:
 def future_events(now: dt.datetime) -> sa.Select:
     """Events (anywhere in the table) later than ``now`` plus :data:`FUTURE_TOLERANCE`."""
     return sa.select(EVENTS.c.event_id, EVENTS.c.event_key, EVENTS.c.event_type, EVENTS.c.timestamp).where(
-        EVENTS.c.timestamp > db.utc(now) + FUTURE_TOLERANCE
+        EVENTS.c.timestamp > to_utc(now) + FUTURE_TOLERANCE
     )
 
 

@@ -61,8 +61,19 @@ lms_activity_events = sa.Table(
     "lms_activity_events",
     METADATA,
     sa.Column("event_id", ID, primary_key=True, autoincrement=True, comment="Surrogate id, stable across reprocessing"),
-    sa.Column("event_key", sa.Text, nullable=False, unique=True, comment="exam:<Attempts.id>:<type> or content:<ContentAttempts.id>:<type>"),
-    sa.Column("event_type", sa.Text, nullable=False, comment="exam_started, exam_completed, exam_passed, exam_failed, content_started, content_watched or content_completed"),
+    sa.Column(
+        "event_key",
+        sa.Text,
+        nullable=False,
+        unique=True,
+        comment="exam:<Attempts.id>:<type> or content:<ContentAttempts.id>:<type>",
+    ),
+    sa.Column(
+        "event_type",
+        sa.Text,
+        nullable=False,
+        comment="exam_started, exam_completed, exam_passed, exam_failed, content_started, content_watched or content_completed",
+    ),
     sa.Column("student_id", sa.BigInteger, nullable=False, comment="LMS Users.id of the student"),
     sa.Column("student_username", sa.Text, comment="LMS username of the student"),
     sa.Column("mentor_id", sa.BigInteger, comment="Student's active mentor at event time (first by id)"),
@@ -71,11 +82,21 @@ lms_activity_events = sa.Table(
     sa.Column("activity_title", sa.Text, comment="Exam or content title"),
     sa.Column("course_id", sa.BigInteger, comment="Courses.id"),
     sa.Column("course_title", sa.Text, comment="Course title"),
-    sa.Column("activity_metadata", JSON, comment="JSON. Exams: score, max_score, pass_score, percentage, attempt_number, time_spent_seconds, status, student_name; content: content_type, progress_percent, time_spent_seconds, duration_seconds, status, student_name"),
+    sa.Column(
+        "activity_metadata",
+        JSON,
+        comment="JSON. Exams: score, max_score, pass_score, percentage, attempt_number, time_spent_seconds, status, student_name; content: content_type, progress_percent, time_spent_seconds, duration_seconds, status, student_name",
+    ),
     sa.Column("timestamp", TS, nullable=False, comment="When the event happened (UTC)"),
     sa.Column("created_at", TS, nullable=False, server_default=_now(), comment="First stored"),
     sa.Column("updated_at", TS, nullable=False, server_default=_now(), comment="Last (re)computed"),
-    sa.Column("processed_for_ai", sa.Boolean, nullable=False, server_default=sa.false(), comment="True once an AI job marked it (api.mark_processed); reprocessing never resets it"),
+    sa.Column(
+        "processed_for_ai",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.false(),
+        comment="True once an AI job marked it (api.mark_processed); reprocessing never resets it",
+    ),
     sa.Column("zulip_user_id", sa.BigInteger, comment="Mentor's Zulip user id, once resolved"),
     sa.Column("ai_claimed_by", sa.Text, comment="Worker that last claimed the event via claim_unprocessed_events"),
     sa.Column("ai_claim_expires_at", TS, comment="End of that claim's lease; afterwards another worker may claim it"),
@@ -93,8 +114,20 @@ lms_event_log = sa.Table(
     sa.Column("id", ID, primary_key=True, autoincrement=True, comment="Surrogate id"),
     sa.Column("event_id", sa.BigInteger, nullable=False, comment="lms_activity_events.event_id"),
     sa.Column("mentor_id", sa.BigInteger, nullable=False, comment="LMS Users.id of the mentor notified"),
-    sa.Column("status", sa.Text, nullable=False, server_default="pending", comment="pending | sent | failed | skipped | dry_run"),
-    sa.Column("notification_sent", sa.Boolean, nullable=False, server_default=sa.false(), comment="True once Zulip accepted the message"),
+    sa.Column(
+        "status",
+        sa.Text,
+        nullable=False,
+        server_default="pending",
+        comment="pending | sent | failed | skipped | dry_run",
+    ),
+    sa.Column(
+        "notification_sent",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.false(),
+        comment="True once Zulip accepted the message",
+    ),
     sa.Column("notification_message_id", sa.BigInteger, comment="Zulip message id"),
     sa.Column("error_message", sa.Text, comment="Why the last attempt failed or was skipped"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0", comment="Send attempts so far"),
@@ -188,12 +221,23 @@ for _staged in (raw_exam_attempts, raw_content_attempts):
 lms_monitor_state = sa.Table(
     "lms_monitor_state",
     METADATA,
-    sa.Column("name", sa.Text, primary_key=True, comment="Which poller: 'cli' (lms-activity monitor)"),
-    sa.Column("cursor", sa.Text, comment="Poll cursor: high-water marks and lookback digests (JSON)"),
-    sa.Column("last_poll_at", TS, comment="When the last poll finished"),
-    sa.Column("last_run_id", sa.Text, comment="Dagster run id of the last ingest run launched"),
-    sa.Column("last_run_status", sa.Text, comment="Status of that run"),
-    comment="State of lms-activity monitor polls (the sensor keeps its cursor in Dagster)",
+    sa.Column(
+        "name",
+        sa.Text,
+        primary_key=True,
+        comment="Which poller: 'lms_activity_sensor' (the sensor and lms-activity monitor share it)",
+    ),
+    sa.Column(
+        "cursor",
+        sa.Text,
+        comment="Poll cursor (JSON): per attempts table the updated_at high-water mark, lookback digest and rows from the future; _pending: the ingest runs requested and followed until they succeed",
+    ),
+    sa.Column("last_poll_at", TS, comment="When the last poll saved this state"),
+    sa.Column("last_run_id", sa.Text, comment="Run key (dagster/run_key) of the last ingest run the poll requested"),
+    sa.Column(
+        "last_run_status", sa.Text, comment="What the last poll did: the runs it requested, or why it requested none"
+    ),
+    comment="The LMS poll's state: one cursor for the Dagster sensor and lms-activity monitor",
 )
 
 ai_ready_events = sa.Table(
@@ -209,14 +253,32 @@ ai_ready_events = sa.Table(
     sa.Column("score_pct", sa.Float, comment="Score as % of max_score; exam_passed/exam_failed only"),
     sa.Column("passed", sa.Boolean, comment="True for exam_passed, false for exam_failed, NULL otherwise"),
     sa.Column("attempt_number", sa.Integer, comment="1-based attempt at this exam by this student; exam_* only"),
-    sa.Column("prior_failures", sa.Integer, comment="exam_failed events of this student on this exam before this event; exam_* only"),
-    sa.Column("time_spent_seconds", sa.BigInteger, comment="Exams: seconds from start to submission; content: time spent as recorded. NULL on *_started events (not known yet)"),
+    sa.Column(
+        "prior_failures",
+        sa.Integer,
+        comment="exam_failed events of this student on this exam before this event; exam_* only",
+    ),
+    sa.Column(
+        "time_spent_seconds",
+        sa.BigInteger,
+        comment="Exams: seconds from start to submission; content: time spent as recorded. NULL on *_started events (not known yet)",
+    ),
     sa.Column("progress_pct", sa.Float, comment="Content progress 0..100; content_watched/content_completed only"),
-    sa.Column("seconds_since_prev_event", sa.Float, comment="Seconds since this student's previous event; NULL for the first"),
-    sa.Column("student_events_7d", sa.Integer, nullable=False, comment="This student's events in the 7 days before this event"),
+    sa.Column(
+        "seconds_since_prev_event", sa.Float, comment="Seconds since this student's previous event; NULL for the first"
+    ),
+    sa.Column(
+        "student_events_7d", sa.Integer, nullable=False, comment="This student's events in the 7 days before this event"
+    ),
     sa.Column("hour_of_day", sa.Integer, nullable=False, comment="0..23, in LMS_TIMEZONE"),
     sa.Column("day_of_week", sa.Integer, nullable=False, comment="0 = Monday .. 6 = Sunday, in LMS_TIMEZONE"),
-    sa.Column("processed_for_ai", sa.Boolean, nullable=False, server_default=sa.false(), comment="Mirror of lms_activity_events.processed_for_ai"),
+    sa.Column(
+        "processed_for_ai",
+        sa.Boolean,
+        nullable=False,
+        server_default=sa.false(),
+        comment="Mirror of lms_activity_events.processed_for_ai",
+    ),
     sa.Column("updated_at", TS, nullable=False, server_default=_now(), comment="Last (re)computed"),
     sa.Index("ix_ai_ready_events_student_time", "student_id", "timestamp"),
     sa.Index("ix_ai_ready_events_timestamp", "timestamp"),
@@ -229,7 +291,9 @@ DAILY_COUNT_COLUMNS = {event_type: f"{event_type}_count" for event_type in ALL_E
 student_daily_activity = sa.Table(
     "student_daily_activity",
     METADATA,
-    sa.Column("student_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the student"),
+    sa.Column(
+        "student_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the student"
+    ),
     sa.Column("day", sa.Date, primary_key=True, comment="Calendar day in LMS_TIMEZONE"),
     sa.Column("student_username", sa.Text, comment="LMS username of the student"),
     sa.Column("events_total", sa.Integer, nullable=False, comment="Events of the student that day"),
@@ -247,3 +311,8 @@ student_daily_activity = sa.Table(
     sa.Index("ix_student_daily_activity_day", "day"),
     comment="One row per (student, day in LMS_TIMEZONE) with activity counts",
 )
+
+
+def table_named(name: str) -> sa.Table:
+    """The warehouse table called ``name`` (e.g. ``"lms_activity_events"``)."""
+    return METADATA.tables[f"{SCHEMA_TOKEN}.{name}"]

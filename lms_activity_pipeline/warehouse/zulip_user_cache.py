@@ -5,12 +5,11 @@ from __future__ import annotations
 import datetime as dt
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from lms_activity_pipeline import db
 from lms_activity_pipeline.domain.recipients import ZulipAccount, normalise_email
-from lms_activity_pipeline.timeutil import to_utc
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse.schema import zulip_user_cache as cache
 
 
@@ -52,7 +51,7 @@ class ZulipUserCache:
             "expires_at": to_utc(now) + ttl,
         }
         with db.write_transaction(self.engine) as conn:
-            insert = (postgresql.insert if db.is_postgres(conn) else sqlite.insert)(cache).values(**values)
+            insert = db.insert(conn, cache).values(**values)
             update = {k: v for k, v in values.items() if k not in ("site", "email")}
             conn.execute(insert.on_conflict_do_update(index_elements=["site", "email"], set_=update))
 

@@ -1,1 +1,0 @@
-"""Thin Dagster assets composing the domain logic and the resources."""

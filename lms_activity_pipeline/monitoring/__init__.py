@@ -1,1 +1,0 @@
-"""Live monitoring: change detection shared by the sensor and the CLI."""

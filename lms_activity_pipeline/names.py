@@ -1,0 +1,65 @@
+"""Every name Dagster, the UI, the CLI and the tests know this pipeline by: one place, no literals elsewhere.
+
+The asset, job, op, sensor and group names are part of the product's contract (analysts, operators and
+acceptance tests use them); the tags and pools are how runs are found and queued.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- assets and groups --------------------------------------------------------------------------
+RAW_EXAM_ATTEMPTS: Final = "raw_exam_attempts"
+RAW_CONTENT_ATTEMPTS: Final = "raw_content_attempts"
+LMS_ACTIVITY_EVENTS: Final = "lms_activity_events"
+AI_READY_EVENTS: Final = "ai_ready_events"
+STUDENT_DAILY_ACTIVITY: Final = "student_daily_activity"
+#: The assets an ingest run materialises, in order (staging, then classification).
+INGEST_ASSETS: Final = (RAW_EXAM_ATTEMPTS, RAW_CONTENT_ATTEMPTS, LMS_ACTIVITY_EVENTS)
+#: Tables written outside the partitioned assets, declared as external assets.
+LMS_EVENT_LOG: Final = "lms_event_log"
+ZULIP_USER_CACHE: Final = "zulip_user_cache"
+LMS_MONITOR_STATE: Final = "lms_monitor_state"
+
+ACTIVITY_GROUP: Final = "lms_activity"
+BOOKKEEPING_GROUP: Final = "lms_bookkeeping"
+
+# --- jobs, ops, sensors, schedules -------------------------------------------------------------
+INGEST_JOB: Final = "lms_ingest_job"
+NOTIFY_JOB: Final = "notify_mentors_job"
+QUALITY_JOB: Final = "lms_quality_checks_job"
+NOTIFY_OP: Final = "send_mentor_notifications"
+ACTIVITY_SENSOR: Final = "lms_activity_sensor"
+NOTIFY_AFTER_INGEST_SENSOR: Final = "notify_mentors_after_ingest"
+NOTIFY_RETRY_SCHEDULE: Final = "notify_mentors_retry_schedule"
+#: The job Dagster runs for materialisations and backfills launched from the asset pages.
+IMPLICIT_ASSET_JOB: Final = "__ASSET_JOB"
+
+# --- concurrency --------------------------------------------------------------------------------
+#: Pool of every asset that writes the ingest and feature tables (limit 1, run granularity).
+INGEST_POOL: Final = "lms_ingest"
+
+# --- run tags -----------------------------------------------------------------------------------
+#: Who launched a run: ``sensor``, ``cli``, ``ingest`` (after an ingest run), ``schedule``, ...
+TRIGGER_TAG: Final = "lms/trigger"
+#: Changed LMS rows an incremental ingest run covers.
+CHANGED_ROWS_TAG: Final = "lms/changed_rows"
+#: Of those, rows whose ``updated_at`` is after the LMS database's now.
+FUTURE_ROWS_TAG: Final = "lms/rows_dated_in_future"
+#: The ingest run a notify run follows.
+INGEST_RUN_ID_TAG: Final = "lms/ingest_run_id"
+#: Every notify run (the production queue allows one at a time).
+NOTIFY_TAG: Final = "lms/notify"
+
+# Dagster's own tags the pipeline reads or sets.
+RUN_KEY_TAG: Final = "dagster/run_key"
+PARTITION_TAG: Final = "dagster/partition"
+RANGE_START_TAG: Final = "dagster/asset_partition_range_start"
+RANGE_END_TAG: Final = "dagster/asset_partition_range_end"
+MAX_RUNTIME_TAG: Final = "dagster/max_runtime"
+BACKFILL_TAG: Final = "dagster/backfill"
+WILL_RETRY_TAG: Final = "dagster/will_retry"
+
+# --- metadata keys read back from runs ------------------------------------------------------------
+ROW_COUNT: Final = "dagster/row_count"
+ROWS_REJECTED: Final = "rows_rejected"

@@ -1,1 +1,0 @@
-"""Dagster ops (the notification job's ``send_mentor_notifications``)."""

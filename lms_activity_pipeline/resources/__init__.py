@@ -1,1 +1,0 @@
-"""Dagster resources for the outside world: the LMS, the warehouse and Zulip."""

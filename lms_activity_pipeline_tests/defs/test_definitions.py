@@ -1,0 +1,47 @@
+"""The code location loads, and carries every name the product promises (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import pytest
+from dagster import AssetKey
+
+from lms_activity_pipeline import names
+from lms_activity_pipeline.warehouse import schema as wh
+from lms_activity_pipeline_tests.support.pipeline import load_definitions
+
+pytestmark = pytest.mark.unit
+
+
+def test_definitions_carry_every_contract_name(tmp_path) -> None:
+    defs = load_definitions({"LMS_HOME": str(tmp_path)})
+    graph = defs.resolve_asset_graph()
+    activity = {
+        names.RAW_EXAM_ATTEMPTS,
+        names.RAW_CONTENT_ATTEMPTS,
+        names.LMS_ACTIVITY_EVENTS,
+        names.AI_READY_EVENTS,
+        names.STUDENT_DAILY_ACTIVITY,
+    }
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert activity | {names.LMS_EVENT_LOG, names.ZULIP_USER_CACHE, names.LMS_MONITOR_STATE} == keys
+    for key in activity:
+        node = graph.get(AssetKey(key))
+        assert (
+            node.group_name == names.ACTIVITY_GROUP
+            and node.partitions_def is not None
+            and defs.get_assets_def(key).op.pool == names.INGEST_POOL
+        )
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {names.INGEST_JOB, names.NOTIFY_JOB, names.QUALITY_JOB}
+    assert [node.name for node in defs.resolve_job_def(names.NOTIFY_JOB).nodes] == [names.NOTIFY_OP]
+    assert {s.name for s in defs.sensors or []} == {names.ACTIVITY_SENSOR, names.NOTIFY_AFTER_INGEST_SENSOR}
+    assert {s.name for s in defs.schedules or []} == {names.NOTIFY_RETRY_SCHEDULE}
+    checks = {k.name for k in graph.asset_check_keys if k.asset_key == AssetKey(names.LMS_ACTIVITY_EVENTS)}
+    assert checks == {
+        "event_key_unique",
+        "event_types_known",
+        "percentages_in_range",
+        "no_future_events",
+        "students_exist_in_lms",
+    }
+    assert set(defs.resources or {}) == {"lms", "warehouse", "settings", "zulip"}
+    assert {t.name for t in wh.METADATA.sorted_tables} == keys  # every warehouse table is in the catalog
