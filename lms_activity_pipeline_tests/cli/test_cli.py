@@ -16,11 +16,12 @@ import pytest
 import sqlalchemy as sa
 from dagster import DagsterInstance, DagsterRunStatus
 
-from lms_activity_pipeline import cli
+from lms_activity_pipeline import cli, names
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.support.lms_builder import LMSBuilder, t
 from lms_activity_pipeline_tests.support.pipeline import Pipeline
+from lms_activity_pipeline_tests.support.processes import materialize
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -367,30 +368,6 @@ def test_configuration_is_checked_before_anything_is_created(tmp_path: Path) -> 
     assert not (tmp_path / "home" / "demo_lms.sqlite3").exists() and not (tmp_path / "dagster_home").exists()
 
 
-def materialize(env: dict[str, str], *partitions: str) -> None:
-    """``dagster asset materialize`` of the ingest assets, as an operator types it."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "lms_activity_pipeline.definitions",
-            "--select",
-            "raw_exam_attempts,raw_content_attempts,lms_activity_events",
-            *partitions,
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-
-
 def test_dagster_cli_materializes_a_partition(tmp_path: Path) -> None:
     backend = Backend("sqlite", f"sqlite:///{tmp_path / 'lms.sqlite3'}", f"sqlite:///{tmp_path / 'wh.sqlite3'}")
     b = LMSBuilder(backend.lms_url).school()
@@ -404,7 +381,7 @@ def test_dagster_cli_materializes_a_partition(tmp_path: Path) -> None:
         "LMS_WAREHOUSE_URL": backend.warehouse_url,
         "LMS_PARTITIONS_START": "2024-05-01",
     }
-    materialize(env, "--partition", "2024-05-03")
+    materialize(env, list(names.INGEST_ASSETS), "--partition", "2024-05-03")
     pipe = Pipeline(backend)
     assert set(pipe.event_ids()) == {"exam:1:exam_started", "exam:1:exam_completed", "exam:1:exam_passed"}
     instance = DagsterInstance.from_config(str(home))
@@ -414,7 +391,7 @@ def test_dagster_cli_materializes_a_partition(tmp_path: Path) -> None:
 
     # A range is one run (single-run backfill policy) and re-covering a loaded day changes nothing there.
     b.attempt(2, 2, 201, "submitted", t(5, 9), submitted_at=t(5, 9, 30)).write()
-    materialize(env, "--partition-range", "2024-05-03...2024-05-05")
+    materialize(env, list(names.INGEST_ASSETS), "--partition-range", "2024-05-03...2024-05-05")
     runs = DagsterInstance.from_config(str(home)).get_runs()
     assert len(runs) == 2 and runs[0].status == DagsterRunStatus.SUCCESS
     assert (runs[0].tags["dagster/asset_partition_range_start"], runs[0].tags["dagster/asset_partition_range_end"]) == (

@@ -51,3 +51,28 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def materialize(env: dict[str, str], assets: list[str], *args: str) -> None:
+    """``dagster asset materialize`` of ``assets`` (``args``: ``--partition ...``, ``--config-json ...``), as an
+    operator types it; fails the test with the command's output when it fails."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "lms_activity_pipeline.definitions",
+            "--select",
+            ",".join(assets),
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]

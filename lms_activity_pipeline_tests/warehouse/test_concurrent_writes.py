@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -15,7 +13,7 @@ from lms_activity_pipeline import names
 from lms_activity_pipeline.lms.demo import generate_demo_lms
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline.warehouse.store import Warehouse
-from lms_activity_pipeline_tests.support.processes import ROOT, subprocess_env
+from lms_activity_pipeline_tests.support.processes import materialize, subprocess_env
 
 RUNS = 3
 DAYS = 14
@@ -47,29 +45,14 @@ def test_parallel_raw_steps_wait_for_the_sqlite_write_lock(tmp_path: Path) -> No
                 "LMS_PARTITIONS_START": first,
             }
         )
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dagster",
-                "asset",
-                "materialize",
-                "-m",
-                "lms_activity_pipeline.definitions",
-                "--select",
-                ",".join(names.INGEST_ASSETS[:2]),
-                "--partition-range",
-                f"{first}...{last}",
-                "--config-json",
-                json.dumps(config),
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
+        materialize(
+            env,
+            list(names.INGEST_ASSETS[:2]),
+            "--partition-range",
+            f"{first}...{last}",
+            "--config-json",
+            json.dumps(config),
         )
-        assert proc.returncode == 0, proc.stderr[-3000:]
         warehouse = Warehouse(warehouse_url)
         with warehouse.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"

@@ -3,25 +3,19 @@
 They read the warehouse, never the LMS, and always recompute their window (see ``ingest/features.py``).
 """
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from dagster import AssetExecutionContext, MaterializeResult
 
 from lms_activity_pipeline import names
 from lms_activity_pipeline.defs import metadata as md
-from lms_activity_pipeline.defs.partitions import DAILY, SINGLE_RUN
+from lms_activity_pipeline.defs.partitions import DAILY, table_asset
 from lms_activity_pipeline.defs.resources import WarehouseResource
 from lms_activity_pipeline.ingest.features import compute_ai_ready_events, compute_daily_activity
 from lms_activity_pipeline.warehouse import schema as wh
 
 
-@asset(
-    name=names.AI_READY_EVENTS,
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
-    pool=names.INGEST_POOL,
-    group_name=names.ACTIVITY_GROUP,
-    kinds={"sql", "pandas"},
+@table_asset(
+    names.AI_READY_EVENTS,
     deps=[names.LMS_ACTIVITY_EVENTS],
-    metadata=md.table_metadata(wh.ai_ready_events),
     description=(
         "One row per event with model-ready features (score, attempt number, prior failures, time since the "
         "previous event, events in the last 7 days, local hour and weekday). Looks back past the partition "
@@ -41,15 +35,9 @@ def ai_ready_events(context: AssetExecutionContext, warehouse: WarehouseResource
     return MaterializeResult(metadata=md.features_metadata(report, wh.ai_ready_events))
 
 
-@asset(
-    name=names.STUDENT_DAILY_ACTIVITY,
-    partitions_def=DAILY,
-    backfill_policy=SINGLE_RUN,
-    pool=names.INGEST_POOL,
-    group_name=names.ACTIVITY_GROUP,
-    kinds={"sql", "pandas"},
+@table_asset(
+    names.STUDENT_DAILY_ACTIVITY,
     deps=[names.LMS_ACTIVITY_EVENTS],
-    metadata=md.table_metadata(wh.student_daily_activity),
     description=(
         "One row per (student, day in LMS_TIMEZONE): events per type, exams passed/failed, mean score, "
         "content minutes, first and last event time."

@@ -7,13 +7,12 @@ run that writes these tables at a time, however it was launched.
 """
 
 import datetime as dt
-from collections.abc import Callable
 
-from dagster import AssetExecutionContext, AssetsDefinition, Config, MaterializeResult, asset
+from dagster import AssetExecutionContext, Config, MaterializeResult
 
 from lms_activity_pipeline import names
 from lms_activity_pipeline.defs import metadata as md
-from lms_activity_pipeline.defs.partitions import DAILY, SINGLE_RUN
+from lms_activity_pipeline.defs.partitions import table_asset
 from lms_activity_pipeline.defs.resources import LMSResource, PipelineSettings, WarehouseResource
 from lms_activity_pipeline.ingest import staging
 from lms_activity_pipeline.ingest.events import classify_window
@@ -71,40 +70,21 @@ def _stage(
     return MaterializeResult(metadata=md.stage_metadata(report, source.table, config.is_incremental))
 
 
-def _ingest_asset(
-    table_name: str, description: str, deps: list[AssetsDefinition] | None = None
-) -> Callable[[Callable[..., MaterializeResult]], AssetsDefinition]:
-    """The decorator every ingest asset shares: daily partitions, single-run backfills, the ingest pool."""
-    return asset(
-        name=table_name,
-        partitions_def=DAILY,
-        backfill_policy=SINGLE_RUN,
-        pool=names.INGEST_POOL,
-        group_name=names.ACTIVITY_GROUP,
-        kinds={"sql", "pandas"},
-        metadata=md.table_metadata(wh.table_named(table_name)),
-        description=description,
-        deps=deps,
-    )
-
-
-@_ingest_asset(names.RAW_EXAM_ATTEMPTS, "Staged copy of the LMS `Attempts` rows touching the partition's days.")
+@table_asset(names.RAW_EXAM_ATTEMPTS, "Staged copy of the LMS `Attempts` rows touching the partition's days.")
 def raw_exam_attempts(
     context: AssetExecutionContext, config: IngestConfig, lms: LMSResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
     return _stage(context, config, lms, warehouse, staging.EXAM_ATTEMPTS)
 
 
-@_ingest_asset(
-    names.RAW_CONTENT_ATTEMPTS, "Staged copy of the LMS `ContentAttempts` rows touching the partition's days."
-)
+@table_asset(names.RAW_CONTENT_ATTEMPTS, "Staged copy of the LMS `ContentAttempts` rows touching the partition's days.")
 def raw_content_attempts(
     context: AssetExecutionContext, config: IngestConfig, lms: LMSResource, warehouse: WarehouseResource
 ) -> MaterializeResult:
     return _stage(context, config, lms, warehouse, staging.CONTENT_ATTEMPTS)
 
 
-@_ingest_asset(
+@table_asset(
     names.LMS_ACTIVITY_EVENTS,
     "One row per classified activity event (see docs/ingestion.md), upserted by `event_key`; enqueues a "
     "pending notification per (young event, mentor) in `lms_event_log`.",
