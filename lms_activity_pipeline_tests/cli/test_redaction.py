@@ -122,7 +122,7 @@ def secret_url(server_url: str, database: str, *, port: int | None = None) -> tu
         database=database,
         password=password,
         port=port or server.port,
-        query={"password": password, "sslpassword": SSL_SECRET},
+        query={**server.query, "password": password, "sslpassword": SSL_SECRET},
     )
     return url.render_as_string(hide_password=False), [password, SSL_SECRET]
 
@@ -156,8 +156,8 @@ def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProce
 
 
 @pytest.mark.parametrize("variable", ["LMS_DATABASE_URL", "LMS_WAREHOUSE_URL"])
-def test_connection_error_line_hides_credentials(variable: str, pg_server_url: str, tmp_path: Path) -> None:
-    url, secrets = secret_url(pg_server_url, "nowhere", port=free_port())  # nothing listens there
+def test_connection_error_line_hides_credentials(variable: str, tmp_path: Path) -> None:
+    url, secrets = secret_url("postgresql://postgres@127.0.0.1/postgres", "nowhere", port=free_port())  # nothing listens
     proc = cli({"LMS_DATABASE_URL": f"sqlite:///{tmp_path}/absent.db", variable: url}, tmp_path, "monitor", "--once")
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()
