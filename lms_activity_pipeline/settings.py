@@ -161,6 +161,24 @@ def parse_queue_name(name: str, raw: str) -> str:
     return value
 
 
+def parse_webhook_secrets(name: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated Standard Webhooks secrets: ``whsec_`` and base64 (the value is never echoed)."""
+    import base64
+    import binascii
+
+    secrets = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for i, secret in enumerate(secrets, 1):
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_") + "==", validate=False)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not secret.startswith("whsec_") or len(key) < 16:
+            raise ConfigError(f"{name}: secret {i} is not a whsec_ secret (whsec_ and 16+ bytes of base64)")
+    if not secrets:
+        raise ConfigError(f"{name} holds no secret")
+    return secrets
+
+
 # --- the variables ---------------------------------------------------------------------------------------
 
 #: A default computed from the values read so far (by field name), e.g. a path under ``LMS_HOME``.
@@ -304,6 +322,16 @@ VARIABLES: tuple[Variable, ...] = (
         "a zuliprc (`[api]` with `site`, `email`, `key`) instead of the three above; none of the four "
         "set means dry-run: messages are rendered and logged, nothing is sent",
     ),
+    # integration service (lms-activity serve)
+    Variable(
+        "LMS_WEBHOOK_SECRET",
+        "webhook_secret",
+        None,
+        parse_webhook_secrets,
+        "secret(s) of the LMS webhooks (`whsec_…`, comma-separated while rotating); unset: "
+        "`POST /webhooks/lms` answers 503",
+        secret=True,
+    ),
 )
 VARIABLE_BY_FIELD: Mapping[str, Variable] = {v.field: v for v in VARIABLES}
 
@@ -332,6 +360,8 @@ class Settings:
     zulip_email: str | None = None
     zulip_api_key: str | None = field(default=None, repr=False)
     zulip_config: str | None = None
+    # integration service (lms-activity serve)
+    webhook_secret: tuple[str, ...] | None = field(default=None, repr=False)
     from_env: frozenset[str] = frozenset()
 
     @property

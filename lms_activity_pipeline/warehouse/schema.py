@@ -313,6 +313,40 @@ student_daily_activity = sa.Table(
 )
 
 
+# --- integration service (lms-activity serve): API tokens and the webhook inbox ---------------------------
+
+lms_service_tokens = sa.Table(
+    "lms_service_tokens",
+    METADATA,
+    sa.Column("name", sa.Text, primary_key=True, comment="Token name given to lms-activity token create"),
+    sa.Column("token_id", sa.Text, nullable=False, unique=True, comment="Public part of the token: finds the row"),
+    sa.Column("scope", sa.Text, nullable=False, comment="read | write (write includes read)"),
+    sa.Column("salt", sa.Text, nullable=False, comment="Random salt (hex) of the hash"),
+    sa.Column("secret_hash", sa.Text, nullable=False, comment="SHA-256 (hex) of salt + the token's secret part"),
+    sa.Column("created_at", TS, nullable=False, comment="When the token was created"),
+    sa.Column("revoked_at", TS, comment="When it was revoked (NULL: valid)"),
+    comment="Bearer tokens of the REST API and dashboard, stored salted and hashed (the token is shown once)",
+)
+
+lms_webhook_inbox = sa.Table(
+    "lms_webhook_inbox",
+    METADATA,
+    sa.Column("webhook_id", sa.Text, primary_key=True, comment="The webhook-id header: a repeat is recorded once"),
+    sa.Column("source", sa.Text, nullable=False, comment="attempts | content_attempts (the LMS table announced)"),
+    sa.Column("row_id", sa.BigInteger, nullable=False, comment="Id of the announced LMS row"),
+    sa.Column("received_at", TS, nullable=False, comment="When the webhook was received"),
+    sa.Column("consumed_at", TS, comment="When a poll handed the row to an ingest run (NULL: not yet)"),
+    sa.Column("run_key", sa.Text, comment="Run key of that ingest run (none: the row was already ingested)"),
+    sa.Index(
+        "ix_lms_webhook_inbox_pending",
+        "received_at",
+        postgresql_where=sa.text("consumed_at IS NULL"),
+        sqlite_where=sa.text("consumed_at IS NULL"),
+    ),
+    comment="LMS webhooks received by lms-activity serve; the next poll ingests the announced rows",
+)
+
+
 def table_named(name: str) -> sa.Table:
     """The warehouse table called ``name`` (e.g. ``"lms_activity_events"``)."""
     return METADATA.tables[f"{SCHEMA_TOKEN}.{name}"]

@@ -1,0 +1,76 @@
+"""The LMS webhook inbox (``lms_webhook_inbox``): what ``POST /webhooks/lms`` recorded, and what a poll consumed.
+
+The receiver only records (one row per ``webhook-id``: a repeat changes nothing); the next poll
+(:mod:`lms_activity_pipeline.polling.tick`, the sensor and ``lms-activity monitor``) reads the rows
+not consumed yet, hands the announced LMS rows to an ingest run however old they are, and marks them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from lms_activity_pipeline import db
+from lms_activity_pipeline.domain.times import to_utc
+from lms_activity_pipeline.warehouse.schema import lms_webhook_inbox as table
+
+#: Webhook body ``type`` -> the LMS attempts table it announces (logical name).
+SOURCES = {"attempt.changed": "attempts", "content_attempt.changed": "content_attempts"}
+#: Announcements read per poll.
+PAGE = 5000
+
+
+@dataclass(frozen=True)
+class Announcement:
+    webhook_id: str
+    source: str
+    row_id: int
+
+
+def record(engine: Engine, webhook_id: str, source: str, row_id: int, now: dt.datetime) -> bool:
+    """Record one announcement; False when this ``webhook_id`` was recorded before (nothing changes)."""
+    with db.write_transaction(engine) as conn:
+        stmt = (
+            db.insert(conn, table)
+            .values(webhook_id=webhook_id, source=source, row_id=row_id, received_at=to_utc(now))
+            .on_conflict_do_nothing(index_elements=["webhook_id"])
+        )
+        return conn.execute(stmt).rowcount == 1
+
+
+def pending(engine: Engine, limit: int = PAGE) -> list[Announcement]:
+    """Announcements no poll has consumed yet, oldest first."""
+    stmt = (
+        sa.select(table.c.webhook_id, table.c.source, table.c.row_id)
+        .where(table.c.consumed_at.is_(None))
+        .order_by(table.c.received_at, table.c.webhook_id)
+        .limit(limit)
+    )
+    with engine.connect() as conn:
+        return [Announcement(str(w), str(s), int(r)) for w, s, r in conn.execute(stmt)]
+
+
+def consume(engine: Engine, webhook_ids: list[str], run_key: str | None, now: dt.datetime) -> int:
+    """Mark announcements handed to the run ``run_key`` (None: their rows were ingested already)."""
+    done = 0
+    with db.write_transaction(engine) as conn:
+        for i in range(0, len(webhook_ids), 1000):
+            done += conn.execute(
+                table.update()
+                .where(table.c.webhook_id.in_(webhook_ids[i : i + 1000]), table.c.consumed_at.is_(None))
+                .values(consumed_at=to_utc(now), run_key=run_key)
+            ).rowcount
+    return done
+
+
+def counts(engine: Engine) -> dict[str, int]:
+    """Announcements received, and those waiting for a poll."""
+    with engine.connect() as conn:
+        total = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+        waiting = conn.execute(
+            sa.select(sa.func.count()).select_from(table).where(table.c.consumed_at.is_(None))
+        ).scalar_one()
+    return {"received": int(total), "waiting": int(waiting)}
