@@ -13,7 +13,7 @@ pytestmark = pytest.mark.unit
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lms_activity_pipeline"
 #: Library packages: plain Python services and data access, no Dagster.
-LIBRARIES = ("domain", "lms", "warehouse", "notify", "polling", "ingest")
+LIBRARIES = ("domain", "lms", "warehouse", "notify", "polling", "ingest", "service")
 
 
 def module_name(path: Path) -> str:

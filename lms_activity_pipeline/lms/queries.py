@@ -202,6 +202,12 @@ def changed_rows(profile: SourceProfile, logical: str, since: dt.datetime | None
     return stmt if since is None else stmt.where(time_cmp(table.c.updated_at, ">", since, dialect))
 
 
+def rows_by_id(profile: SourceProfile, logical: str, ids: Collection[int]) -> sa.Select:
+    """``id, started_at, updated_at`` of the rows ``ids`` (announced by LMS webhooks; a primary-key lookup)."""
+    table = profile.table(logical)
+    return _select(table, ["id", "started_at", "updated_at"]).where(table.c.id.in_(sorted(ids)))
+
+
 def earliest_start(profile: SourceProfile, logical: str, dialect: str) -> sa.Select:
     """The oldest readable ``started_at`` of an attempts table (read once, on the first poll)."""
     col = profile.table(logical).c.started_at

@@ -136,6 +136,11 @@ class LMSReader:
         raw = self._read(queries.changed_rows(self.profile, logical, since, self.dialect))
         return cleaning.clean_changes(SOURCE_NAMES[logical], raw)
 
+    def rows_by_id(self, logical: str, ids: Collection[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Like :meth:`changed_rows`, for the rows ``ids`` whatever their ``updated_at`` (LMS webhooks)."""
+        raw = self._read(queries.rows_by_id(self.profile, logical, ids))
+        return cleaning.clean_changes(SOURCE_NAMES[logical], raw)
+
     def earliest_start(self) -> dt.datetime | None:
         """The oldest readable ``started_at`` across both attempts tables."""
         found = [self._time(queries.earliest_start(self.profile, logical, self.dialect)) for logical in SOURCE_NAMES]

@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
@@ -61,6 +62,8 @@ class ChangeSource(Protocol):
     def earliest_start(self) -> dt.datetime | None: ...
 
     def high_water_marks(self, until: dt.datetime) -> dict[str, dt.datetime | None]: ...
+
+    def rows_by_id(self, logical: str, ids: Collection[int]) -> tuple[pd.DataFrame, pd.DataFrame]: ...
 
 
 @dataclass(frozen=True)
@@ -383,3 +386,38 @@ def _plan_history(
         return seen.result(None, Cursor(), "The LMS has no attempts yet")
     first = _clamp(_day(earliest, tz), partitions_start, today)
     return seen.result(PollPlan(first, today, None, None, 0, cursor), cursor)
+
+
+def plan_announced(
+    rows: pd.DataFrame,
+    covered_by: PollPlan | None,
+    cursor: Cursor,
+    *,
+    timezone: str,
+    partitions_start: str,
+    now: dt.datetime,
+) -> PollPlan | None:
+    """An ingest run for LMS rows announced by webhooks (``source, id, started_at, updated_at``), however
+    old their ``updated_at``: only the rows the poll's own plan ``covered_by`` does not ingest already.
+
+    Its window is the announced rows' ``updated_at`` range, so it reads those rows and the few changed
+    in between; its run key comes from their digest (another announcement, another run).
+    """
+    if rows.empty:
+        return None
+    if covered_by is not None:
+        lo, hi = covered_by.changed_since, covered_by.changed_until
+        if lo is None or hi is None:  # a history run reads every row
+            return None
+        inside = (rows["updated_at"] > pd.Timestamp(lo)) & (rows["updated_at"] <= pd.Timestamp(hi))
+        rows = rows[~inside]
+        if rows.empty:
+            return None
+    tz = ZoneInfo(timezone)
+    today = _day(now, tz)
+    first = _clamp(_day(rows["started_at"].min(), tz), partitions_start, today)
+    last = _clamp(_day(rows["updated_at"].max(), tz), partitions_start, today)
+    since = (rows["updated_at"].min() - pd.Timedelta(seconds=1)).to_pydatetime()
+    until = rows["updated_at"].max().to_pydatetime()
+    digest = ",".join(f"webhook-{logical}:{_digest(part)}" for logical, part in rows.groupby("source", sort=True))
+    return PollPlan(first, last, since, until, len(rows), cursor, digest)

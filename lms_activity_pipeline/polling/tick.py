@@ -17,9 +17,14 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import pandas as pd
+import sqlalchemy as sa
+
+from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.polling.followup import PendingRun, Review, RunState, review
-from lms_activity_pipeline.polling.plan import ChangeSource, Cursor, PollPlan, PollResult, plan_poll
-from lms_activity_pipeline.warehouse import poll_state
+from lms_activity_pipeline.polling.plan import ChangeSource, Cursor, PollPlan, PollResult, plan_announced, plan_poll
+from lms_activity_pipeline.warehouse import poll_state, webhook_inbox
+from lms_activity_pipeline.warehouse.freshness import STAGED, reached_events
 from lms_activity_pipeline.warehouse.store import Warehouse
 
 #: Where the cursor keeps the runs it requested and follows.
@@ -113,10 +118,54 @@ def poll(
     if result.plan is not None:
         requests.append(result.plan)
         pending = [*pending, PendingRun.of(result.plan)]
+    announced, inbox = _announced(source, store, result, config, now)
+    if announced is not None:
+        requests.append(announced)
+        pending = [*pending, PendingRun.of(announced)]
+        messages.append(f"LMS webhooks announced rows the poll would not read: {announced.describe()}")
     text = cursor_text(result.cursor, pending)
     outcome = "; ".join(p.describe() for p in requests) if requests else (result.skip_reason or "no change")
     run_key = requests[-1].run_key if requests else None
     saved = poll_state.save_state(store.engine, stored, text, outcome, run_key, now)
     if not saved:
         return Tick([], result, followed, text, saved=False)
+    if inbox:  # handed to the run requested now, or already in the events (or not in the LMS at all)
+        webhook_inbox.consume(store.engine, inbox, announced.run_key if announced else None, now)
     return Tick(requests, result, followed, text, pending, messages=messages)
+
+
+def _announced(
+    source: ChangeSource, store: Warehouse, result: PollResult, config: PollConfig, now: dt.datetime
+) -> tuple[PollPlan | None, list[str]]:
+    """The run for rows announced by LMS webhooks (``lms_webhook_inbox``) that neither the events hold in
+    that version nor this poll's plan covers, and the announcements this tick consumes."""
+    waiting = webhook_inbox.pending(store.engine)
+    if not waiting:
+        return None, []
+    frames = []
+    for logical, table in STAGED.items():
+        ids = sorted({a.row_id for a in waiting if a.source == logical})
+        if not ids:
+            continue
+        rows, _unreadable = source.rows_by_id(logical, ids)  # unreadable rows are reported by the poll itself
+        if rows.empty:
+            continue
+        with store.engine.connect() as conn:
+            there = {
+                (int(i), pd.Timestamp(to_utc(at)))
+                for i, at in conn.execute(
+                    sa.select(table.c.id, table.c.updated_at).where(table.c.id.in_(ids), reached_events(table))
+                )
+            }
+        fresh = [(int(i), at) not in there for i, at in zip(rows["id"], rows["updated_at"], strict=True)]
+        frames.append(rows[fresh].assign(source=logical))
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    plan = plan_announced(
+        rows,
+        result.plan,
+        result.cursor,
+        timezone=config.timezone,
+        partitions_start=config.partitions_start,
+        now=now,
+    )
+    return plan, [a.webhook_id for a in waiting]

@@ -1,0 +1,59 @@
+"""A row announced by an LMS webhook is ingested by the next ``monitor --once`` however old its
+``updated_at`` (the poll alone leaves such a row to backfills), through the one orchestration path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from dagster import DagsterInstance
+from fastapi.testclient import TestClient
+
+from lms_activity_pipeline.service.app import create_app
+from lms_activity_pipeline.settings import load_settings
+from lms_activity_pipeline.warehouse import schema as wh
+from lms_activity_pipeline_tests.cli.test_cli import env_for, live_school, recent, run_cli
+from lms_activity_pipeline_tests.conftest import Backend
+from lms_activity_pipeline_tests.service.helpers import SECRET, signed
+from lms_activity_pipeline_tests.support.pipeline import Pipeline
+
+
+def announce(env: dict[str, str], row_id: int) -> None:
+    with TestClient(create_app(load_settings({**env, "LMS_WEBHOOK_SECRET": SECRET}))) as client:
+        body, headers = signed({"type": "attempt.changed", "data": {"id": row_id}})
+        assert client.post("/webhooks/lms", content=body, headers=headers).status_code == 200
+
+
+def test_a_row_older_than_the_lookback_announced_by_webhook_is_ingested_on_the_next_poll(
+    backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lms = live_school(backend)
+    env = env_for(backend, tmp_path)
+    assert run_cli(monkeypatch, env, "monitor", "--once") == 0
+    # Committed late: updated_at 90 min before the attempts mark (recent(4)), far outside the 5 min lookback.
+    lms.attempt(7, 1, 201, "graded", recent(6), submitted_at=recent(5.8), graded_at=recent(5.5), score=45).write()
+    assert run_cli(monkeypatch, env, "monitor", "--once") == 0
+    pipe = Pipeline(backend)
+    assert not [k for k in pipe.events()["event_key"] if k.startswith("exam:7:")]  # the poll alone misses it
+
+    announce(env, 7)
+    capsys.readouterr()
+    assert run_cli(monkeypatch, env, "monitor", "--once") == 0
+    assert "LMS webhooks announced rows" in capsys.readouterr().out
+    keys = set(pipe.events()["event_key"])
+    assert {"exam:7:exam_started", "exam:7:exam_completed"} <= keys
+    inbox = wh.lms_webhook_inbox
+    with pipe.warehouse.engine.connect() as conn:
+        [(consumed_at, run_key)] = conn.execute(sa.select(inbox.c.consumed_at, inbox.c.run_key)).all()
+    assert consumed_at is not None and run_key
+    ingests = [r for r in DagsterInstance.get().get_runs() if r.job_name == "lms_ingest_job"]
+    assert ingests[0].tags["dagster/run_key"] == run_key
+
+    # announced again (a new webhook-id): the version is in the events already, no run is requested
+    announce(env, 7)
+    assert run_cli(monkeypatch, env, "monitor", "--once") == 0
+    assert len([r for r in DagsterInstance.get().get_runs() if r.job_name == "lms_ingest_job"]) == len(ingests)
+    with pipe.warehouse.engine.connect() as conn:
+        rows = conn.execute(sa.select(inbox.c.consumed_at, inbox.c.run_key).order_by(inbox.c.received_at)).all()
+    assert rows[1][0] is not None and rows[1][1] is None
