@@ -123,8 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def config(request: Request, exc: ConfigError) -> JSONResponse:
         return JSONResponse({"detail": f"warehouse unavailable: {_one_line(exc)}"}, status_code=503)
 
-    from lms_activity_pipeline.service import rest, webhooks
+    from lms_activity_pipeline.service import dashboard, rest, webhooks
 
     app.include_router(rest.router)
     app.include_router(webhooks.router)
+    app.include_router(dashboard.router)
     return app

@@ -1,0 +1,88 @@
+"""The dashboard at ``/``: server-rendered (Jinja2), signed in with a token kept in an HttpOnly,
+SameSite=Strict cookie; its one form ("retry failed notifications") carries a CSRF token."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from lms_activity_pipeline.service.auth import COOKIE, authenticate, csrf_token
+from lms_activity_pipeline.service.notify import retry_failed
+from lms_activity_pipeline.warehouse import service_reads
+from lms_activity_pipeline.warehouse.tokens import TokenInfo, verify_token
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))  # autoescaped
+
+
+def _session(request: Request) -> tuple[str, TokenInfo] | None:
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return None
+    info = verify_token(request.app.state.service.engine, token)
+    return (token, info) if info else None
+
+
+@router.get("/", response_class=HTMLResponse)
+def dashboard(request: Request, message: str | None = None) -> Response:
+    session = _session(request)
+    if session is None:
+        return templates.TemplateResponse(request, "signin.html", {"error": None})
+    token, info = session
+    service = request.app.state.service
+    engine = service.engine
+    context: dict[str, Any] = {
+        "who": info,
+        "csrf": csrf_token(token),
+        "message": message,
+        "counts": service.store.outbox().status_counts(),
+        "failures": service_reads.failures(engine),
+        "mentors": service_reads.per_mentor(engine),
+        "health": service.health(),
+    }
+    return templates.TemplateResponse(request, "dashboard.html", context)
+
+
+@router.post("/signin")
+def signin(request: Request, token: Annotated[str, Form()]) -> Response:
+    token = token.strip()
+    if verify_token(request.app.state.service.engine, token) is None:
+        return templates.TemplateResponse(
+            request, "signin.html", {"error": "That token is not valid (or was revoked)."}, status_code=401
+        )
+    answer = RedirectResponse("/", status_code=303)
+    secure = request.url.scheme == "https"
+    answer.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=secure, max_age=12 * 3600)
+    return answer
+
+
+@router.post("/signout")
+def signout() -> Response:
+    answer = RedirectResponse("/", status_code=303)
+    answer.delete_cookie(COOKIE)
+    return answer
+
+
+@router.post("/actions/retry-failed")
+def retry(request: Request, csrf: Annotated[str, Form()]) -> Response:
+    token = request.cookies.get(COOKIE)
+    info = authenticate(request, token)
+    assert token is not None
+    if not hmac.compare_digest(csrf, csrf_token(token)):
+        raise HTTPException(403, "CSRF token missing or wrong: reload the dashboard and try again")
+    if not info.allows("write"):
+        raise HTTPException(403, f"token {info.name!r} has scope 'read'; retrying needs 'write'")
+    service = request.app.state.service
+    summary = retry_failed(service.settings, service.store, info.name)
+    return RedirectResponse(f"/?message={_quote(summary.describe())}", status_code=303)
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text[:500])

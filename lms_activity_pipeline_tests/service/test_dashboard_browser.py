@@ -1,0 +1,151 @@
+"""The dashboard in a real headless Chromium (selenium) against ``lms-activity serve`` (real uvicorn):
+sign in with a token, see counts that match the warehouse, retry a failure and see it sent through the
+loopback Zulip. A failing test leaves a screenshot next to its temporary files (the path is printed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from lms_activity_pipeline.warehouse import tokens
+from lms_activity_pipeline_tests.conftest import Backend
+from lms_activity_pipeline_tests.support.fake_zulip import FakeZulip
+from lms_activity_pipeline_tests.support.notify_helpers import add_mentors, fast_zulip, recent_days, recent_school
+from lms_activity_pipeline_tests.support.pipeline import Pipeline, op_metadata
+
+CHROMIUM, DRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def ensure_chromium() -> None:
+    """Debian's chromium and chromium-driver, installed when missing (the test machines run as root)."""
+    if Path(CHROMIUM).exists() and Path(DRIVER).exists():
+        return
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        pytest.fail("chromium and chromium-driver are missing: apt-get install -y chromium chromium-driver")
+    subprocess.run(["apt-get", "update", "-qq"], check=True)
+    subprocess.run(["apt-get", "install", "-y", "-qq", "chromium", "chromium-driver"], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server(backend: Backend, fake_zulip: FakeZulip, tmp_path: Path) -> Iterator[str]:
+    """``lms-activity serve`` on a free loopback port, Zulip at the fake server."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "LMS_DATABASE_URL": backend.lms_url,
+        "LMS_WAREHOUSE_URL": backend.warehouse_url,
+        "LMS_HOME": str(tmp_path / "lms_home"),
+        "ZULIP_SITE": fake_zulip.url,
+        "ZULIP_EMAIL": fake_zulip.email,
+        "ZULIP_API_KEY": fake_zulip.api_key,
+    }
+    cmd = [sys.executable, "-m", "lms_activity_pipeline.cli", "serve", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"serve did not start: {proc.communicate()[0] if proc.poll() is not None else ''}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_sign_in_see_the_outbox_and_retry_a_failure_in_chromium(
+    backend: Backend, fake_zulip: FakeZulip, server: str, tmp_path: Path
+) -> None:
+    ensure_chromium()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    add_mentors(fake_zulip)
+    recent_school(backend.lms_url)
+    pipe = Pipeline(backend, resources={"zulip": fast_zulip(fake_zulip)})
+    pipe.ingest(*recent_days())
+    fake_zulip.fail_next("messages", 500, times=3, method="POST")
+    assert op_metadata(pipe.notify(event_types=("exam_passed",)))["failed"] == 1
+    token = tokens.create_token(pipe.warehouse.engine, "operator", "write")
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+    try:
+        driver.get(server + "/")
+        driver.find_element(By.ID, "token").send_keys("lmsat_wrong_token")
+        driver.find_element(By.ID, "signin").click()
+        assert "not valid" in driver.find_element(By.ID, "error").text
+        driver.find_element(By.ID, "token").send_keys(token)
+        driver.find_element(By.ID, "signin").click()
+
+        cookie = driver.get_cookie("lms_token")
+        assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        counts = pipe.log_rows()["status"].value_counts().to_dict()
+        for status in ("pending", "sent", "failed"):
+            assert driver.find_element(By.ID, f"count-{status}").text == str(counts.get(status, 0)), status
+        failures = driver.find_element(By.ID, "failures").text
+        assert "gave up after 3 attempt(s): HTTP 500" in failures
+
+        driver.find_element(By.ID, "retry").click()
+        assert "sent" in driver.find_element(By.ID, "message").text
+        log = pipe.log_rows()
+        assert log.query("event_key == 'exam:1:exam_passed'")["status"].item() == "sent"
+        assert any("passed the exam" in m.content for m in fake_zulip.messages)
+        assert driver.find_element(By.ID, "count-failed").text == "0"
+        assert driver.find_element(By.ID, "count-sent").text == str((log["status"] == "sent").sum())
+    except BaseException:
+        shot = tmp_path / "dashboard-failure.png"
+        driver.save_screenshot(str(shot))
+        print(f"screenshot: {shot}")
+        raise
+    finally:
+        driver.quit()
+
+
+def test_the_retry_form_needs_the_csrf_token_and_a_write_token(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from lms_activity_pipeline.service.app import create_app
+    from lms_activity_pipeline_tests.service.helpers import service_settings
+
+    url = f"sqlite:///{tmp_path / 'wh.sqlite3'}"
+    with TestClient(create_app(service_settings(url, url, tmp_path))) as c:
+        engine = c.app.state.service.engine  # type: ignore[attr-defined]
+        reader, writer = tokens.create_token(engine, "ro", "read"), tokens.create_token(engine, "rw", "write")
+        assert c.post("/actions/retry-failed", data={"csrf": "x"}).status_code == 401
+        c.cookies.set("lms_token", writer)
+        assert c.post("/actions/retry-failed", data={"csrf": "forged"}).status_code == 403
+        c.cookies.set("lms_token", reader)
+        from lms_activity_pipeline.service.auth import csrf_token
+
+        assert c.post("/actions/retry-failed", data={"csrf": csrf_token(reader)}).status_code == 403
+        signin = c.post("/signin", data={"token": writer}, follow_redirects=False)
+        assert signin.status_code == 303
+        header = signin.headers["set-cookie"].lower()
+        assert "httponly" in header and "samesite=strict" in header
