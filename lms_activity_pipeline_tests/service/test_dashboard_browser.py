@@ -54,7 +54,7 @@ def server(backend: Backend, fake_zulip: FakeZulip, tmp_path: Path) -> Iterator[
         "ZULIP_EMAIL": fake_zulip.email,
         "ZULIP_API_KEY": fake_zulip.api_key,
     }
-    cmd = [sys.executable, "-m", "lms_activity_pipeline.cli", "serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "lms_activity_pipeline.cli", "serve", "--port", str(port), "--verbose"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -71,7 +71,8 @@ def server(backend: Backend, fake_zulip: FakeZulip, tmp_path: Path) -> Iterator[
         yield url
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        output = proc.communicate(timeout=20)[0]
+    assert "GET /api/v1/health" in output and "lmsat_" not in output  # access log on (--verbose), never a token
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -82,6 +83,7 @@ def test_sign_in_see_the_outbox_and_retry_a_failure_in_chromium(
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     add_mentors(fake_zulip)
     recent_school(backend.lms_url)
@@ -100,9 +102,10 @@ def test_sign_in_see_the_outbox_and_retry_a_failure_in_chromium(
         driver.get(server + "/")
         driver.find_element(By.ID, "token").send_keys("lmsat_wrong_token")
         driver.find_element(By.ID, "signin").click()
-        assert "not valid" in driver.find_element(By.ID, "error").text
+        assert "not valid" in WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "error"))[0].text
         driver.find_element(By.ID, "token").send_keys(token)
         driver.find_element(By.ID, "signin").click()
+        WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "counts"))
 
         cookie = driver.get_cookie("lms_token")
         assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
@@ -113,7 +116,8 @@ def test_sign_in_see_the_outbox_and_retry_a_failure_in_chromium(
         assert "gave up after 3 attempt(s): HTTP 500" in failures
 
         driver.find_element(By.ID, "retry").click()
-        assert "sent" in driver.find_element(By.ID, "message").text
+        message = WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "message"))[0]
+        assert "sent" in message.text
         log = pipe.log_rows()
         assert log.query("event_key == 'exam:1:exam_passed'")["status"].item() == "sent"
         assert any("passed the exam" in m.content for m in fake_zulip.messages)

@@ -201,3 +201,5 @@ def test_token_cli_prints_the_token_once_and_stores_only_a_salted_hash(
     assert main(["token", "revoke", "etl"]) == 0
     assert tokens.verify_token(engine, token) is None
     assert main(["token", "revoke", "etl"]) == 1
+    assert main(["token", "create", "--name", "etl", "--scope", "read"]) == 0  # a revoked name can be reused
+    assert tokens.verify_token(engine, capsys.readouterr().out.strip().splitlines()[-1]).scope == "read"  # type: ignore[union-attr]

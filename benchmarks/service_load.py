@@ -1,0 +1,174 @@
+"""Load on the integration service: N concurrent clients for D seconds on the loopback, PostgreSQL warehouse.
+
+    python benchmarks/service_load.py [--clients 200] [--seconds 60] [--workers 2] [--server URL]
+
+Starts ``lms-activity serve`` (uvicorn, ``--workers``) on a fresh PostgreSQL warehouse seeded with
+10,000 events, then runs two phases, each with ``--clients`` asyncio clients in bounded loops (one
+request after another, no pause): ``GET /api/v1/events?limit=50`` with a read token, and signed
+``POST /webhooks/lms`` (each with a new webhook-id). Prints requests/s, p50/p99 latency, 5xx and
+other errors per phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime as dt
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+from standardwebhooks.webhooks import Webhook
+
+from benchmarks.common import DEFAULT_SERVER, Report, database_url, ensure_database
+from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
+from lms_activity_pipeline.warehouse import schema as wh
+from lms_activity_pipeline.warehouse import tokens
+from lms_activity_pipeline.warehouse.store import Warehouse
+
+SECRET = "whsec_" + base64.b64encode(b"service-load-benchmark-secret!!").decode()
+EVENTS = 10_000
+
+
+def seed(url: str) -> str:
+    """Fresh tables, EVENTS events, a read token."""
+    store = Warehouse(url, "lms_activity")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("DROP SCHEMA IF EXISTS lms_activity CASCADE")
+    store.migrate()
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    rows = [
+        {
+            "event_key": f"exam:{i}:{ALL_EVENT_TYPES[i % 7]}",
+            "event_type": ALL_EVENT_TYPES[i % 7],
+            "student_id": i % 500,
+            "activity_id": 1,
+            "activity_metadata": {"score": i % 50},
+            "timestamp": t0 + dt.timedelta(seconds=i),
+        }
+        for i in range(EVENTS)
+    ]
+    with store.engine.begin() as conn:
+        conn.execute(wh.lms_activity_events.insert(), rows)
+    return tokens.create_token(store.engine, "bench", "read")
+
+
+async def client_loop(
+    client: httpx.AsyncClient, request: dict, until: float, latencies: list[float], errors: dict[str, int]
+) -> None:
+    while time.perf_counter() < until:
+        kind, args = request["kind"], dict(request["args"])
+        if kind == "webhook":
+            wid = f"msg_{uuid.uuid4().hex}"
+            body = json.dumps({"type": "attempt.changed", "data": {"id": 1}})
+            now = dt.datetime.now(dt.UTC)
+            args["content"] = body
+            args["headers"] = {
+                "webhook-id": wid,
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": request["hook"].sign(wid, now, body),
+                "content-type": "application/json",
+            }
+        start = time.perf_counter()
+        try:
+            answer = await client.request(**args)
+            code = answer.status_code
+        except httpx.HTTPError as exc:
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+            continue
+        latencies.append(time.perf_counter() - start)
+        if code >= 300:
+            key = "5xx" if code >= 500 else str(code)
+            errors[key] = errors.get(key, 0) + 1
+
+
+async def phase(base: str, request: dict, clients: int, seconds: float) -> tuple[int, list[float], dict[str, int]]:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+        until = time.perf_counter() + seconds
+        await asyncio.gather(*(client_loop(client, request, until, latencies, errors) for _ in range(clients)))
+    return len(latencies), latencies, errors
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else (values[0] if values else 0.0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--server", default=DEFAULT_SERVER)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    url = ensure_database(database_url(args.server, "lms_service_bench"))
+    token = seed(url)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "LMS_WAREHOUSE_URL": url, "LMS_DATABASE_URL": url, "LMS_WEBHOOK_SECRET": SECRET}
+    cmd = [
+        sys.executable,
+        "-m",
+        "lms_activity_pipeline.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--workers",
+        str(args.workers),
+    ]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        report = Report(f"lms-activity serve: {args.clients} clients x {args.seconds:g} s, {args.workers} workers")
+        phases = {
+            "GET /api/v1/events?limit=50": {
+                "kind": "get",
+                "args": {
+                    "method": "GET",
+                    "url": "/api/v1/events",
+                    "params": {"limit": 50},
+                    "headers": {"Authorization": f"Bearer {token}"},
+                },
+            },
+            "POST /webhooks/lms (signed)": {
+                "kind": "webhook",
+                "args": {"method": "POST", "url": "/webhooks/lms"},
+                "hook": Webhook(SECRET),
+            },
+        }
+        for name, request in phases.items():
+            done, latencies, errors = asyncio.run(phase(base, request, args.clients, args.seconds))
+            report.add(
+                name,
+                f"{done / args.seconds:,.0f} req/s",
+                f"p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms, "
+                f"errors {errors or 'none'}",
+            )
+        report.print()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
