@@ -63,3 +63,7 @@ WILL_RETRY_TAG: Final = "dagster/will_retry"
 # --- metadata keys read back from runs ------------------------------------------------------------
 ROW_COUNT: Final = "dagster/row_count"
 ROWS_REJECTED: Final = "rows_rejected"
+
+# --- integration service (lms-activity serve): its bookkeeping tables, external assets -------------------
+LMS_SERVICE_TOKENS: Final = "lms_service_tokens"
+LMS_WEBHOOK_INBOX: Final = "lms_webhook_inbox"

@@ -35,6 +35,17 @@ TABLES: tuple[tuple[sa.Table, str, tuple[str, ...]], ...] = (
         "The LMS poll's cursor, shared by lms_activity_sensor and `lms-activity monitor`.",
         (),
     ),
+    # integration service (lms-activity serve)
+    (
+        wh.lms_service_tokens,
+        "Bearer tokens of the REST API and dashboard (salted hashes), written by `lms-activity token`.",
+        (),
+    ),
+    (
+        wh.lms_webhook_inbox,
+        "LMS webhooks recorded by `lms-activity serve`; lms_activity_sensor ingests the announced rows.",
+        (),
+    ),
 )
 
 
