@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,12 @@ from fastapi.testclient import TestClient
 from lms_activity_pipeline.service.app import create_app
 from lms_activity_pipeline.settings import load_settings
 from lms_activity_pipeline.warehouse import schema as wh
+from lms_activity_pipeline.warehouse import webhook_inbox
 from lms_activity_pipeline_tests.cli.test_cli import env_for, live_school, recent, run_cli
 from lms_activity_pipeline_tests.conftest import Backend
+from lms_activity_pipeline_tests.polling.test_sensor import Tick, partitions
 from lms_activity_pipeline_tests.service.helpers import SECRET, signed
+from lms_activity_pipeline_tests.support.lms_builder import LMSBuilder, t
 from lms_activity_pipeline_tests.support.pipeline import Pipeline
 
 
@@ -57,3 +61,21 @@ def test_a_row_older_than_the_lookback_announced_by_webhook_is_ingested_on_the_n
     with pipe.warehouse.engine.connect() as conn:
         rows = conn.execute(sa.select(inbox.c.consumed_at, inbox.c.run_key).order_by(inbox.c.received_at)).all()
     assert rows[1][0] is not None and rows[1][1] is None
+
+
+def test_the_dagster_sensor_requests_a_run_for_an_announced_old_row(backend: Backend) -> None:
+    """The daemon's path: ``lms_activity_sensor`` itself reads the inbox (the same tick as the CLI)."""
+    lms = LMSBuilder(backend.lms_url).school()
+    lms.attempt(1, 1, 200, "graded", t(3, 10), submitted_at=t(3, 10, 30), graded_at=t(3, 11), score=42)
+    lms.attempt(2, 2, 200, "submitted", t(4, 9), submitted_at=t(4, 9, 30))
+    lms.write()
+    tick = Tick(backend)
+    tick()  # history
+    lms.attempt(8, 3, 200, "submitted", t(3, 8), submitted_at=t(3, 8, 30)).write()  # a day older than the mark
+    assert not tick().run_requests  # the poll alone: left to backfills
+
+    webhook_inbox.record(tick.pipe.warehouse.engine, "msg_old", "attempts", 8, dt.datetime.now(dt.UTC))
+    [request] = tick().run_requests
+    assert partitions(request) == ("2024-05-03", "2024-05-03")
+    assert not webhook_inbox.pending(tick.pipe.warehouse.engine)
+    assert not tick().run_requests  # consumed: not requested again
