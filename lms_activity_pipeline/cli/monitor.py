@@ -83,6 +83,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         return 0 if poll.all_succeeded else 1
     interval = args.interval or settings.poll_interval
     print(f"Monitoring {redact_url(settings.lms_database_url)} every {interval} s (Ctrl-C or SIGTERM to stop)")
-    monitor.run_forever(interval, lambda poll: output.print_poll(poll, lines=args.verbose))
+    from lms_activity_pipeline.warehouse import webhook_inbox
+
+    monitor.run_forever(
+        interval,
+        lambda poll: output.print_poll(poll, lines=args.verbose),
+        wake=lambda: webhook_inbox.has_pending(store.engine),  # an LMS webhook: poll now, not at the interval
+    )
     print("Stopped.")
     return 0

@@ -137,14 +137,25 @@ class Monitor:
     # --- forever -----------------------------------------------------------------------------------
 
     def run_forever(
-        self, interval: float, on_poll: Callable[[PollOutcome], None], stop: threading.Event | None = None
+        self,
+        interval: float,
+        on_poll: Callable[[PollOutcome], None],
+        stop: threading.Event | None = None,
+        wake: Callable[[], bool] | None = None,
     ) -> None:
         """Poll every ``interval`` seconds until SIGINT/SIGTERM; the current poll always finishes.
 
-        Polls run in a worker thread: Dagster swaps the main thread's signal handlers during a run and would
-        swallow the stop request.
+        ``wake`` (asked every :data:`WAKE_CHECK_SECONDS` between polls): poll now, e.g. when LMS webhooks
+        are waiting in the inbox. Polls run in a worker thread: Dagster swaps the main thread's signal
+        handlers during a run and would swallow the stop request.
         """
         stop = stop or threading.Event()
+
+        def pause(seconds: float) -> None:
+            until = time.monotonic() + seconds
+            while not stop.is_set() and (left := until - time.monotonic()) > 0:
+                if stop.wait(min(left, WAKE_CHECK_SECONDS)) or (wake is not None and _asks(wake)):
+                    return
 
         def loop() -> None:
             while not stop.is_set():
@@ -154,7 +165,7 @@ class Monitor:
                 except Exception as exc:  # noqa: BLE001 - a daemon survives a failed poll and retries
                     outcome = PollOutcome([(True, f"poll failed, retrying: {type(exc).__name__}: {exc}")], None, [])
                 on_poll(outcome)
-                stop.wait(max(0.0, interval - (time.monotonic() - started)))
+                pause(max(0.0, interval - (time.monotonic() - started)))
 
         worker = threading.Thread(target=loop, name="lms-monitor", daemon=True)
         previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -165,6 +176,17 @@ class Monitor:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+#: Between polls, ``wake`` is asked this often.
+WAKE_CHECK_SECONDS = 0.25
+
+
+def _asks(wake: Callable[[], bool]) -> bool:
+    try:
+        return wake()
+    except Exception:  # noqa: BLE001 - a failing check (warehouse down) just waits for the next poll
+        return False
 
 
 def run_outcome(request: RunRequest, run: ExecuteInProcessResult) -> RunOutcome:

@@ -53,6 +53,15 @@ def pending(engine: Engine, limit: int = PAGE) -> list[Announcement]:
         return [Announcement(str(w), str(s), int(r)) for w, s, r in conn.execute(stmt)]
 
 
+def has_pending(engine: Engine) -> bool:
+    """Whether an announcement waits for a poll (an index lookup; ``monitor --daemon`` asks between polls)."""
+    with engine.connect() as conn:
+        return (
+            conn.execute(sa.select(table.c.webhook_id).where(table.c.consumed_at.is_(None)).limit(1)).first()
+            is not None
+        )
+
+
 def consume(engine: Engine, webhook_ids: list[str], run_key: str | None, now: dt.datetime) -> int:
     """Mark announcements handed to the run ``run_key`` (None: their rows were ingested already)."""
     done = 0

@@ -4,6 +4,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +20,7 @@ from lms_activity_pipeline.service.app import create_app
 from lms_activity_pipeline.settings import load_settings
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline.warehouse import webhook_inbox
-from lms_activity_pipeline_tests.cli.test_cli import env_for, live_school, recent, run_cli
+from lms_activity_pipeline_tests.cli.test_cli import env_for, event_keys, live_school, recent, run_cli, wait_for
 from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.polling.test_sensor import Tick, partitions
 from lms_activity_pipeline_tests.service.helpers import SECRET, signed
@@ -79,3 +84,33 @@ def test_the_dagster_sensor_requests_a_run_for_an_announced_old_row(backend: Bac
     assert partitions(request) == ("2024-05-03", "2024-05-03")
     assert not webhook_inbox.pending(tick.pipe.warehouse.engine)
     assert not tick().run_requests  # consumed: not requested again
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_monitor_daemon_polls_at_once_when_a_webhook_arrives(backend: Backend, tmp_path: Path) -> None:
+    """``monitor --daemon --interval 600`` would wait 10 minutes; a recorded webhook wakes it within seconds."""
+    lms = live_school(backend)
+    env = {**os.environ, **env_for(backend, tmp_path), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lms_activity_pipeline.cli", "monitor", "--daemon", "--interval", "600"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: "exam:1:exam_failed" in event_keys(backend), proc)  # the first poll
+        time.sleep(2)
+        lms.attempt(3, 3, 200, "graded", recent(0.2), submitted_at=recent(0.1), graded_at=recent(0.05), score=49)
+        lms.write()
+        time.sleep(3)
+        assert "exam:3:exam_started" not in event_keys(backend)  # no poll for 10 minutes...
+        started = time.monotonic()
+        webhook_inbox.record(Pipeline(backend).warehouse.engine, "msg_now", "attempts", 3, dt.datetime.now(dt.UTC))
+        wait_for(lambda: "exam:3:exam_started" in event_keys(backend), proc, timeout=60)  # ...but the webhook
+        assert time.monotonic() - started < 60
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
