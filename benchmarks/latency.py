@@ -4,6 +4,8 @@
     python benchmarks/latency.py --lms-db lms_latency --via dagster
 
 ``--via cli`` (default) runs ``lms-activity monitor --daemon --interval 5``;
+``--via webhook`` runs the same daemon plus ``lms-activity serve``, and sends the LMS's signed webhook
+(``POST /webhooks/lms``) right after each insert: the daemon polls as soon as it is recorded;
 ``--via dagster`` runs the production processes instead: ``dagster-daemon run``
 on deploy/dagster.yaml with PostgreSQL run storage, the sensor ticking every
 5 s, its ingest run and the notify run each launched from the queue in a run
@@ -18,22 +20,28 @@ that time went).
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
+import json
 import os
 import random
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import httpx
 import sqlalchemy as sa
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
+from standardwebhooks.webhooks import Webhook
 
 from benchmarks.common import DEFAULT_SERVER, Report, database_url, ensure_database
 from lms_activity_pipeline import (
@@ -87,6 +95,34 @@ def record_stages(instance: DagsterInstance, inserted: float, stages: dict[str, 
         stages.setdefault(name, []).append(seconds)
 
 
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"latency-benchmark-webhook-secret").decode()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def announce(url: str, row_id: int) -> None:
+    """The LMS's signed webhook for a changed attempt (retried while the service starts)."""
+    body = json.dumps({"type": "attempt.changed", "data": {"id": row_id}})
+    wid, now = f"msg_{uuid.uuid4().hex}", dt.datetime.now(dt.UTC)
+    headers = {
+        "webhook-id": wid,
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": Webhook(WEBHOOK_SECRET).sign(wid, now, body),
+        "content-type": "application/json",
+    }
+    for _ in range(50):
+        try:
+            httpx.post(url, content=body, headers=headers, timeout=5).raise_for_status()
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the webhook to {url} was not accepted")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", default=DEFAULT_SERVER)
@@ -95,7 +131,7 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--lms-db", default="lms_bench", help="the LMS database on --server")
-    parser.add_argument("--via", choices=["cli", "dagster"], default="cli")
+    parser.add_argument("--via", choices=["cli", "webhook", "dagster"], default="cli")
     args = parser.parse_args()
 
     lms_url = ensure_database(database_url(args.server, args.lms_db))
@@ -113,9 +149,11 @@ def main() -> None:
         ).one()
         first_new = conn.execute(sa.text('SELECT max(id) FROM "Attempts"')).scalar_one() + 1
         attempts = conn.execute(sa.text('SELECT count(*) FROM "Attempts"')).scalar_one()
-    how = (
-        f"monitor --daemon --interval {INTERVAL}" if args.via == "cli" else f"dagster-daemon, sensor every {INTERVAL} s"
-    )
+    how = {
+        "cli": f"monitor --daemon --interval {INTERVAL}",
+        "webhook": f"LMS webhook -> lms-activity serve, monitor --daemon --interval {INTERVAL}",
+        "dagster": f"dagster-daemon, sensor every {INTERVAL} s",
+    }[args.via]
     report = Report(f"Insert-to-DM latency, {how}, PostgreSQL LMS with {attempts:,} attempts")
 
     zulip = FakeZulip().start()
@@ -138,7 +176,7 @@ def main() -> None:
     }
     (home / "dagster_home").mkdir(parents=True)
     instance = None
-    if args.via == "cli":
+    if args.via in ("cli", "webhook"):
         (home / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         command, cwd = (
             [sys.executable, "-m", "lms_activity_pipeline.cli", "monitor", "--daemon", "--interval", str(INTERVAL)],
@@ -160,6 +198,17 @@ def main() -> None:
     proc = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     warehouse = db.create_engine(wh_url)
     stages: dict[str, list[float]] = {}
+    service = hook = None
+    if args.via == "webhook":
+        env["LMS_WEBHOOK_SECRET"] = WEBHOOK_SECRET
+        port = free_port()
+        service = subprocess.Popen(
+            [sys.executable, "-m", "lms_activity_pipeline.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        hook = f"http://127.0.0.1:{port}/webhooks/lms"
     try:
 
         def history_done() -> bool:
@@ -209,6 +258,8 @@ def main() -> None:
                     },
                 )
             inserted = time.time()
+            if hook is not None:
+                announce(hook, first_new + i)
             latencies.append(wait(lambda before=before: len(zulip.messages_to(mentor_email)) > before, 180, proc))
             if instance is not None:
                 record_stages(instance, inserted, stages)
@@ -222,6 +273,9 @@ def main() -> None:
         for stage, values in stages.items():
             report.add(f"  {stage}, median", f"{statistics.median(values):.2f} s", f"max {max(values):.2f} s")
     finally:
+        if service is not None:
+            service.terminate()
+            service.wait(30)
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
         log.close()
