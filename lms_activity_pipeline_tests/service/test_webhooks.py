@@ -93,3 +93,15 @@ def test_without_a_secret_the_receiver_answers_503(tmp_path: Path) -> None:
         data, headers = signed(BODY)
         answer = c.post("/webhooks/lms", content=data, headers=headers)
         assert answer.status_code == 503 and "LMS_WEBHOOK_SECRET" in answer.json()["detail"]
+
+
+@pytest.mark.unit
+def test_a_bad_webhook_secret_is_one_line_naming_the_variable_never_the_value() -> None:
+    from lms_activity_pipeline.errors import ConfigError
+    from lms_activity_pipeline.settings import load_settings
+
+    for value in ("s3cr3t-value", f"{SECRET},whsec_x"):
+        with pytest.raises(ConfigError) as caught:
+            load_settings({"LMS_WEBHOOK_SECRET": value})
+        assert str(caught.value).startswith("LMS_WEBHOOK_SECRET:") and "s3cr3t" not in str(caught.value)
+    assert load_settings({"LMS_WEBHOOK_SECRET": f" {SECRET} , {NEW_SECRET} "}).webhook_secret == (SECRET, NEW_SECRET)
