@@ -1,0 +1,305 @@
+"""Students at risk: explainable signals, reason codes and levels per (student, course, day). Pure pandas.
+
+Point in time: :func:`assess_risk` sees only events before ``cutoff`` (the end of the partition day), so
+a day computed later gives the same rows as it did on the day. The caller hands it
+
+- ``events``: the events of ``[cutoff - horizon, cutoff)`` (:data:`RISK_EVENT_COLUMNS`),
+- ``passed``: every ``(student_id, activity_id)`` with an ``exam_passed`` event before ``cutoff``,
+- ``course_exams``: every ``(course_id, activity_id)`` of an exam somebody started before ``cutoff``.
+
+A (student, course) pair is assessed while the student has an event in the course within the horizon.
+
+The rules model (``rules-<version>``): ``high`` when ``inactive`` holds or two or more other reasons hold,
+``medium`` when one other reason holds, ``low`` otherwise. ``risk_score`` is ``1 - prod(1 - weight)``
+over the reasons that hold (0 with none).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lms_activity_pipeline.domain.event_types import EventType
+
+RULES_VERSION = "1"
+RULES_MODEL = f"rules-{RULES_VERSION}"
+
+INACTIVE = "inactive"
+FAILED_IN_ROW = "failed_in_row"
+UNPASSED_EXAM = "unpassed_exam"
+STALLED_CONTENT = "stalled_content"
+DECLINING_SCORES = "declining_scores"
+#: The reason codes, in the order reasons are listed.
+REASON_CODES = (INACTIVE, FAILED_IN_ROW, UNPASSED_EXAM, STALLED_CONTENT, DECLINING_SCORES)
+#: How much each reason adds to ``risk_score``.
+WEIGHTS = {INACTIVE: 0.6, FAILED_IN_ROW: 0.4, UNPASSED_EXAM: 0.25, STALLED_CONTENT: 0.15, DECLINING_SCORES: 0.25}
+
+HIGH, MEDIUM, LOW = "high", "medium", "low"
+LEVELS = (HIGH, MEDIUM, LOW)
+#: ``--level medium`` means medium and worse.
+LEVEL_RANK = {HIGH: 2, MEDIUM: 1, LOW: 0}
+
+WATCHABLE = ("video", "audio")
+RESULT_TYPES = (EventType.EXAM_PASSED.value, EventType.EXAM_FAILED.value)
+
+RISK_EVENT_COLUMNS = [
+    "event_id",
+    "student_id",
+    "student_username",
+    "mentor_id",
+    "course_id",
+    "course_title",
+    "activity_id",
+    "activity_title",
+    "event_type",
+    "timestamp",
+    "percentage",
+    "content_type",
+]
+
+RISK_COLUMNS = [
+    "student_id",
+    "course_id",
+    "as_of",
+    "risk_level",
+    "risk_score",
+    "reasons",
+    "model",
+    "student_username",
+    "course_title",
+    "mentor_id",
+    "last_event_at",
+    "days_inactive",
+    "unpassed_exams",
+    "failed_in_row",
+    "stalled_contents",
+    "declining_scores",
+    "streak_days",
+    "on_track",
+]
+
+
+@dataclass(frozen=True)
+class RiskThresholds:
+    """When each reason holds. ``horizon_days``: how long after their last event a pair is still assessed."""
+
+    inactive_days: int = 7
+    failed_in_row: int = 2
+    unpassed_exams: int = 1
+    stalled_days: int = 7
+    declining_attempts: int = 3
+    streak_days: int = 3
+    horizon_days: int = 60
+
+    def __post_init__(self) -> None:
+        for name in ("inactive_days", "failed_in_row", "unpassed_exams", "stalled_days", "streak_days"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"risk threshold {name} must be at least 1, got {getattr(self, name)}")
+        if self.declining_attempts < 2:
+            raise ValueError(f"risk threshold declining_attempts must be at least 2, got {self.declining_attempts}")
+        if self.horizon_days <= max(self.inactive_days, self.stalled_days):
+            raise ValueError("risk horizon_days must be longer than inactive_days and stalled_days")
+
+
+def empty_risk() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in RISK_COLUMNS})
+
+
+def assess_risk(
+    events: pd.DataFrame,
+    passed: pd.DataFrame,
+    course_exams: pd.DataFrame,
+    as_of: dt.date,
+    cutoff: dt.datetime,
+    timezone: str,
+    thresholds: RiskThresholds = RiskThresholds(),
+) -> pd.DataFrame:
+    """One row of :data:`RISK_COLUMNS` per (student, course) with an event in the horizon before ``cutoff``.
+
+    Rows are ordered by ``(student_id, course_id)``; ``reasons`` is a list of ``{code, detail, value,
+    threshold}`` dicts (:data:`REASON_CODES` order). Events at or after ``cutoff`` are ignored.
+    """
+    end = pd.Timestamp(cutoff).tz_convert("UTC")
+    frame = events[
+        (events["timestamp"] < end) & (events["timestamp"] >= end - pd.Timedelta(days=thresholds.horizon_days))
+    ]
+    if frame.empty:
+        return empty_risk()
+    frame = frame.sort_values(["timestamp", "event_id"], kind="mergesort").reset_index(drop=True)
+    keys = ["student_id", "course_id"]
+    pairs = frame.groupby(keys, sort=True).agg(
+        student_username=("student_username", "last"),
+        course_title=("course_title", "last"),
+        mentor_id=("mentor_id", "last"),
+        last_event_at=("timestamp", "max"),
+    )
+    pairs["days_inactive"] = ((end - pairs["last_event_at"]).dt.total_seconds() / 86400).round(2)
+
+    pairs = pairs.join(_exam_state(frame, passed, course_exams)).join(_stalled(frame, end, thresholds))
+    pairs = pairs.join(_declining(frame, thresholds)).join(_streak(frame, as_of, timezone))
+    for column in ("unpassed_exams", "failed_in_row", "stalled_contents", "streak_days", "open_exams"):
+        pairs[column] = pairs[column].fillna(0).astype("int64")
+    pairs["declining_scores"] = pairs["declining_scores"].fillna(False).astype(bool)
+    for column in ("failed_exam_title", "unpassed_title", "stalled_title", "scores"):
+        pairs[column] = pairs[column].astype(object).where(pairs[column].notna(), None)
+
+    holds = {
+        INACTIVE: (pairs["days_inactive"] >= thresholds.inactive_days) & (pairs["open_exams"] > 0),
+        FAILED_IN_ROW: pairs["failed_in_row"] >= thresholds.failed_in_row,
+        UNPASSED_EXAM: pairs["unpassed_exams"] >= thresholds.unpassed_exams,
+        STALLED_CONTENT: pairs["stalled_contents"] > 0,
+        DECLINING_SCORES: pairs["declining_scores"],
+    }
+    others = sum(holds[code].astype(int) for code in REASON_CODES if code != INACTIVE)
+    pairs["risk_level"] = np.select([holds[INACTIVE] | (others >= 2), others == 1], [HIGH, MEDIUM], LOW)
+    keep = np.ones(len(pairs))
+    for code in REASON_CODES:
+        keep *= np.where(holds[code], 1 - WEIGHTS[code], 1.0)
+    pairs["risk_score"] = np.round(1 - keep, 4)
+    pairs["reasons"] = pd.Series(_reasons(pairs, holds, thresholds), index=pairs.index, dtype=object)
+    pairs["on_track"] = (pairs["risk_level"] == LOW) & (pairs["streak_days"] >= thresholds.streak_days)
+    pairs["as_of"] = as_of
+    pairs["model"] = RULES_MODEL
+    out = pairs.reset_index()
+    out["mentor_id"] = out["mentor_id"].astype("Int64")
+    return out[RISK_COLUMNS]
+
+
+def _exam_state(frame: pd.DataFrame, passed: pd.DataFrame, course_exams: pd.DataFrame) -> pd.DataFrame:
+    """Per pair: exams of the course not passed yet (``open_exams``), exams failed and not passed
+    (``unpassed_exams``), the longest current run of failures on one exam (``failed_in_row``)."""
+    keys = ["student_id", "course_id"]
+    passed_keys = {(int(s), int(a)) for s, a in zip(passed["student_id"], passed["activity_id"], strict=True)}
+    pairs = frame[keys].drop_duplicates()
+    known = course_exams.astype({"course_id": "int64", "activity_id": "int64"}).drop_duplicates()
+    open_ = pairs.merge(known, on="course_id")
+    open_ = open_[~_member(open_, "student_id", "activity_id", passed_keys)]
+    open_counts = open_.groupby(keys).size().rename("open_exams")
+
+    results = frame[frame["event_type"].isin(RESULT_TYPES)][[*keys, "activity_id", "activity_title", "event_type"]]
+    failed = results["event_type"] == EventType.EXAM_FAILED.value
+    by_exam = [*keys, "activity_id"]
+    # Run of failures since the exam's last pass: count failures after the last passed result.
+    passes_so_far = (~failed).astype(int).groupby([results[k] for k in by_exam]).cumsum()
+    total_passes = passes_so_far.groupby([results[k] for k in by_exam]).transform("max")
+    trailing = results.assign(_fail=(failed & (passes_so_far == total_passes)).astype(int))
+    per_exam = trailing.groupby(by_exam).agg(run=("_fail", "sum"), title=("activity_title", "last"))
+    per_exam = per_exam.reset_index()
+    per_exam["ever_passed"] = _member(per_exam, "student_id", "activity_id", passed_keys)
+    per_exam["unpassed"] = (per_exam["run"] > 0) & ~per_exam["ever_passed"]
+    worst = per_exam.sort_values(["run", "activity_id"], ascending=[False, True]).groupby(keys).first()
+    unpassed = per_exam[per_exam["unpassed"]]
+    out = pd.DataFrame(index=pd.MultiIndex.from_frame(pairs)).sort_index()
+    out = out.join(open_counts)
+    out["failed_in_row"] = worst["run"]
+    out["failed_exam_title"] = worst["title"]
+    out["unpassed_exams"] = unpassed.groupby(keys).size()
+    out["unpassed_title"] = unpassed.sort_values("activity_id").groupby(keys)["title"].first()
+    return out
+
+
+def _member(frame: pd.DataFrame, a: str, b: str, keys: set[tuple[int, int]]) -> np.ndarray:
+    """Which rows' ``(frame[a], frame[b])`` are in ``keys`` (a boolean array, also for no rows)."""
+    pairs = zip(frame[a].astype("int64"), frame[b].astype("int64"), strict=True)
+    return np.fromiter(((int(x), int(y)) in keys for x, y in pairs), dtype=bool, count=len(frame))
+
+
+def _stalled(frame: pd.DataFrame, end: pd.Timestamp, thresholds: RiskThresholds) -> pd.DataFrame:
+    """Per pair: video/audio started at least ``stalled_days`` ago and not watched or completed since."""
+    keys = ["student_id", "course_id"]
+    media = frame[frame["content_type"].isin(WATCHABLE)]
+    started = media[media["event_type"] == EventType.CONTENT_STARTED.value]
+    done = media[media["event_type"].isin((EventType.CONTENT_WATCHED.value, EventType.CONTENT_COMPLETED.value))]
+    first = started.groupby([*keys, "activity_id"]).agg(started=("timestamp", "min"), title=("activity_title", "last"))
+    finished = {(int(s), int(a)) for s, a in zip(done["student_id"], done["activity_id"], strict=True)}
+    first = first.reset_index()
+    first = first[~_member(first, "student_id", "activity_id", finished)]
+    first = first[first["started"] <= end - pd.Timedelta(days=thresholds.stalled_days)]
+    grouped = first.sort_values("activity_id").groupby(keys)
+    return pd.DataFrame({"stalled_contents": grouped.size(), "stalled_title": grouped["title"].first()})
+
+
+def _declining(frame: pd.DataFrame, thresholds: RiskThresholds) -> pd.DataFrame:
+    """Per pair: do the last ``declining_attempts`` graded results in the course strictly fall?"""
+    keys = ["student_id", "course_id"]
+    n = thresholds.declining_attempts
+    graded = frame[frame["event_type"].isin(RESULT_TYPES) & frame["percentage"].notna()]
+    last = graded.groupby(keys).tail(n)
+    scores = last.groupby(keys)["percentage"].agg(list)
+    falling = scores.map(lambda s: len(s) == n and all(a > b for a, b in itertools.pairwise(s)))
+    return pd.DataFrame({"declining_scores": falling, "scores": scores})
+
+
+def _streak(frame: pd.DataFrame, as_of: dt.date, timezone: str) -> pd.Series:
+    """Per pair: consecutive days with an event in the course, ending on ``as_of`` (0: none that day)."""
+    keys = ["student_id", "course_id"]
+    days = frame.assign(_day=frame["timestamp"].dt.tz_convert(timezone).dt.date)[[*keys, "_day"]].drop_duplicates()
+    days["_back"] = [(as_of - d).days for d in days["_day"]]
+    days = days.sort_values([*keys, "_back"])
+    # A streak of k: the pair's days back from as_of are exactly 0, 1, ..., k-1 at the start of its list.
+    days["_rank"] = days.groupby(keys).cumcount()
+    unbroken = days[days["_back"] == days["_rank"]]
+    return unbroken.groupby(keys).size().rename("streak_days")
+
+
+def _reasons(pairs: pd.DataFrame, holds: dict[str, pd.Series], t: RiskThresholds) -> list[list[dict[str, Any]]]:
+    """The reasons that hold per row, each ``{code, detail, value, threshold}`` in plain words."""
+    masks = {code: holds[code].to_numpy() for code in REASON_CODES}
+    rows = pairs.to_dict("records")
+    out: list[list[dict[str, Any]]] = []
+    for i, row in enumerate(rows):
+        reasons: list[dict[str, Any]] = []
+        if masks[INACTIVE][i]:
+            days = float(row["days_inactive"])
+            reasons.append(
+                _reason(
+                    INACTIVE,
+                    f"no activity in the course for {int(days)} days, with an exam not passed yet",
+                    days,
+                    t.inactive_days,
+                )
+            )
+        if masks[FAILED_IN_ROW][i]:
+            n = int(row["failed_in_row"])
+            reasons.append(
+                _reason(FAILED_IN_ROW, f"failed {row['failed_exam_title']} {n} times in a row", n, t.failed_in_row)
+            )
+        if masks[UNPASSED_EXAM][i]:
+            n = int(row["unpassed_exams"])
+            what = f"{row['unpassed_title']}" + (f" and {n - 1} more exam(s)" if n > 1 else "")
+            reasons.append(_reason(UNPASSED_EXAM, f"has failed {what} and not passed yet", n, t.unpassed_exams))
+        if masks[STALLED_CONTENT][i]:
+            n = int(row["stalled_contents"])
+            what = f"{row['stalled_title']}" + (f" and {n - 1} more" if n > 1 else "")
+            reasons.append(
+                _reason(STALLED_CONTENT, f"started {what} over {t.stalled_days} days ago and has not finished it", n, 1)
+            )
+        if masks[DECLINING_SCORES][i]:
+            scores = [round(float(s)) for s in row["scores"]]
+            shown = " → ".join(f"{s}%" for s in scores)
+            reasons.append(
+                _reason(
+                    DECLINING_SCORES,
+                    f"the last {len(scores)} exam scores fell: {shown}",
+                    scores[-1],
+                    t.declining_attempts,
+                )
+            )
+        out.append(reasons)
+    return out
+
+
+def _reason(code: str, detail: str, value: float, threshold: float) -> dict[str, Any]:
+    return {"code": code, "detail": detail, "value": value, "threshold": threshold}
+
+
+def at_or_above(levels: pd.Series, level: str) -> pd.Series:
+    """Rows whose ``risk_level`` is ``level`` or worse."""
+    if level not in LEVEL_RANK:
+        raise ValueError(f"unknown risk level {level!r}: use one of {', '.join(LEVELS)}")
+    return levels.map(LEVEL_RANK) >= LEVEL_RANK[level]
