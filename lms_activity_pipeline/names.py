@@ -63,3 +63,13 @@ WILL_RETRY_TAG: Final = "dagster/will_retry"
 # --- metadata keys read back from runs ------------------------------------------------------------
 ROW_COUNT: Final = "dagster/row_count"
 ROWS_REJECTED: Final = "rows_rejected"
+
+# --- students at risk ---------------------------------------------------------------------------
+STUDENT_RISK: Final = "student_risk"
+RISK_FEEDBACK: Final = "risk_feedback"
+RISK_DIGEST_LOG: Final = "risk_digest_log"
+RISK_GROUP: Final = "lms_risk"
+RISK_FEEDBACK_JOB: Final = "risk_feedback_job"
+RISK_REASONS_CHECK: Final = "flagged_rows_have_reasons"
+RISK_JOB: Final = "student_risk_job"
+RISK_SCHEDULE: Final = "student_risk_schedule"

@@ -161,6 +161,18 @@ def parse_queue_name(name: str, raw: str) -> str:
     return value
 
 
+#: ``LMS_RISK_DIGEST_FREQUENCY`` and ``LMS_RISK_MODEL`` values.
+RISK_DIGEST_FREQUENCIES = ("immediate", "daily", "weekly")
+RISK_MODELS = ("rules", "learned")
+
+
+def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+    return value
+
+
 # --- the variables ---------------------------------------------------------------------------------------
 
 #: A default computed from the values read so far (by field name), e.g. a path under ``LMS_HOME``.
@@ -304,6 +316,28 @@ VARIABLES: tuple[Variable, ...] = (
         "a zuliprc (`[api]` with `site`, `email`, `key`) instead of the three above; none of the four "
         "set means dry-run: messages are rendered and logged, nothing is sent",
     ),
+    # --- students at risk ---
+    Variable(
+        "LMS_RISK_INACTIVE_DAYS",
+        "risk_inactive_days",
+        "7",
+        parse_positive_int,
+        "days without activity in a course (with an exam not passed) that flag a student `inactive`",
+    ),
+    Variable(
+        "LMS_RISK_DIGEST_FREQUENCY",
+        "risk_digest_frequency",
+        "weekly",
+        lambda name, raw: parse_choice(name, raw, RISK_DIGEST_FREQUENCIES),
+        "how often mentors get the at-risk digest: `immediate`, `daily` or `weekly`",
+    ),
+    Variable(
+        "LMS_RISK_MODEL",
+        "risk_model",
+        "rules",
+        lambda name, raw: parse_choice(name, raw, RISK_MODELS),
+        "what computes `student_risk`: `rules` (explainable rules; `learned` is not available yet)",
+    ),
 )
 VARIABLE_BY_FIELD: Mapping[str, Variable] = {v.field: v for v in VARIABLES}
 
@@ -333,6 +367,10 @@ class Settings:
     zulip_api_key: str | None = field(default=None, repr=False)
     zulip_config: str | None = None
     from_env: frozenset[str] = frozenset()
+    # --- students at risk ---
+    risk_inactive_days: int = 7
+    risk_digest_frequency: str = "weekly"
+    risk_model: str = "rules"
 
     @property
     def lms_url_is_default(self) -> bool:

@@ -93,6 +93,15 @@ class PipelineSettings(ConfigurableResource):
         )
 
 
+class RiskSettings(ConfigurableResource):
+    """How ``student_risk`` is computed and told (``LMS_RISK_INACTIVE_DAYS``, ``LMS_RISK_DIGEST_FREQUENCY``,
+    ``LMS_RISK_MODEL``)."""
+
+    inactive_days: int = 7
+    digest_frequency: str = "weekly"
+    model: str = "rules"
+
+
 class ZulipResource(ConfigurableResource):
     """Zulip server and bot credentials, request timeout and retry policy.
 
@@ -201,6 +210,12 @@ def resources_for(settings: Settings, *, env_vars: bool = True) -> dict[str, Any
             email=value("zulip_email"),
             api_key=value("zulip_api_key"),
             config_file=value("zulip_config"),
+        ),
+        # students at risk
+        "risk": RiskSettings(
+            inactive_days=settings.risk_inactive_days,
+            digest_frequency=value("risk_digest_frequency"),
+            model=value("risk_model"),
         ),
     }
 

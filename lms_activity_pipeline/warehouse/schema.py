@@ -316,3 +316,90 @@ student_daily_activity = sa.Table(
 def table_named(name: str) -> sa.Table:
     """The warehouse table called ``name`` (e.g. ``"lms_activity_events"``)."""
     return METADATA.tables[f"{SCHEMA_TOKEN}.{name}"]
+
+
+# --- students at risk (student_risk, risk_feedback, risk_digest_log) ----------------------------------
+
+student_risk = sa.Table(
+    "student_risk",
+    METADATA,
+    sa.Column(
+        "student_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the student"
+    ),
+    sa.Column("course_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Courses.id"),
+    sa.Column(
+        "as_of", sa.Date, primary_key=True, comment="The partition day (LMS_TIMEZONE): only events before its end"
+    ),
+    sa.Column("risk_level", sa.Text, nullable=False, comment="high, medium or low"),
+    sa.Column(
+        "risk_score", sa.Float, nullable=False, comment="0..1: 1 - product of (1 - weight) over the reasons that hold"
+    ),
+    sa.Column(
+        "reasons",
+        JSON,
+        nullable=False,
+        comment="JSON list of {code, detail, value, threshold}; codes: inactive, failed_in_row, unpassed_exam, "
+        "stalled_content, declining_scores",
+    ),
+    sa.Column("model", sa.Text, nullable=False, comment="What produced the row: rules-<version> or learned-<version>"),
+    sa.Column("student_username", sa.Text, comment="LMS username of the student"),
+    sa.Column("course_title", sa.Text, comment="Course title at the student's latest event in the course"),
+    sa.Column("mentor_id", sa.BigInteger, comment="Student's mentor at their latest event in the course"),
+    sa.Column(
+        "last_event_at", TS, nullable=False, comment="Latest event of the student in the course before as_of ends"
+    ),
+    sa.Column("days_inactive", sa.Float, nullable=False, comment="Days from last_event_at to the end of as_of"),
+    sa.Column("unpassed_exams", sa.Integer, nullable=False, comment="Exams of the course failed and never passed"),
+    sa.Column("failed_in_row", sa.Integer, nullable=False, comment="Longest current run of failures on one exam"),
+    sa.Column(
+        "stalled_contents",
+        sa.Integer,
+        nullable=False,
+        comment="Videos/audio started at least 7 days before and not watched or completed",
+    ),
+    sa.Column(
+        "declining_scores", sa.Boolean, nullable=False, comment="The last three graded results in the course fall"
+    ),
+    sa.Column(
+        "streak_days", sa.Integer, nullable=False, comment="Consecutive days with activity in the course up to as_of"
+    ),
+    sa.Column(
+        "on_track", sa.Boolean, nullable=False, comment="Low risk and a streak of at least 3 days: the good news"
+    ),
+    sa.Column("updated_at", TS, nullable=False, server_default=_now(), comment="Last (re)computed"),
+    sa.Index("ix_student_risk_as_of_level", "as_of", "risk_level"),
+    comment="One row per (student, course, day) for students active in the course in the 60 days before: "
+    "at-risk level, score and reasons",
+)
+
+risk_digest_log = sa.Table(
+    "risk_digest_log",
+    METADATA,
+    sa.Column("mentor_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the mentor"),
+    sa.Column(
+        "student_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the student"
+    ),
+    sa.Column("course_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Courses.id"),
+    sa.Column("as_of", sa.Date, primary_key=True, comment="The student_risk day told"),
+    sa.Column("risk_level", sa.Text, nullable=False, comment="The level told: high, medium, or resolved"),
+    sa.Column("status", sa.Text, nullable=False, comment="pending, sent, failed or dry_run"),
+    sa.Column("message_id", sa.BigInteger, comment="Zulip id of the digest message that told it"),
+    sa.Column("error_message", sa.Text, comment="Why the last attempt failed"),
+    sa.Column("sent_at", TS, comment="When the digest went out"),
+    comment="The at-risk digest outbox: one row per (mentor, student, course, day) told, exactly once",
+)
+
+risk_feedback = sa.Table(
+    "risk_feedback",
+    METADATA,
+    sa.Column("message_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="Zulip id of the digest"),
+    sa.Column("mentor_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the mentor"),
+    sa.Column(
+        "student_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="A student the digest flagged"
+    ),
+    sa.Column("course_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="The digest's course"),
+    sa.Column("label", sa.Text, primary_key=True, comment="useful (👍) or wrongly_flagged (👎)"),
+    sa.Column("as_of", sa.Date, nullable=False, comment="The student_risk day the digest told"),
+    sa.Column("reacted_at", TS, nullable=False, comment="When the reaction was first read back from Zulip"),
+    comment="Mentors' reactions to at-risk digests: labels for the learned model",
+)

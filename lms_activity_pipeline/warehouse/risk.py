@@ -1,0 +1,127 @@
+"""Warehouse side of ``student_risk``: the point-in-time inputs of a day, its write, and reads for the CLI/API.
+
+Every input read stops at ``cutoff`` (the end of the partition day): a day recomputed later reads what
+was there on the day (events that arrive late with an earlier time are the exception, by design: they
+happened before the cut-off).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pandas as pd
+import sqlalchemy as sa
+
+from lms_activity_pipeline import db
+from lms_activity_pipeline.domain.event_types import EventType
+from lms_activity_pipeline.domain.times import to_utc
+from lms_activity_pipeline.warehouse import load
+from lms_activity_pipeline.warehouse.schema import lms_activity_events, student_risk
+
+EVENTS = lms_activity_events
+
+
+def risk_events(start: dt.datetime, cutoff: dt.datetime) -> sa.Select:
+    """Events of ``[start, cutoff)`` with what the risk signals need (score, content type)."""
+    meta = EVENTS.c.activity_metadata
+    return sa.select(
+        EVENTS.c.event_id,
+        EVENTS.c.student_id,
+        EVENTS.c.student_username,
+        EVENTS.c.mentor_id,
+        EVENTS.c.course_id,
+        EVENTS.c.course_title,
+        EVENTS.c.activity_id,
+        EVENTS.c.activity_title,
+        EVENTS.c.event_type,
+        EVENTS.c.timestamp,
+        meta["percentage"].as_float().label("percentage"),
+        meta["content_type"].as_string().label("content_type"),
+    ).where(EVENTS.c.timestamp >= to_utc(start), EVENTS.c.timestamp < to_utc(cutoff))
+
+
+def passed_before(start: dt.datetime, cutoff: dt.datetime) -> sa.Select:
+    """``(student_id, activity_id)`` of every exam passed before ``cutoff`` by a student active since ``start``."""
+    active = sa.select(EVENTS.c.student_id).where(
+        EVENTS.c.timestamp >= to_utc(start), EVENTS.c.timestamp < to_utc(cutoff)
+    )
+    return (
+        sa.select(EVENTS.c.student_id, EVENTS.c.activity_id)
+        .where(
+            EVENTS.c.event_type == EventType.EXAM_PASSED.value,
+            EVENTS.c.timestamp < to_utc(cutoff),
+            EVENTS.c.student_id.in_(active),
+        )
+        .distinct()
+    )
+
+
+def course_exams_before(cutoff: dt.datetime) -> sa.Select:
+    """``(course_id, activity_id)`` of every exam somebody started before ``cutoff``."""
+    return (
+        sa.select(EVENTS.c.course_id, EVENTS.c.activity_id)
+        .where(EVENTS.c.event_type == EventType.EXAM_STARTED.value, EVENTS.c.timestamp < to_utc(cutoff))
+        .distinct()
+    )
+
+
+def read_risk_inputs(
+    conn: sa.Connection, start: dt.datetime, cutoff: dt.datetime
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The events of ``[start, cutoff)``, the exams passed and the exams of each course before ``cutoff``."""
+    events = db.read_typed(conn, risk_events(start, cutoff))
+    passed = db.read_typed(conn, passed_before(start, cutoff))
+    exams = db.read_typed(conn, course_exams_before(cutoff))
+    return events, passed, exams
+
+
+def write_student_risk(conn: sa.Connection, rows: pd.DataFrame, as_of: dt.date) -> load.UpsertResult:
+    """Make ``student_risk`` of day ``as_of`` equal ``rows`` (``reasons`` as lists of dicts)."""
+    table = student_risk
+    frame = rows.assign(reasons=[json.dumps(r, ensure_ascii=False) for r in rows["reasons"]])
+    stage = [sa.Column(c.name, sa.Text if c.name == "reasons" else c.type) for c in table.columns if c.name in frame]
+    return load.upsert(
+        conn,
+        table,
+        frame,
+        ["student_id", "course_id", "as_of"],
+        touch="updated_at",
+        stage_columns=stage,
+        casts={"reasons": table.c.reasons.type},
+        prune=table.c.as_of == as_of,
+    )
+
+
+def latest_day(conn: sa.Connection, on_or_before: dt.date | None = None) -> dt.date | None:
+    """The latest ``as_of`` computed (on or before ``on_or_before``, if given)."""
+    stmt = sa.select(sa.func.max(student_risk.c.as_of))
+    if on_or_before is not None:
+        stmt = stmt.where(student_risk.c.as_of <= on_or_before)
+    value = conn.execute(stmt).scalar_one_or_none()
+    return None if value is None else pd.Timestamp(value).date()
+
+
+def risk_rows(as_of: dt.date, levels: tuple[str, ...] | None = None, course_id: int | None = None) -> sa.Select:
+    """``student_risk`` of day ``as_of``, of ``levels`` and ``course_id`` when given, worst first."""
+    table = student_risk
+    stmt = sa.select(*table.columns).where(table.c.as_of == as_of)
+    if levels is not None:
+        stmt = stmt.where(table.c.risk_level.in_(levels))
+    if course_id is not None:
+        stmt = stmt.where(table.c.course_id == course_id)
+    return stmt.order_by(table.c.risk_score.desc(), table.c.course_id, table.c.student_id)
+
+
+def flagged_without_reasons(
+    postgres: bool, first_day: dt.date | None = None, end_day: dt.date | None = None
+) -> sa.Select:
+    """``high``/``medium`` rows of ``student_risk`` (days ``[first_day, end_day)`` if given) with no reason."""
+    table = student_risk
+    length = (sa.func.jsonb_array_length if postgres else sa.func.json_array_length)(table.c.reasons)
+    stmt = sa.select(table.c.student_id, table.c.course_id, table.c.as_of, table.c.risk_level, table.c.reasons).where(
+        table.c.risk_level.in_(("high", "medium"))
+    )
+    if first_day is not None and end_day is not None:
+        stmt = stmt.where(table.c.as_of >= first_day, table.c.as_of < end_day)
+    return stmt.where(sa.or_(table.c.reasons.is_(None), length == 0))
