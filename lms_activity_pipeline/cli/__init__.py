@@ -10,11 +10,14 @@ import warnings
 from collections.abc import Sequence
 
 from lms_activity_pipeline.cli import demo, monitor
+from lms_activity_pipeline.cli import risk as risk_command
 from lms_activity_pipeline.errors import ConfigError
 from lms_activity_pipeline.settings import load_settings
 
 #: Each command: its module adds its parser and runs it (``add_parser(sub, common)``, ``run(settings, args)``).
 COMMANDS = {"demo": demo, "monitor": monitor}
+# students at risk
+COMMANDS["risk"] = risk_command
 
 
 def build_parser() -> argparse.ArgumentParser:

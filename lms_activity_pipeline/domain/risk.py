@@ -298,6 +298,13 @@ def _reason(code: str, detail: str, value: float, threshold: float) -> dict[str,
     return {"code": code, "detail": detail, "value": value, "threshold": threshold}
 
 
+def levels_from(level: str) -> tuple[str, ...]:
+    """``level`` and the worse levels: ``"medium"`` -> ``("high", "medium")``."""
+    if level not in LEVEL_RANK:
+        raise ValueError(f"unknown risk level {level!r}: use one of {', '.join(LEVELS)}")
+    return tuple(x for x in LEVELS if LEVEL_RANK[x] >= LEVEL_RANK[level])
+
+
 def at_or_above(levels: pd.Series, level: str) -> pd.Series:
     """Rows whose ``risk_level`` is ``level`` or worse."""
     if level not in LEVEL_RANK:
