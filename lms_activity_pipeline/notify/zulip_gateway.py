@@ -168,6 +168,10 @@ class ZulipGateway:
             )
         return Reply(ReplyKind.OK, {"result": "success"}, status=reply.status)
 
+    def get_message(self, message_id: int) -> Reply:
+        """``GET messages/{message_id}``: OK with ``body["message"]`` (its ``reactions`` among the fields)."""
+        return self._call(f"messages/{int(message_id)}", "GET", None, idempotent=True, expect=("message", dict))
+
     # --- internals ------------------------------------------------------------------
 
     def pause(self) -> float:

@@ -381,11 +381,20 @@ risk_digest_log = sa.Table(
     ),
     sa.Column("course_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Courses.id"),
     sa.Column("as_of", sa.Date, primary_key=True, comment="The student_risk day told"),
-    sa.Column("risk_level", sa.Text, nullable=False, comment="The level told: high, medium, or resolved"),
-    sa.Column("status", sa.Text, nullable=False, comment="pending, sent, failed or dry_run"),
+    sa.Column("risk_level", sa.Text, nullable=False, comment="What was told: high, medium, or resolved"),
+    sa.Column(
+        "is_new", sa.Boolean, nullable=False, comment="Not flagged in the mentor's previous digest of the course"
+    ),
+    sa.Column("status", sa.Text, nullable=False, comment="pending, sending, sent, failed or dry_run"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0", comment="Send attempts"),
     sa.Column("message_id", sa.BigInteger, comment="Zulip id of the digest message that told it"),
+    sa.Column("zulip_user_id", sa.BigInteger, comment="The mentor's Zulip user id"),
+    sa.Column("content_digest", sa.Text, comment="SHA-256 of the digest text: how an uncertain send is found on Zulip"),
     sa.Column("error_message", sa.Text, comment="Why the last attempt failed"),
-    sa.Column("sent_at", TS, comment="When the digest went out"),
+    sa.Column("enqueued_at", TS, nullable=False, server_default=_now(), comment="When the mentor was due"),
+    sa.Column("attempted_at", TS, comment="When the last send started"),
+    sa.Column("sent_at", TS, comment="When the digest went out (or was rendered, dry-run)"),
+    sa.Index("ix_risk_digest_log_status", "status"),
     comment="The at-risk digest outbox: one row per (mentor, student, course, day) told, exactly once",
 )
 

@@ -35,7 +35,11 @@ def test_definitions_carry_every_contract_name(tmp_path) -> None:
     assert {j.name for j in defs.resolve_all_job_defs()} >= {names.INGEST_JOB, names.NOTIFY_JOB, names.QUALITY_JOB}
     assert [node.name for node in defs.resolve_job_def(names.NOTIFY_JOB).nodes] == [names.NOTIFY_OP]
     assert {s.name for s in defs.sensors or []} == {names.ACTIVITY_SENSOR, names.NOTIFY_AFTER_INGEST_SENSOR}
-    assert {s.name for s in defs.schedules or []} == {names.NOTIFY_RETRY_SCHEDULE, names.RISK_SCHEDULE}
+    assert {s.name for s in defs.schedules or []} == {
+        names.NOTIFY_RETRY_SCHEDULE,
+        names.RISK_SCHEDULE,
+        names.RISK_FEEDBACK_SCHEDULE,
+    }
     checks = {k.name for k in graph.asset_check_keys if k.asset_key == AssetKey(names.LMS_ACTIVITY_EVENTS)}
     assert checks == {
         "event_key_unique",

@@ -203,3 +203,44 @@ def test_bad_thresholds_and_levels_are_refused() -> None:
 def test_no_events_gives_an_empty_frame_with_the_columns() -> None:
     out = assess([])
     assert out.empty and list(out.columns) == risk.RISK_COLUMNS
+
+
+# --- the at-risk digest (pure) ---------------------------------------------------------------------
+
+from lms_activity_pipeline.domain import risk_digest as rd  # noqa: E402
+
+
+def test_digest_due_per_frequency() -> None:
+    now = dt.datetime(2025, 3, 20, 12, tzinfo=dt.UTC)
+    assert rd.is_due("weekly", None, now, "UTC")
+    assert not rd.is_due("weekly", now - dt.timedelta(days=6), now, "UTC")
+    assert rd.is_due("weekly", now - dt.timedelta(days=7), now, "UTC")
+    assert not rd.is_due("daily", now - dt.timedelta(hours=11), now, "UTC")
+    assert rd.is_due("daily", now - dt.timedelta(hours=13), now, "UTC")
+    assert rd.is_due("daily", now - dt.timedelta(hours=11), now, "Pacific/Kiritimati")  # a new day there
+    assert rd.is_due("immediate", now, now, "UTC")
+    with pytest.raises(ValueError, match="unknown digest frequency 'hourly'"):
+        rd.is_due("hourly", None, now, "UTC")
+
+
+def test_plan_marks_new_and_resolved_and_leaves_pairs_not_due() -> None:
+    cols = ["mentor_id", "student_id", "course_id", "risk_level"]
+    flagged = pd.DataFrame([(10, 1, 5, "high"), (10, 2, 5, "medium"), (11, 3, 5, "high")], columns=cols)
+    previous = pd.DataFrame([(10, 1, 5), (10, 4, 5), (11, 3, 5)], columns=cols[:3])
+    plan = rd.plan_enqueue(flagged, previous, lambda mentor, course: mentor == 10, AS_OF)
+    assert list(plan.itertuples(index=False, name=None)) == [
+        (10, 1, 5, AS_OF, "high", False),
+        (10, 2, 5, AS_OF, "medium", True),
+        (10, 4, 5, AS_OF, "resolved", False),
+    ]
+
+
+def test_digest_text_escapes_names_and_stays_under_the_limit() -> None:
+    reasons = [{"code": "inactive", "detail": "no activity in the course for 9 days, with an exam not passed yet"}]
+    students = [rd.DigestStudent(i, f"@**all** student {i}", "high", reasons, new=i == 0) for i in range(400)]
+    digest = rd.Digest("Algebra [I](http://x)", AS_OF, students, on_track=[("dave", 4)])
+    text = rd.render_digest(digest, limit=3000)
+    assert len(text) <= 3000 and "@**all**" not in text and "](http" not in text
+    assert "(new)" in text.splitlines()[2] and "more (see `lms-activity risk`)" in text
+    assert "🌟 Good news: 1 student on track, active day after day: dave (4 days)" in text
+    assert text.endswith("React 👍 if so, 👎 if someone here is wrongly flagged.")

@@ -622,3 +622,73 @@ def _handler_for(server: FakeZulip) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
+
+
+# --- students at risk: emoji reactions, as Zulip's API has them ----------------------------------
+# ``POST /messages/{id}/reactions`` and ``DELETE /messages/{id}/reactions`` (``emoji_name``, optional
+# ``emoji_code`` / ``reaction_type``) by a participant of the message, and ``GET /messages/{id}``, whose
+# ``message`` carries ``reactions``: ``[{"emoji_name", "emoji_code", "reaction_type", "user_id", "user"}]``.
+
+#: The few unicode emoji names the fake knows, with Zulip's codes (``thumbs_up`` is also ``+1``).
+FAKE_EMOJI = {"+1": "1f44d", "thumbs_up": "1f44d", "-1": "1f44e", "thumbs_down": "1f44e", "octopus": "1f419"}
+
+
+def _reactions_of(server: FakeZulip) -> dict[int, list[dict[str, Any]]]:
+    """Reactions per message id, kept on the server object."""
+    return server.__dict__.setdefault("_reactions", {})
+
+
+def _message_for(server: FakeZulip, message_id: str, reader: FakeUser) -> StoredMessage:
+    """The stored message ``message_id`` if ``reader`` may see it (sender or recipient), as Zulip checks."""
+    found = next((m for m in server.messages if str(m.id) == message_id), None)
+    if found is None or reader.user_id not in {*found.recipient_ids, server.user(found.sender_email).user_id}:
+        raise ApiError(400, "BAD_REQUEST", "Invalid message(s)")
+    return found
+
+
+def _answer_with_reactions(
+    self: FakeZulip, method: str, parts: list[str], params: dict[str, str], sender: FakeUser
+) -> _Reply:
+    if parts[0] != "messages" or len(parts) < 2 or not parts[1].isdigit():
+        return _answer_without_reactions(self, method, parts, params, sender)
+    message = _message_for(self, parts[1], sender)
+    reactions = _reactions_of(self).setdefault(message.id, [])
+    if len(parts) == 2 and method == "GET":
+        body = {
+            "id": message.id,
+            "type": "private",
+            "sender_id": self.user(message.sender_email).user_id,
+            "sender_email": message.sender_email,
+            "content": message.content if params.get("apply_markdown") == "false" else f"<p>{message.content}</p>",
+            "timestamp": int(message.timestamp),
+            "reactions": [dict(r) for r in reactions],
+        }
+        return _Reply(200, {"result": "success", "msg": "", "message": body, "raw_content": message.content})
+    if parts[2:] == ["reactions"] and method in ("POST", "DELETE"):
+        name = params.get("emoji_name", "")
+        code = params.get("emoji_code") or FAKE_EMOJI.get(name)
+        if not name or code is None:
+            raise ApiError(400, "BAD_REQUEST", f"Emoji '{name}' does not exist")
+        mine = [r for r in reactions if r["user_id"] == sender.user_id and r["emoji_code"] == code]
+        if method == "POST":
+            if mine:
+                raise ApiError(400, "BAD_REQUEST", "Reaction already exists.")
+            reactions.append(
+                {
+                    "emoji_name": name,
+                    "emoji_code": code,
+                    "reaction_type": params.get("reaction_type", "unicode_emoji"),
+                    "user_id": sender.user_id,
+                    "user": {"id": sender.user_id, "email": sender.email, "full_name": sender.full_name},
+                }
+            )
+        else:
+            if not mine:
+                raise ApiError(400, "BAD_REQUEST", "Reaction doesn't exist.")
+            reactions.remove(mine[0])
+        return _Reply(200, {"result": "success", "msg": ""})
+    raise ApiError(405, "BAD_REQUEST", "Method Not Allowed")
+
+
+_answer_without_reactions = FakeZulip._answer
+FakeZulip._answer = _answer_with_reactions  # type: ignore[method-assign]

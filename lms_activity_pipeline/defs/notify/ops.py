@@ -7,7 +7,13 @@ from dagster import AssetMaterialization, Config, MetadataValue, Nothing, OpExec
 from pydantic import Field
 
 from lms_activity_pipeline import names
-from lms_activity_pipeline.defs.resources import LMSResource, PipelineSettings, WarehouseResource, ZulipResource
+from lms_activity_pipeline.defs.resources import (
+    LMSResource,
+    PipelineSettings,
+    RiskSettings,
+    WarehouseResource,
+    ZulipResource,
+)
 from lms_activity_pipeline.domain.outbox import OutboxStatus
 from lms_activity_pipeline.notify.notifier import Notifier, NotifySummary, ZulipSetup
 from lms_activity_pipeline.notify.request import NotifyRequest
@@ -148,6 +154,7 @@ def send_mentor_notifications(
     warehouse: WarehouseResource,
     settings: PipelineSettings,
     zulip: ZulipResource,
+    risk: RiskSettings,
 ) -> None:
     event_types = selected_event_types(config, settings)
     setup = zulip_setup(zulip) if settings.notify_enabled else None
@@ -171,3 +178,9 @@ def send_mentor_notifications(
             },
         )
     )
+    # students at risk: the at-risk digests that are due go out with the same run
+    if settings.notify_enabled:
+        from lms_activity_pipeline.defs.risk.digests import digest_metadata, risk_digests
+
+        digests = risk_digests(context, warehouse, lms, setup, risk).run()
+        context.add_output_metadata(digest_metadata(digests))
