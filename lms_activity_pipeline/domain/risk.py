@@ -4,12 +4,12 @@ Point in time: :func:`assess_risk` sees only events before ``cutoff`` (the end o
 a day computed later gives the same rows as it did on the day. The caller hands it
 
 - ``events``: the events of ``[cutoff - horizon, cutoff)`` (:data:`RISK_EVENT_COLUMNS`),
-- ``passed``: every ``(student_id, activity_id)`` with an ``exam_passed`` event before ``cutoff``,
-- ``course_exams``: every ``(course_id, activity_id)`` of an exam somebody started before ``cutoff``.
+- ``passed``: every ``(student_id, activity_id)`` with an ``exam_passed`` event before ``cutoff``.
 
 A (student, course) pair is assessed while the student has an event in the course within the horizon.
 
-The rules model (``rules-<version>``): ``high`` when ``inactive`` holds or two or more other reasons hold,
+``inactive`` needs an exam of the course the student has taken (an exam event in the horizon) and not
+passed. The rules model (``rules-<version>``): ``high`` when ``inactive`` holds or two or more other reasons hold,
 ``medium`` when one other reason holds, ``low`` otherwise. ``risk_score`` is ``1 - prod(1 - weight)``
 over the reasons that hold (0 with none).
 """
@@ -46,6 +46,7 @@ LEVEL_RANK = {HIGH: 2, MEDIUM: 1, LOW: 0}
 
 WATCHABLE = ("video", "audio")
 RESULT_TYPES = (EventType.EXAM_PASSED.value, EventType.EXAM_FAILED.value)
+EXAM_TYPES = (EventType.EXAM_STARTED.value, EventType.EXAM_COMPLETED.value, *RESULT_TYPES)
 
 RISK_EVENT_COLUMNS = [
     "event_id",
@@ -113,7 +114,6 @@ def empty_risk() -> pd.DataFrame:
 def assess_risk(
     events: pd.DataFrame,
     passed: pd.DataFrame,
-    course_exams: pd.DataFrame,
     as_of: dt.date,
     cutoff: dt.datetime,
     timezone: str,
@@ -140,7 +140,7 @@ def assess_risk(
     )
     pairs["days_inactive"] = ((end - pairs["last_event_at"]).dt.total_seconds() / 86400).round(2)
 
-    pairs = pairs.join(_exam_state(frame, passed, course_exams)).join(_stalled(frame, end, thresholds))
+    pairs = pairs.join(_exam_state(frame, passed)).join(_stalled(frame, end, thresholds))
     pairs = pairs.join(_declining(frame, thresholds)).join(_streak(frame, as_of, timezone))
     for column in ("unpassed_exams", "failed_in_row", "stalled_contents", "streak_days", "open_exams"):
         pairs[column] = pairs[column].fillna(0).astype("int64")
@@ -170,15 +170,14 @@ def assess_risk(
     return out[RISK_COLUMNS]
 
 
-def _exam_state(frame: pd.DataFrame, passed: pd.DataFrame, course_exams: pd.DataFrame) -> pd.DataFrame:
-    """Per pair: exams of the course not passed yet (``open_exams``), exams failed and not passed
-    (``unpassed_exams``), the longest current run of failures on one exam (``failed_in_row``)."""
+def _exam_state(frame: pd.DataFrame, passed: pd.DataFrame) -> pd.DataFrame:
+    """Per pair: exams of the course the student took and has not passed (``open_exams``), of those the
+    ones failed (``unpassed_exams``), the longest current run of failures on one exam (``failed_in_row``)."""
     keys = ["student_id", "course_id"]
     passed_keys = {(int(s), int(a)) for s, a in zip(passed["student_id"], passed["activity_id"], strict=True)}
     pairs = frame[keys].drop_duplicates()
-    known = course_exams.astype({"course_id": "int64", "activity_id": "int64"}).drop_duplicates()
-    open_ = pairs.merge(known, on="course_id")
-    open_ = open_[~_member(open_, "student_id", "activity_id", passed_keys)]
+    taken = frame[frame["event_type"].isin(EXAM_TYPES)][[*keys, "activity_id"]].drop_duplicates()
+    open_ = taken[~_member(taken, "student_id", "activity_id", passed_keys)]
     open_counts = open_.groupby(keys).size().rename("open_exams")
 
     results = frame[frame["event_type"].isin(RESULT_TYPES)][[*keys, "activity_id", "activity_title", "event_type"]]

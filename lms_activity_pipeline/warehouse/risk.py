@@ -57,23 +57,11 @@ def passed_before(start: dt.datetime, cutoff: dt.datetime) -> sa.Select:
     )
 
 
-def course_exams_before(cutoff: dt.datetime) -> sa.Select:
-    """``(course_id, activity_id)`` of every exam somebody started before ``cutoff``."""
-    return (
-        sa.select(EVENTS.c.course_id, EVENTS.c.activity_id)
-        .where(EVENTS.c.event_type == EventType.EXAM_STARTED.value, EVENTS.c.timestamp < to_utc(cutoff))
-        .distinct()
-    )
-
-
-def read_risk_inputs(
-    conn: sa.Connection, start: dt.datetime, cutoff: dt.datetime
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """The events of ``[start, cutoff)``, the exams passed and the exams of each course before ``cutoff``."""
+def read_risk_inputs(conn: sa.Connection, start: dt.datetime, cutoff: dt.datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The events of ``[start, cutoff)`` and the exams their students passed before ``cutoff``."""
     events = db.read_typed(conn, risk_events(start, cutoff))
     passed = db.read_typed(conn, passed_before(start, cutoff))
-    exams = db.read_typed(conn, course_exams_before(cutoff))
-    return events, passed, exams
+    return events, passed
 
 
 def write_student_risk(conn: sa.Connection, rows: pd.DataFrame, as_of: dt.date) -> load.UpsertResult:

@@ -160,8 +160,8 @@ class Warehouse:
         return {str(day): int(n) for day, n in days.value_counts().items()}
 
     # --- students at risk ---
-    def risk_inputs(self, start: dt.datetime, cutoff: dt.datetime) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-        """Events of ``[start, cutoff)``, exams passed and exams per course before ``cutoff`` (``student_risk``)."""
+    def risk_inputs(self, start: dt.datetime, cutoff: dt.datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Events of ``[start, cutoff)`` and the exams their students passed before ``cutoff`` (``student_risk``)."""
         with self.engine.connect() as conn:
             return risk_sql.read_risk_inputs(conn, start, cutoff)
 

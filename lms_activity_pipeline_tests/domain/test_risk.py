@@ -45,12 +45,8 @@ def passed_of(rows: list[tuple[int, int]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["student_id", "activity_id"], dtype="int64")
 
 
-def exams_of(rows: list[tuple[int, int]]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=["course_id", "activity_id"], dtype="int64")
-
-
-def assess(rows: list[tuple], passed: list[tuple[int, int]] = (), exams: list[tuple[int, int]] = ((1, EXAM),), **kw):
-    return assess_risk(events(rows), passed_of(list(passed)), exams_of(list(exams)), AS_OF, CUTOFF, "UTC", **kw)
+def assess(rows: list[tuple], passed: list[tuple[int, int]] = (), **kw):
+    return assess_risk(events(rows), passed_of(list(passed)), AS_OF, CUTOFF, "UTC", **kw)
 
 
 def by_student(frame: pd.DataFrame) -> dict[int, dict]:
@@ -130,19 +126,22 @@ def test_declining_scores_need_three_strictly_falling_results() -> None:
         (2, 1, EXAM2, "exam_passed", "2025-03-17 10:00", 80.0),
     ]
     passed = [(1, EXAM), (1, EXAM2), (2, EXAM), (2, EXAM2)]
-    out = by_student(assess(rows, passed=passed, exams=[(1, EXAM), (1, EXAM2)]))
+    out = by_student(assess(rows, passed=passed))
     assert codes(out[1]) == ["declining_scores"]
     assert out[1]["reasons"][0]["detail"] == "the last 3 exam scores fell: 95% → 80% → 70%"
     assert out[2]["declining_scores"] is False or not out[2]["declining_scores"]
 
 
-def test_inactive_needs_an_exam_of_the_course_not_passed_counting_exams_others_took() -> None:
-    # Student 1 passed EXAM but the course also has EXAM2 (somebody started it): still open.
-    rows = [(1, 1, EXAM, "exam_passed", "2025-03-01 10:00", 90.0)]
-    out = by_student(assess(rows, passed=[(1, EXAM)], exams=[(1, EXAM), (1, EXAM2)]))
-    assert codes(out[1]) == ["inactive"]
-    out = by_student(assess(rows, passed=[(1, EXAM)], exams=[(1, EXAM)]))
-    assert out[1]["risk_level"] == "low"
+def test_inactive_needs_an_exam_the_student_took_and_has_not_passed() -> None:
+    rows = [
+        (1, 1, EXAM, "exam_passed", "2025-03-01 10:00", 90.0),  # took one exam, passed it, went silent
+        (2, 1, ARTICLE, "content_completed", "2025-03-01 10:00", None),  # took no exam
+        (3, 1, EXAM, "exam_passed", "2025-03-01 10:00", 90.0),
+        (3, 1, EXAM2, "exam_started", "2025-03-02 10:00", None),  # a second exam, open
+    ]
+    out = by_student(assess(rows, passed=[(1, EXAM), (3, EXAM)]))
+    assert out[1]["risk_level"] == "low" and out[2]["risk_level"] == "low"
+    assert codes(out[3]) == ["inactive"]
 
 
 def test_one_row_per_student_and_course() -> None:
@@ -150,7 +149,7 @@ def test_one_row_per_student_and_course() -> None:
         (1, 1, EXAM, "exam_started", "2025-03-19 10:00", None),
         (1, 2, 300, "exam_failed", "2025-03-19 11:00", 20.0),
     ]
-    out = assess(rows, exams=[(1, EXAM), (2, 300)])
+    out = assess(rows)
     assert list(zip(out["student_id"], out["course_id"], strict=True)) == [(1, 1), (1, 2)]
     assert list(out["risk_level"]) == ["low", "medium"]
     assert set(out["model"]) == {risk.RULES_MODEL} and set(out["as_of"]) == {AS_OF}
