@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import zulip
+from dagster import build_schedule_context
 
 from lms_activity_pipeline import names
 from lms_activity_pipeline.defs.resources import RiskSettings
@@ -121,9 +122,19 @@ def test_dry_run_digest_is_logged_once(backend: Backend) -> None:
     school_with_dave(backend)
     pipe = Pipeline(backend)
     pipe.ingest("2024-05-03", "2024-05-10")
+    assert retry_schedule_wants_a_run(pipe) is False  # nothing computed, nothing due
     run_student_risk(pipe.defs, pipe.instance, "2024-05-10")
+    assert retry_schedule_wants_a_run(pipe) is True  # only digests are due: the schedule starts a run
     meta = op_metadata(pipe.notify())
     assert meta["risk_digest_dry_run"] == 3 and meta["risk_digest_messages"] == 2
     assert "Students at risk in Algebra I" in meta["risk_digest_preview"]
     pipe.notify()
     assert set(log(pipe)["status"]) == {"dry_run"} and len(log(pipe)) == 3
+    assert retry_schedule_wants_a_run(pipe) is False
+
+
+def retry_schedule_wants_a_run(pipe: Pipeline) -> bool:
+    schedule = pipe.defs.resolve_schedule_def(names.NOTIFY_RETRY_SCHEDULE)
+    resources = {k: v for k, v in (pipe.defs.resources or {}).items() if k in ("warehouse", "settings", "risk")}
+    context = build_schedule_context(instance=pipe.instance, resources=resources)
+    return bool(schedule.evaluate_tick(context).run_requests)
