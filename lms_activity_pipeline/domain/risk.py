@@ -17,7 +17,6 @@ over the reasons that hold (0 with none).
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,6 +106,31 @@ class RiskThresholds:
             raise ValueError("risk horizon_days must be longer than inactive_days and stalled_days")
 
 
+@dataclass(frozen=True)
+class Names:
+    """Display names: ``students`` (student_id -> username), ``courses`` and ``activities`` (id -> title).
+
+    Read apart from the events (a day reads millions of events; their text columns would dominate)."""
+
+    students: pd.Series
+    courses: pd.Series
+    activities: pd.Series
+
+    @classmethod
+    def from_events(cls, events: pd.DataFrame) -> Names:
+        """The names the events carry (the latest of each)."""
+        ordered = events.sort_values("timestamp", kind="mergesort")
+
+        def latest(key: str, value: str) -> pd.Series:
+            return ordered.drop_duplicates(key, keep="last").set_index(key)[value]
+
+        return cls(
+            latest("student_id", "student_username"),
+            latest("course_id", "course_title"),
+            latest("activity_id", "activity_title"),
+        )
+
+
 def empty_risk() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in RISK_COLUMNS})
 
@@ -118,11 +142,13 @@ def assess_risk(
     cutoff: dt.datetime,
     timezone: str,
     thresholds: RiskThresholds = RiskThresholds(),
+    names: Names | None = None,
 ) -> pd.DataFrame:
     """One row of :data:`RISK_COLUMNS` per (student, course) with an event in the horizon before ``cutoff``.
 
     Rows are ordered by ``(student_id, course_id)``; ``reasons`` is a list of ``{code, detail, value,
-    threshold}`` dicts (:data:`REASON_CODES` order). Events at or after ``cutoff`` are ignored.
+    threshold}`` dicts (:data:`REASON_CODES` order). Events at or after ``cutoff`` are ignored. ``names``
+    defaults to the names the events carry (``student_username``, ``course_title``, ``activity_title``).
     """
     end = pd.Timestamp(cutoff).tz_convert("UTC")
     frame = events[
@@ -130,17 +156,15 @@ def assess_risk(
     ]
     if frame.empty:
         return empty_risk()
+    names = names if names is not None else Names.from_events(frame)
     frame = frame.sort_values(["timestamp", "event_id"], kind="mergesort").reset_index(drop=True)
     keys = ["student_id", "course_id"]
-    pairs = frame.groupby(keys, sort=True).agg(
-        student_username=("student_username", "last"),
-        course_title=("course_title", "last"),
-        mentor_id=("mentor_id", "last"),
-        last_event_at=("timestamp", "max"),
-    )
+    pairs = frame.groupby(keys, sort=True).agg(mentor_id=("mentor_id", "last"), last_event_at=("timestamp", "max"))
+    pairs["student_username"] = names.students.reindex(pairs.index.get_level_values(0)).to_numpy()
+    pairs["course_title"] = names.courses.reindex(pairs.index.get_level_values(1)).to_numpy()
     pairs["days_inactive"] = ((end - pairs["last_event_at"]).dt.total_seconds() / 86400).round(2)
 
-    pairs = pairs.join(_exam_state(frame, passed)).join(_stalled(frame, end, thresholds))
+    pairs = pairs.join(_exam_state(frame, passed, names)).join(_stalled(frame, end, thresholds, names))
     pairs = pairs.join(_declining(frame, thresholds)).join(_streak(frame, as_of, timezone))
     for column in ("unpassed_exams", "failed_in_row", "stalled_contents", "streak_days", "open_exams"):
         pairs[column] = pairs[column].fillna(0).astype("int64")
@@ -170,7 +194,7 @@ def assess_risk(
     return out[RISK_COLUMNS]
 
 
-def _exam_state(frame: pd.DataFrame, passed: pd.DataFrame) -> pd.DataFrame:
+def _exam_state(frame: pd.DataFrame, passed: pd.DataFrame, names: Names) -> pd.DataFrame:
     """Per pair: exams of the course the student took and has not passed (``open_exams``), of those the
     ones failed (``unpassed_exams``), the longest current run of failures on one exam (``failed_in_row``)."""
     keys = ["student_id", "course_id"]
@@ -180,15 +204,15 @@ def _exam_state(frame: pd.DataFrame, passed: pd.DataFrame) -> pd.DataFrame:
     open_ = taken[~_member(taken, "student_id", "activity_id", passed_keys)]
     open_counts = open_.groupby(keys).size().rename("open_exams")
 
-    results = frame[frame["event_type"].isin(RESULT_TYPES)][[*keys, "activity_id", "activity_title", "event_type"]]
+    results = frame[frame["event_type"].isin(RESULT_TYPES)][[*keys, "activity_id", "event_type"]]
     failed = results["event_type"] == EventType.EXAM_FAILED.value
     by_exam = [*keys, "activity_id"]
     # Run of failures since the exam's last pass: count failures after the last passed result.
     passes_so_far = (~failed).astype(int).groupby([results[k] for k in by_exam]).cumsum()
     total_passes = passes_so_far.groupby([results[k] for k in by_exam]).transform("max")
     trailing = results.assign(_fail=(failed & (passes_so_far == total_passes)).astype(int))
-    per_exam = trailing.groupby(by_exam).agg(run=("_fail", "sum"), title=("activity_title", "last"))
-    per_exam = per_exam.reset_index()
+    per_exam = trailing.groupby(by_exam).agg(run=("_fail", "sum")).reset_index()
+    per_exam["title"] = names.activities.reindex(per_exam["activity_id"]).to_numpy()
     per_exam["ever_passed"] = _member(per_exam, "student_id", "activity_id", passed_keys)
     per_exam["unpassed"] = (per_exam["run"] > 0) & ~per_exam["ever_passed"]
     worst = per_exam.sort_values(["run", "activity_id"], ascending=[False, True]).groupby(keys).first()
@@ -208,38 +232,44 @@ def _member(frame: pd.DataFrame, a: str, b: str, keys: set[tuple[int, int]]) -> 
     return np.fromiter(((int(x), int(y)) in keys for x, y in pairs), dtype=bool, count=len(frame))
 
 
-def _stalled(frame: pd.DataFrame, end: pd.Timestamp, thresholds: RiskThresholds) -> pd.DataFrame:
+def _stalled(frame: pd.DataFrame, end: pd.Timestamp, thresholds: RiskThresholds, names: Names) -> pd.DataFrame:
     """Per pair: video/audio started at least ``stalled_days`` ago and not watched or completed since."""
     keys = ["student_id", "course_id"]
     media = frame[frame["content_type"].isin(WATCHABLE)]
     started = media[media["event_type"] == EventType.CONTENT_STARTED.value]
     done = media[media["event_type"].isin((EventType.CONTENT_WATCHED.value, EventType.CONTENT_COMPLETED.value))]
-    first = started.groupby([*keys, "activity_id"]).agg(started=("timestamp", "min"), title=("activity_title", "last"))
+    first = started.groupby([*keys, "activity_id"]).agg(started=("timestamp", "min"))
     finished = {(int(s), int(a)) for s, a in zip(done["student_id"], done["activity_id"], strict=True)}
     first = first.reset_index()
     first = first[~_member(first, "student_id", "activity_id", finished)]
     first = first[first["started"] <= end - pd.Timedelta(days=thresholds.stalled_days)]
+    first = first.assign(title=names.activities.reindex(first["activity_id"]).to_numpy())
     grouped = first.sort_values("activity_id").groupby(keys)
     return pd.DataFrame({"stalled_contents": grouped.size(), "stalled_title": grouped["title"].first()})
 
 
 def _declining(frame: pd.DataFrame, thresholds: RiskThresholds) -> pd.DataFrame:
-    """Per pair: do the last ``declining_attempts`` graded results in the course strictly fall?"""
+    """Per pair: do the last ``declining_attempts`` graded results in the course strictly fall? (and,
+    where they do, those scores)."""
     keys = ["student_id", "course_id"]
     n = thresholds.declining_attempts
     graded = frame[frame["event_type"].isin(RESULT_TYPES) & frame["percentage"].notna()]
-    last = graded.groupby(keys).tail(n)
-    scores = last.groupby(keys)["percentage"].agg(list)
-    falling = scores.map(lambda s: len(s) == n and all(a > b for a, b in itertools.pairwise(s)))
+    last = graded.groupby(keys).tail(n)[[*keys, "percentage"]]
+    last = last.assign(_fell=last.groupby(keys)["percentage"].shift() > last["percentage"])
+    summary = last.groupby(keys).agg(results=("percentage", "size"), falls=("_fell", "sum"))
+    falling = (summary["results"] == n) & (summary["falls"] == n - 1)
+    chosen = last[last.set_index(keys).index.isin(falling[falling].index)]
+    scores = chosen.groupby(keys)["percentage"].agg(list)
     return pd.DataFrame({"declining_scores": falling, "scores": scores})
 
 
 def _streak(frame: pd.DataFrame, as_of: dt.date, timezone: str) -> pd.Series:
     """Per pair: consecutive days with an event in the course, ending on ``as_of`` (0: none that day)."""
     keys = ["student_id", "course_id"]
-    days = frame.assign(_day=frame["timestamp"].dt.tz_convert(timezone).dt.date)[[*keys, "_day"]].drop_duplicates()
-    days["_back"] = [(as_of - d).days for d in days["_day"]]
-    days = days.sort_values([*keys, "_back"])
+    local = frame["timestamp"].dt.tz_convert(timezone).dt.tz_localize(None).dt.floor("D")
+    back = (pd.Timestamp(as_of) - local) // pd.Timedelta(days=1)
+    days = pd.DataFrame({"student_id": frame["student_id"], "course_id": frame["course_id"], "_back": back})
+    days = days[days["_back"] >= 0].drop_duplicates().sort_values([*keys, "_back"])
     # A streak of k: the pair's days back from as_of are exactly 0, 1, ..., k-1 at the start of its list.
     days["_rank"] = days.groupby(keys).cumcount()
     unbroken = days[days["_back"] == days["_rank"]]
@@ -249,9 +279,10 @@ def _streak(frame: pd.DataFrame, as_of: dt.date, timezone: str) -> pd.Series:
 def _reasons(pairs: pd.DataFrame, holds: dict[str, pd.Series], t: RiskThresholds) -> list[list[dict[str, Any]]]:
     """The reasons that hold per row, each ``{code, detail, value, threshold}`` in plain words."""
     masks = {code: holds[code].to_numpy() for code in REASON_CODES}
-    rows = pairs.to_dict("records")
-    out: list[list[dict[str, Any]]] = []
-    for i, row in enumerate(rows):
+    any_reason = np.logical_or.reduce([masks[code] for code in REASON_CODES])
+    out: list[list[dict[str, Any]]] = [[] for _ in range(len(pairs))]
+    flagged = np.flatnonzero(any_reason)
+    for i, row in zip(flagged, pairs.iloc[flagged].to_dict("records"), strict=True):
         reasons: list[dict[str, Any]] = []
         if masks[INACTIVE][i]:
             days = float(row["days_inactive"])
@@ -289,7 +320,7 @@ def _reasons(pairs: pd.DataFrame, holds: dict[str, pd.Series], t: RiskThresholds
                     t.declining_attempts,
                 )
             )
-        out.append(reasons)
+        out[i] = reasons
     return out
 
 

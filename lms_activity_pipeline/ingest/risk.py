@@ -52,8 +52,8 @@ def assess_day(
 ) -> pd.DataFrame:
     """The ``student_risk`` rows of one day, from what the warehouse held before ``cutoff``."""
     start = cutoff - dt.timedelta(days=thresholds.horizon_days)
-    events, passed = store.risk_inputs(start, cutoff)
-    return risk.assess_risk(events, passed, as_of, cutoff, timezone, thresholds)
+    events, passed, names = store.risk_inputs(start, cutoff)
+    return risk.assess_risk(events, passed, as_of, cutoff, timezone, thresholds, names)
 
 
 def compute_student_risk(

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from lms_activity_pipeline import db
 from lms_activity_pipeline.domain.event_types import EventType
+from lms_activity_pipeline.domain.risk import Names
 from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse import load
 from lms_activity_pipeline.warehouse.schema import lms_activity_events, student_risk
@@ -23,17 +24,15 @@ EVENTS = lms_activity_events
 
 
 def risk_events(start: dt.datetime, cutoff: dt.datetime) -> sa.Select:
-    """Events of ``[start, cutoff)`` with what the risk signals need (score, content type)."""
+    """Events of ``[start, cutoff)`` with what the risk signals need (score, content type); no names (see
+    :func:`names_in`: millions of rows of text would cost more than everything else)."""
     meta = EVENTS.c.activity_metadata
     return sa.select(
         EVENTS.c.event_id,
         EVENTS.c.student_id,
-        EVENTS.c.student_username,
         EVENTS.c.mentor_id,
         EVENTS.c.course_id,
-        EVENTS.c.course_title,
         EVENTS.c.activity_id,
-        EVENTS.c.activity_title,
         EVENTS.c.event_type,
         EVENTS.c.timestamp,
         meta["percentage"].as_float().label("percentage"),
@@ -57,11 +56,28 @@ def passed_before(start: dt.datetime, cutoff: dt.datetime) -> sa.Select:
     )
 
 
-def read_risk_inputs(conn: sa.Connection, start: dt.datetime, cutoff: dt.datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The events of ``[start, cutoff)`` and the exams their students passed before ``cutoff``."""
+def names_in(start: dt.datetime, cutoff: dt.datetime, key: sa.Column, name: sa.Column) -> sa.Select:
+    """One name per ``key`` among the events of ``[start, cutoff)`` (the greatest, if it changed)."""
+    window = [EVENTS.c.timestamp >= to_utc(start), EVENTS.c.timestamp < to_utc(cutoff)]
+    return sa.select(key, sa.func.max(name).label("name")).where(*window).group_by(key)
+
+
+def read_risk_inputs(
+    conn: sa.Connection, start: dt.datetime, cutoff: dt.datetime
+) -> tuple[pd.DataFrame, pd.DataFrame, Names]:
+    """The events of ``[start, cutoff)``, the exams their students passed before ``cutoff``, and the names of
+    their students, courses and activities."""
     events = db.read_typed(conn, risk_events(start, cutoff))
     passed = db.read_typed(conn, passed_before(start, cutoff))
-    return events, passed
+    found = {
+        key.name: db.read_typed(conn, names_in(start, cutoff, key, name)).set_index(key.name)["name"]
+        for key, name in (
+            (EVENTS.c.student_id, EVENTS.c.student_username),
+            (EVENTS.c.course_id, EVENTS.c.course_title),
+            (EVENTS.c.activity_id, EVENTS.c.activity_title),
+        )
+    }
+    return events, passed, Names(found["student_id"], found["course_id"], found["activity_id"])
 
 
 def write_student_risk(conn: sa.Connection, rows: pd.DataFrame, as_of: dt.date) -> load.UpsertResult:

@@ -343,7 +343,7 @@ student_risk = sa.Table(
     ),
     sa.Column("model", sa.Text, nullable=False, comment="What produced the row: rules-<version> or learned-<version>"),
     sa.Column("student_username", sa.Text, comment="LMS username of the student"),
-    sa.Column("course_title", sa.Text, comment="Course title at the student's latest event in the course"),
+    sa.Column("course_title", sa.Text, comment="Course title as the events of the 60 days record it"),
     sa.Column("mentor_id", sa.BigInteger, comment="Student's mentor at their latest event in the course"),
     sa.Column(
         "last_event_at", TS, nullable=False, comment="Latest event of the student in the course before as_of ends"

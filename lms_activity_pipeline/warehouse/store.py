@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from lms_activity_pipeline import db
 from lms_activity_pipeline.db import Query
 from lms_activity_pipeline.domain.features import History
+from lms_activity_pipeline.domain.risk import Names
 from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.lms.queries import ExtractWindow, window_filter
 from lms_activity_pipeline.settings import DEFAULT_WAREHOUSE_SCHEMA
@@ -160,8 +161,9 @@ class Warehouse:
         return {str(day): int(n) for day, n in days.value_counts().items()}
 
     # --- students at risk ---
-    def risk_inputs(self, start: dt.datetime, cutoff: dt.datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Events of ``[start, cutoff)`` and the exams their students passed before ``cutoff`` (``student_risk``)."""
+    def risk_inputs(self, start: dt.datetime, cutoff: dt.datetime) -> tuple[pd.DataFrame, pd.DataFrame, Names]:
+        """Events of ``[start, cutoff)``, the exams their students passed before ``cutoff``, and names
+        (``student_risk``)."""
         with self.engine.connect() as conn:
             return risk_sql.read_risk_inputs(conn, start, cutoff)
 
