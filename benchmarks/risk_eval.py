@@ -110,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--horizon", type=int, default=14, help="days after the evaluated day that decide the label")
     parser.add_argument("--eval-days", type=int, default=3, help="evaluated days (each one timed)")
+    parser.add_argument("--reuse", action="store_true", help="keep the events a previous run loaded (same sizes)")
     args = parser.parse_args(argv)
-    url = args.url or ensure_database(database_url(DEFAULT_SERVER, "bench_risk"), recreate=True)
-    if url.startswith("sqlite:///"):
+    url = args.url or ensure_database(database_url(DEFAULT_SERVER, "bench_risk"), recreate=not args.reuse)
+    if url.startswith("sqlite:///") and not args.reuse:
         Path(url.removeprefix("sqlite:///")).unlink(missing_ok=True)
 
     began = time.perf_counter()
@@ -122,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     store = Warehouse(url, SCHEMA)
     store.migrate()
-    began = time.perf_counter()
-    load(store.engine, events)
-    print(f"loaded lms_activity_events in {time.perf_counter() - began:.1f} s ({store.engine.dialect.name})")
+    if not args.reuse:
+        began = time.perf_counter()
+        load(store.engine, events)
+        print(f"loaded lms_activity_events in {time.perf_counter() - began:.1f} s ({store.engine.dialect.name})")
 
     last = (NOW - dt.timedelta(days=args.horizon + 1)).date()
     totals = {"high": [0, 0, 0], "flagged": [0, 0, 0]}

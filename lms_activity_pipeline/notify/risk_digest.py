@@ -344,6 +344,14 @@ class RiskDigests:
             summary.preview.append(text)
 
 
+def digest_due(engine: Engine, *, frequency: str, timezone: str) -> bool:
+    """Would a notify run now send an at-risk digest (open rows, or a due pair with something untold)?"""
+    probe = RiskDigests(
+        engine, lambda _ids: pd.DataFrame(), None, frequency=frequency, timezone=timezone, run_id="", log=logging
+    )
+    return probe.has_work()
+
+
 def _groups(rows: pd.DataFrame) -> list[tuple[int, dt.date, pd.DataFrame]]:
     """The rows of each (course, day), in that order."""
     keys = sorted({(int(c), d) for c, d in zip(rows["course_id"], rows["as_of"], strict=True)})

@@ -1,5 +1,6 @@
 """At-risk digests in the notify runs, and ``risk_feedback_job`` (mentors' reactions read back from Zulip)."""
 
+import datetime as dt
 from typing import Any
 
 from dagster import (
@@ -19,7 +20,7 @@ from lms_activity_pipeline import names
 from lms_activity_pipeline.defs.partitions import DAILY
 from lms_activity_pipeline.defs.resources import LMSResource, RiskSettings, WarehouseResource, ZulipResource
 from lms_activity_pipeline.notify.notifier import ZulipSetup
-from lms_activity_pipeline.notify.risk_digest import DigestSummary, RiskDigests, read_feedback
+from lms_activity_pipeline.notify.risk_digest import DigestSummary, RiskDigests, digest_due, read_feedback
 
 
 def risk_digests(
@@ -58,8 +59,6 @@ def digest_metadata(summary: DigestSummary) -> dict[str, Any]:
     description="Read mentors' 👍/👎 reactions to the at-risk digests of the last 30 days into risk_feedback.",
 )
 def read_risk_feedback(context: OpExecutionContext, warehouse: WarehouseResource, zulip: ZulipResource) -> None:
-    import datetime as dt
-
     if not zulip.is_configured:
         context.log.info("no Zulip configured (dry-run): no reactions to read")
         return
@@ -101,17 +100,4 @@ def risk_feedback_schedule(context: ScheduleEvaluationContext, zulip: ZulipResou
 
 def risk_digest_due(warehouse: WarehouseResource, risk: RiskSettings) -> bool:
     """Would a notify run now send an at-risk digest (one is due, or one is open)?"""
-    import logging
-
-    import pandas as pd
-
-    digests = RiskDigests(
-        warehouse.store().engine,
-        lambda _ids: pd.DataFrame(),
-        None,
-        frequency=risk.digest_frequency,
-        timezone=DAILY.timezone or "UTC",
-        run_id="",
-        log=logging.getLogger(__name__),
-    )
-    return digests.has_work()
+    return digest_due(warehouse.store().engine, frequency=risk.digest_frequency, timezone=DAILY.timezone or "UTC")
