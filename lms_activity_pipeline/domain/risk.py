@@ -108,7 +108,9 @@ class RiskThresholds:
 
 @dataclass(frozen=True)
 class Names:
-    """Display names: ``students`` (student_id -> username), ``courses`` and ``activities`` (id -> title).
+    """Display names: ``students`` (student_id -> username), ``courses`` (course_id -> title) and
+    ``activities`` (``(kind, activity_id)`` -> title, kind ``exam`` or ``content``: the ids are the LMS's
+    ``Exams.id`` and ``Contents.id``, which overlap).
 
     Read apart from the events (a day reads millions of events; their text columns would dominate)."""
 
@@ -120,15 +122,26 @@ class Names:
     def from_events(cls, events: pd.DataFrame) -> Names:
         """The names the events carry (the latest of each)."""
         ordered = events.sort_values("timestamp", kind="mergesort")
+        ordered = ordered.assign(kind=activity_kind(ordered))
 
-        def latest(key: str, value: str) -> pd.Series:
-            return ordered.drop_duplicates(key, keep="last").set_index(key)[value]
+        def latest(keys: list[str], value: str) -> pd.Series:
+            return ordered.drop_duplicates(keys, keep="last").set_index(keys)[value]
 
         return cls(
-            latest("student_id", "student_username"),
-            latest("course_id", "course_title"),
-            latest("activity_id", "activity_title"),
+            latest(["student_id"], "student_username").rename_axis("student_id"),
+            latest(["course_id"], "course_title").rename_axis("course_id"),
+            latest(["kind", "activity_id"], "activity_title"),
         )
+
+    def activity(self, kind: str, activity_ids: pd.Series) -> np.ndarray:
+        """Titles of ``activity_ids`` of one kind (missing: None)."""
+        index = pd.MultiIndex.from_arrays([[kind] * len(activity_ids), activity_ids.astype("int64").to_numpy()])
+        return self.activities.reindex(index).astype(object).where(lambda v: v.notna(), None).to_numpy()
+
+
+def activity_kind(events: pd.DataFrame) -> np.ndarray:
+    """``exam`` or ``content`` per event, from its type."""
+    return np.where(events["event_type"].astype(str).str.startswith("exam"), "exam", "content")
 
 
 def empty_risk() -> pd.DataFrame:
@@ -160,8 +173,8 @@ def assess_risk(
     frame = frame.sort_values(["timestamp", "event_id"], kind="mergesort").reset_index(drop=True)
     keys = ["student_id", "course_id"]
     pairs = frame.groupby(keys, sort=True).agg(mentor_id=("mentor_id", "last"), last_event_at=("timestamp", "max"))
-    pairs["student_username"] = names.students.reindex(pairs.index.get_level_values(0)).to_numpy()
-    pairs["course_title"] = names.courses.reindex(pairs.index.get_level_values(1)).to_numpy()
+    pairs["student_username"] = names.students.reindex(pairs.index.get_level_values(0).to_numpy()).to_numpy()
+    pairs["course_title"] = names.courses.reindex(pairs.index.get_level_values(1).to_numpy()).to_numpy()
     pairs["days_inactive"] = ((end - pairs["last_event_at"]).dt.total_seconds() / 86400).round(2)
 
     pairs = pairs.join(_exam_state(frame, passed, names)).join(_stalled(frame, end, thresholds, names))
@@ -198,7 +211,8 @@ def _exam_state(frame: pd.DataFrame, passed: pd.DataFrame, names: Names) -> pd.D
     """Per pair: exams of the course the student took and has not passed (``open_exams``), of those the
     ones failed (``unpassed_exams``), the longest current run of failures on one exam (``failed_in_row``)."""
     keys = ["student_id", "course_id"]
-    passed_keys = {(int(s), int(a)) for s, a in zip(passed["student_id"], passed["activity_id"], strict=True)}
+    known = passed.dropna(subset=["student_id", "activity_id"])
+    passed_keys = {(int(s), int(a)) for s, a in zip(known["student_id"], known["activity_id"], strict=True)}
     pairs = frame[keys].drop_duplicates()
     taken = frame[frame["event_type"].isin(EXAM_TYPES)][[*keys, "activity_id"]].drop_duplicates()
     open_ = taken[~_member(taken, "student_id", "activity_id", passed_keys)]
@@ -212,7 +226,7 @@ def _exam_state(frame: pd.DataFrame, passed: pd.DataFrame, names: Names) -> pd.D
     total_passes = passes_so_far.groupby([results[k] for k in by_exam]).transform("max")
     trailing = results.assign(_fail=(failed & (passes_so_far == total_passes)).astype(int))
     per_exam = trailing.groupby(by_exam).agg(run=("_fail", "sum")).reset_index()
-    per_exam["title"] = names.activities.reindex(per_exam["activity_id"]).to_numpy()
+    per_exam["title"] = names.activity("exam", per_exam["activity_id"])
     per_exam["ever_passed"] = _member(per_exam, "student_id", "activity_id", passed_keys)
     per_exam["unpassed"] = (per_exam["run"] > 0) & ~per_exam["ever_passed"]
     worst = per_exam.sort_values(["run", "activity_id"], ascending=[False, True]).groupby(keys).first()
@@ -243,7 +257,7 @@ def _stalled(frame: pd.DataFrame, end: pd.Timestamp, thresholds: RiskThresholds,
     first = first.reset_index()
     first = first[~_member(first, "student_id", "activity_id", finished)]
     first = first[first["started"] <= end - pd.Timedelta(days=thresholds.stalled_days)]
-    first = first.assign(title=names.activities.reindex(first["activity_id"]).to_numpy())
+    first = first.assign(title=names.activity("content", first["activity_id"]))
     grouped = first.sort_values("activity_id").groupby(keys)
     return pd.DataFrame({"stalled_contents": grouped.size(), "stalled_title": grouped["title"].first()})
 

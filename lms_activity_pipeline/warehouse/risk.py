@@ -15,7 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from lms_activity_pipeline import db
-from lms_activity_pipeline.domain.event_types import EventType
+from lms_activity_pipeline.domain.event_types import EXAM_EVENT_TYPES, EventType
 from lms_activity_pipeline.domain.risk import Names
 from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse import load
@@ -38,7 +38,12 @@ def risk_events(start: dt.datetime, cutoff: dt.datetime) -> sa.Select:
         EVENTS.c.timestamp,
         meta["percentage"].as_float().label("percentage"),
         meta["content_type"].as_string().label("content_type"),
-    ).where(EVENTS.c.timestamp >= to_utc(start), EVENTS.c.timestamp < to_utc(cutoff))
+    ).where(
+        EVENTS.c.timestamp >= to_utc(start),
+        EVENTS.c.timestamp < to_utc(cutoff),
+        EVENTS.c.course_id.is_not(None),  # no course, no per-course risk
+        EVENTS.c.activity_id.is_not(None),
+    )
 
 
 def passed_before(start: dt.datetime, cutoff: dt.datetime) -> sa.Select:
@@ -114,6 +119,17 @@ def names_in(start: dt.datetime, cutoff: dt.datetime, key: sa.Column, name: sa.C
     return sa.select(key, sa.func.max(name).label("name")).where(*window).group_by(key)
 
 
+def activity_names_in(start: dt.datetime, cutoff: dt.datetime) -> sa.Select:
+    """One title per (kind, activity) among the events of ``[start, cutoff)``: exam and content ids overlap."""
+    kind = sa.case((EVENTS.c.event_type.in_(EXAM_EVENT_TYPES), "exam"), else_="content").label("kind")
+    window = [EVENTS.c.timestamp >= to_utc(start), EVENTS.c.timestamp < to_utc(cutoff)]
+    return (
+        sa.select(kind, EVENTS.c.activity_id, sa.func.max(EVENTS.c.activity_title).label("name"))
+        .where(*window)
+        .group_by(kind, EVENTS.c.activity_id)
+    )
+
+
 def read_risk_inputs(
     conn: sa.Connection, start: dt.datetime, cutoff: dt.datetime
 ) -> tuple[pd.DataFrame, pd.DataFrame, Names]:
@@ -121,15 +137,20 @@ def read_risk_inputs(
     their students, courses and activities."""
     events = read_risk_events(conn, start, cutoff)
     passed = db.read_typed(conn, passed_before(start, cutoff))
-    found = {
-        key.name: db.read_typed(conn, names_in(start, cutoff, key, name)).set_index(key.name)["name"]
-        for key, name in (
-            (EVENTS.c.student_id, EVENTS.c.student_username),
-            (EVENTS.c.course_id, EVENTS.c.course_title),
-            (EVENTS.c.activity_id, EVENTS.c.activity_title),
-        )
-    }
-    return events, passed, Names(found["student_id"], found["course_id"], found["activity_id"])
+    students = db.read_typed(conn, names_in(start, cutoff, EVENTS.c.student_id, EVENTS.c.student_username))
+    courses = db.read_typed(conn, names_in(start, cutoff, EVENTS.c.course_id, EVENTS.c.course_title))
+    activities = db.read_typed(conn, activity_names_in(start, cutoff)).dropna(subset=["activity_id"])
+    courses = courses.dropna(subset=["course_id"])
+    activities["activity_id"] = activities["activity_id"].astype("int64")
+    return (
+        events,
+        passed,
+        Names(
+            students.assign(student_id=students["student_id"].astype("int64")).set_index("student_id")["name"],
+            courses.assign(course_id=courses["course_id"].astype("int64")).set_index("course_id")["name"],
+            activities.set_index(["kind", "activity_id"])["name"],
+        ),
+    )
 
 
 def write_student_risk(conn: sa.Connection, rows: pd.DataFrame, as_of: dt.date) -> load.UpsertResult:

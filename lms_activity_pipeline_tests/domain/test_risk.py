@@ -243,3 +243,18 @@ def test_digest_text_escapes_names_and_stays_under_the_limit() -> None:
     assert "(new)" in text.splitlines()[2] and "more (see `lms-activity risk`)" in text
     assert "🌟 Good news: 1 student on track, active day after day: dave (4 days)" in text
     assert text.endswith("React 👍 if so, 👎 if someone here is wrongly flagged.")
+
+
+def test_exam_and_content_with_the_same_id_keep_their_own_titles() -> None:
+    rows = [
+        (1, 1, EXAM, "exam_failed", "2025-03-18 10:00", 40.0),
+        (1, 1, EXAM, "exam_failed", "2025-03-19 10:00", 45.0),
+        (1, 1, EXAM, "content_started", "2025-03-10 10:00", None),  # Contents.id 100: a video
+    ]
+    frame = events(rows)
+    frame["activity_title"] = ["Quiz", "Quiz", "Intro video"]
+    frame["content_type"] = [None, None, "video"]
+    out = assess_risk(frame, passed_of([]), AS_OF, CUTOFF, "UTC")
+    details = [r["detail"] for r in out.loc[0, "reasons"]]
+    assert details[0] == "failed Quiz 2 times in a row"
+    assert details[-1] == "started Intro video over 7 days ago and has not finished it"
