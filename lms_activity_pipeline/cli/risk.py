@@ -35,11 +35,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
         today = dt.datetime.now(ZoneInfo(settings.timezone)).date().isoformat()
         print(f"Computing student_risk for {today} ...")
+        level = "DEBUG" if args.verbose else "WARNING"
         result = run_student_risk(
             load_definitions(settings),
             get_instance(settings),
             today,
             tags={names.TRIGGER_TAG: "cli"},
+            run_config={"loggers": {"console": {"config": {"log_level": level}}}},
             raise_on_error=False,
         )
         if not result.success:
