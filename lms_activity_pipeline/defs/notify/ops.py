@@ -182,5 +182,10 @@ def send_mentor_notifications(
     if settings.notify_enabled:
         from lms_activity_pipeline.defs.risk.digests import digest_metadata, risk_digests
 
-        digests = risk_digests(context, warehouse, lms, setup, risk).run()
-        context.add_output_metadata(digest_metadata(digests))
+        try:
+            digests = risk_digests(context, warehouse, lms, setup, risk).run()
+        except Exception as exc:  # the event notifications above are recorded: a digest problem must not fail them
+            context.log.exception("at-risk digests failed; the next notify run tries again")
+            context.add_output_metadata({"risk_digest_error": MetadataValue.text(f"{type(exc).__name__}: {exc}")})
+        else:
+            context.add_output_metadata(digest_metadata(digests))
