@@ -45,6 +45,9 @@ from lms_activity_pipeline.warehouse.zulip_user_cache import ZulipUserCache
 FrequencyFor = Callable[[int, int], str]
 #: How far back the "last digest" of a (mentor, course) is looked for.
 PREVIOUS_DIGEST_WINDOW = dt.timedelta(days=60)
+#: A digest row still ``sending`` after this long belongs to a stopped run (or its send was uncertain): the
+#: next run looks it up on Zulip before sending again.
+STALE_SENDING = dt.timedelta(minutes=10)
 #: Digest messages whose reactions are read back, by age.
 FEEDBACK_WINDOW = dt.timedelta(days=30)
 
@@ -117,7 +120,7 @@ class RiskDigests:
     def has_work(self) -> bool:
         """Would a run now send something: open rows, or a due (mentor, course) with something untold?"""
         with self.engine.connect() as conn:
-            if not log_sql.open_rows(conn).empty:
+            if not log_sql.open_rows(conn, self.clock() - STALE_SENDING).empty:
                 return True
             day = risk_sql.latest_day(conn)
             return day is not None and not self._due_rows(conn, day, self.clock()).empty
@@ -144,7 +147,7 @@ class RiskDigests:
 
     def send_open(self, summary: DigestSummary) -> None:
         with self.engine.connect() as conn:
-            rows = log_sql.open_rows(conn)
+            rows = log_sql.open_rows(conn, self.clock() - STALE_SENDING)
         if rows.empty:
             return
         contacts = self._contacts(sorted(set(rows["mentor_id"].astype(int))))
@@ -224,19 +227,25 @@ class RiskDigests:
                 self.log.warning(f"at-risk digest to mentor {mentor}: earlier send still uncertain ({lookup.error})")
                 return
         started = self.clock()
-        self._set(
-            mentor,
-            course,
-            day,
-            group,
-            "sending",
-            summary,
-            count=False,
-            attempt=True,
-            attempted_at=started,
-            content_digest=digest,
-            zulip_user_id=account.user_id,
-        )
+        students = [int(x) for x in group["student_id"]]
+        try:
+            with db.write_transaction(self.engine) as conn:
+                claimed = log_sql.claim_group(
+                    conn,
+                    mentor,
+                    course,
+                    day,
+                    students,
+                    started - STALE_SENDING,
+                    attempted_at=started,
+                    content_digest=digest,
+                    zulip_user_id=account.user_id,
+                )
+                if claimed < len(students):
+                    raise _TakenByAnotherRun  # rolls the partial claim back
+        except _TakenByAnotherRun:
+            self.log.info(f"at-risk digest to mentor {mentor}, course {course}: taken by another run")
+            return
         epoch = time.time()
         delivery = call_without_duplicates(
             lambda: zulip.gateway.send_direct(to, text),
@@ -342,6 +351,10 @@ class RiskDigests:
     def _preview(summary: DigestSummary, text: str) -> None:
         if len(summary.preview) < 5:
             summary.preview.append(text)
+
+
+class _TakenByAnotherRun(Exception):
+    """Another notify run claimed (some of) a digest's rows first."""
 
 
 def digest_due(engine: Engine, *, frequency: str, timezone: str) -> bool:

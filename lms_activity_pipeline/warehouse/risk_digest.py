@@ -91,19 +91,46 @@ def enqueue(conn: sa.Connection, rows: pd.DataFrame, now: dt.datetime) -> int:
     return max(result.rowcount or 0, 0)
 
 
-def open_rows(conn: sa.Connection) -> pd.DataFrame:
-    """Rows not told yet: pending, interrupted while sending, or failed with attempts left."""
+def open_rows(conn: sa.Connection, stale_before: dt.datetime) -> pd.DataFrame:
+    """Rows not told yet: pending, failed with attempts left, or ``sending`` since before ``stale_before``
+    (a run stopped mid-send, or the outcome was uncertain: looked up on Zulip before any resend). Rows
+    another run is sending right now are not open."""
     stmt = (
         sa.select(LOG)
         .where(
             sa.or_(
-                LOG.c.status.in_(("pending", "sending")),
+                LOG.c.status == "pending",
                 sa.and_(LOG.c.status == "failed", LOG.c.attempts < MAX_ATTEMPTS),
+                sa.and_(LOG.c.status == "sending", LOG.c.attempted_at < stale_before),
             )
         )
         .order_by(LOG.c.mentor_id, LOG.c.course_id, LOG.c.as_of, LOG.c.student_id)
     )
     return db.read_typed(conn, stmt)
+
+
+def claim_group(
+    conn: sa.Connection,
+    mentor_id: int,
+    course_id: int,
+    as_of: dt.date,
+    students: Sequence[int],
+    stale_before: dt.datetime,
+    **values: Any,
+) -> int:
+    """Mark the group's open rows ``sending`` with ``values``; returns how many this run got (fewer than
+    ``students``: another run has some of them)."""
+    open_ = sa.or_(
+        LOG.c.status == "pending",
+        sa.and_(LOG.c.status == "failed", LOG.c.attempts < MAX_ATTEMPTS),
+        sa.and_(LOG.c.status == "sending", LOG.c.attempted_at < stale_before),
+    )
+    stmt = (
+        LOG.update()
+        .where(_group(mentor_id, course_id, as_of), LOG.c.student_id.in_(sorted(students)), open_)
+        .values(status="sending", attempts=LOG.c.attempts + 1, **values)
+    )
+    return max(conn.execute(stmt).rowcount or 0, 0)
 
 
 def risk_rows_of(conn: sa.Connection, as_of: dt.date, course_id: int, students: Sequence[int]) -> pd.DataFrame:

@@ -3,6 +3,8 @@ exactly once per (student, course, day) whatever is re-run; reactions read back 
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pandas as pd
 import zulip
 from dagster import build_schedule_context
@@ -138,3 +140,30 @@ def retry_schedule_wants_a_run(pipe: Pipeline) -> bool:
     resources = {k: v for k, v in (pipe.defs.resources or {}).items() if k in ("warehouse", "settings", "risk")}
     context = build_schedule_context(instance=pipe.instance, resources=resources)
     return bool(schedule.evaluate_tick(context).run_requests)
+
+
+def test_interrupted_send_is_found_on_zulip_and_a_send_in_flight_is_left_alone(
+    backend: Backend, fake_zulip: FakeZulip
+) -> None:
+    school_with_dave(backend)
+    mentors_on(fake_zulip)
+    pipe = Pipeline(backend, resources={"zulip": fast_zulip(fake_zulip)})
+    pipe.ingest("2024-05-03", "2024-05-10")
+    run_student_risk(pipe.defs, pipe.instance, "2024-05-10")
+    pipe.notify()
+    sent = log(pipe)
+    assert len(fake_zulip.messages) == 2 and set(sent["status"]) == {"sent"}
+    table = wh.risk_digest_log
+    now = dt.datetime.now(dt.UTC)
+
+    # A run stopped after the request: rows still "sending" with the text's digest, long ago.
+    pipe.execute(table.update().values(status="sending", message_id=None, attempted_at=now - dt.timedelta(hours=1)))
+    pipe.notify()
+    again = log(pipe)
+    assert len(fake_zulip.messages) == 2  # looked up, not resent
+    assert set(again["status"]) == {"sent"} and list(again["message_id"]) == list(sent["message_id"])
+
+    # Another run is sending right now: its rows are not open, nothing happens.
+    pipe.execute(table.update().values(status="sending", message_id=None, attempted_at=now))
+    pipe.notify()
+    assert len(fake_zulip.messages) == 2 and set(log(pipe)["status"]) == {"sending"}
