@@ -40,3 +40,19 @@ def test_risk_schedule_requests_todays_partition_each_hour(tmp_path, monkeypatch
     context = build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def())
     requests = schedule.evaluate_tick(context).run_requests
     assert [(r.partition_key, r.run_key) for r in requests or []] == [("2025-03-04", "2025-03-04-15")]
+
+
+def test_feedback_schedule_runs_hourly_only_with_zulip(tmp_path) -> None:
+    from lms_activity_pipeline.defs.resources import ZulipResource
+    from lms_activity_pipeline_tests.support.pipeline import load_definitions
+
+    defs = load_definitions({"LMS_HOME": str(tmp_path), "LMS_PARTITIONS_START": "2024-01-01"})
+    schedule = defs.resolve_schedule_def("risk_feedback_schedule")
+    when = dt.datetime(2025, 3, 4, 15, 35, tzinfo=dt.UTC)
+    off = schedule.evaluate_tick(
+        build_schedule_context(scheduled_execution_time=when, resources={"zulip": ZulipResource()})
+    )
+    assert not off.run_requests and "no Zulip configured" in (off.skip_message or "")
+    zulip = ZulipResource(site="http://127.0.0.1:9", email="bot@example.com", api_key="k")
+    on = schedule.evaluate_tick(build_schedule_context(scheduled_execution_time=when, resources={"zulip": zulip}))
+    assert [r.run_key for r in on.run_requests or []] == ["risk-feedback-2025030415"]
