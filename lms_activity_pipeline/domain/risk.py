@@ -311,15 +311,20 @@ def _reasons(pairs: pd.DataFrame, holds: dict[str, pd.Series], t: RiskThresholds
         if masks[FAILED_IN_ROW][i]:
             n = int(row["failed_in_row"])
             reasons.append(
-                _reason(FAILED_IN_ROW, f"failed {row['failed_exam_title']} {n} times in a row", n, t.failed_in_row)
+                _reason(
+                    FAILED_IN_ROW,
+                    f"failed {_title(row['failed_exam_title'], 'an exam')} {n} times in a row",
+                    n,
+                    t.failed_in_row,
+                )
             )
         if masks[UNPASSED_EXAM][i]:
             n = int(row["unpassed_exams"])
-            what = f"{row['unpassed_title']}" + (f" and {n - 1} more exam(s)" if n > 1 else "")
+            what = _title(row["unpassed_title"], "an exam") + (f" and {n - 1} more exam(s)" if n > 1 else "")
             reasons.append(_reason(UNPASSED_EXAM, f"has failed {what} and not passed yet", n, t.unpassed_exams))
         if masks[STALLED_CONTENT][i]:
             n = int(row["stalled_contents"])
-            what = f"{row['stalled_title']}" + (f" and {n - 1} more" if n > 1 else "")
+            what = _title(row["stalled_title"], "a video") + (f" and {n - 1} more" if n > 1 else "")
             reasons.append(
                 _reason(STALLED_CONTENT, f"started {what} over {t.stalled_days} days ago and has not finished it", n, 1)
             )
@@ -336,6 +341,11 @@ def _reasons(pairs: pd.DataFrame, holds: dict[str, pd.Series], t: RiskThresholds
             )
         out[i] = reasons
     return out
+
+
+def _title(value: object, fallback: str) -> str:
+    """An activity's title, or ``fallback`` when the events carry none."""
+    return fallback if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
 
 
 def _reason(code: str, detail: str, value: float, threshold: float) -> dict[str, Any]:

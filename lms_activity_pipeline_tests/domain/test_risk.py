@@ -258,3 +258,16 @@ def test_exam_and_content_with_the_same_id_keep_their_own_titles() -> None:
     details = [r["detail"] for r in out.loc[0, "reasons"]]
     assert details[0] == "failed Quiz 2 times in a row"
     assert details[-1] == "started Intro video over 7 days ago and has not finished it"
+
+
+def test_missing_titles_read_as_plain_words() -> None:
+    rows = [
+        (1, 1, EXAM, "exam_failed", "2025-03-18 10:00", 40.0),
+        (1, 1, EXAM, "exam_failed", "2025-03-19 10:00", 45.0),
+    ]
+    frame = events(rows).assign(activity_title=None)
+    out = assess_risk(frame, passed_of([]), AS_OF, CUTOFF, "UTC")
+    assert [r["detail"] for r in out.loc[0, "reasons"]] == [
+        "failed an exam 2 times in a row",
+        "has failed an exam and not passed yet",
+    ]
