@@ -2,7 +2,7 @@
 
 :func:`raise_alerts` is the one path: it plans with :func:`~lms_activity_pipeline.domain.alerts.plan_alerts`
 against the incidents stored in the warehouse, stores the transitions (whatever happens to the messages),
-claims each message and sends it. Without a channel (``LMS_ALERT_ZULIP_STREAM`` unset) or without a
+claims each message and sends it (at least once: a message that failed is tried again later). Without a channel (``LMS_ALERT_ZULIP_STREAM`` unset) or without a
 Zulip bot, the message goes to the log only (still once per incident). A message that cannot be sent is
 logged and tried again by a later evaluation; nothing here raises into the pipeline: callers get an
 :class:`AlertReport`.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from lms_activity_pipeline.domain.alerts import DEFAULT_ALERTS_PER_HOUR, Alert, MessageKind, Outgoing, plan_alerts
-from lms_activity_pipeline.domain.delivery import Delivery, Reply, ReplyKind, RetryPolicy, call_with_retries
+from lms_activity_pipeline.domain.delivery import Delivery, RetryPolicy, call_with_retries
 from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway
 from lms_activity_pipeline.warehouse.alerts import AlertStore
 
@@ -52,18 +52,14 @@ class AlertSender:
         return f"Zulip channel {self.channel!r}, topic {self.topic!r}"
 
     def send(self, text: str) -> Delivery:
-        """One channel message under the retry policy. A failure after the request reached the server is
-        not repeated (it may have been posted): it comes back ``uncertain``."""
+        """One channel message under the retry policy. Alerts are sent at least once: a failure after the
+        request reached the server (a 502 from a proxy, a timeout) is retried, which may post it twice;
+        losing an alert would be worse."""
         assert self.gateway is not None and self.channel
         gateway, channel = self.gateway, self.channel
-
-        def attempt() -> Reply:
-            reply = gateway.send_to_channel(channel, self.topic, text)
-            if reply.kind is ReplyKind.RETRYABLE and reply.maybe_done:
-                return Reply(ReplyKind.UNCERTAIN, reply.body, reply.error, reply.status)
-            return reply
-
-        return call_with_retries(attempt, self.policy, self.sleep, gateway.pause)
+        return call_with_retries(
+            lambda: gateway.send_to_channel(channel, self.topic, text), self.policy, self.sleep, gateway.pause
+        )
 
 
 @dataclass
@@ -150,10 +146,6 @@ def _deliver(
         log.info(f"alert {message.key} ({message.kind}) sent to {sender.describe()}")
         return zulip_down
     error = delivery.error or "unknown error"
-    if delivery.reply.kind is ReplyKind.UNCERTAIN:  # it may be on Zulip: not sent again
-        report.sent.append(message.key)
-        log.warning(f"alert {message.key} ({message.kind}) may not have been posted: {error}\n{message.text}")
-        return zulip_down
     store.unclaim(message.key, message.kind, error)
     report.failed.append(message.key)
     log.warning(f"alert {message.key} ({message.kind}) not sent, tried again later: {error}\n{message.text}")

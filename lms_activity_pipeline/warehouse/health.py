@@ -10,11 +10,13 @@ failing or rejecting them) or a delivery of unknown outcome that cannot be looke
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from lms_activity_pipeline.domain.alerts import HealthFacts
 from lms_activity_pipeline.domain.outbox import OutboxStatus
 from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse.outbox import DEFAULT_MAX_ATTEMPTS, Selection, checkable_uncertain
@@ -48,6 +50,22 @@ class OutboxHealth:
         if self.oldest_pending_at is None:
             return 0.0
         return max((to_utc(now) - self.oldest_pending_at).total_seconds(), 0.0) / 60
+
+    def facts(
+        self,
+        now: dt.datetime,
+        lag_minutes: float | None = None,
+        sensor_errors: Mapping[str, tuple[int, str]] | None = None,
+    ) -> HealthFacts:
+        """The alert checks' input: this outbox's health plus the lag and the sensors' errors."""
+        return HealthFacts(
+            pending=self.pending,
+            pending_minutes=self.pending_minutes(now),
+            unsettled_uncertain=self.unsettled_uncertain,
+            failing_mentors=tuple((m.mentor_id, m.failed_pairs, m.last_error) for m in self.failing_mentors),
+            lag_minutes=lag_minutes,
+            sensor_errors=dict(sensor_errors or {}),
+        )
 
 
 def dead_letter() -> sa.ColumnElement[bool]:
