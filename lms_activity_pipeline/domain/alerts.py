@@ -108,16 +108,17 @@ def plan_alerts(
 ) -> AlertPlan:
     """Compare what is wrong now (``active``) with the stored ``incidents``.
 
-    ``scope``: the incident kinds this evaluation checked; an open incident of such a kind that is
-    not in ``active`` has cleared. Openings not sent yet (the cap, Zulip down) are sent again while
+    ``scope``: the incident kinds (or single keys) this evaluation checked; an open incident of such a
+    kind that is not in ``active`` has cleared. Openings not sent yet (the cap, Zulip down) are sent again while
     the incident is open. ``sent_last_hour``: messages already sent in the hour before ``now``.
     """
+    checked = set(scope)
     seen: dict[str, Alert] = {}
     for alert in active:
         seen.setdefault(alert.key, alert)
     to_open = tuple(a for k, a in seen.items() if k not in incidents or not incidents[k].is_open)
     to_resolve = tuple(
-        sorted(k for k, i in incidents.items() if i.is_open and kind_of(k) in set(scope) and k not in seen)
+        sorted(k for k, i in incidents.items() if i.is_open and {kind_of(k), k} & checked and k not in seen)
     )
     wanted: list[Outgoing] = []
     # Resolutions: those of this evaluation, and earlier ones whose message has not gone out yet.

@@ -1,0 +1,111 @@
+"""The alert sensors evaluated on real runs, posting through the real ``zulip`` client to the loopback Zulip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
+    ExecuteInProcessResult,
+    SkipReason,
+    build_run_status_sensor_context,
+    build_sensor_context,
+)
+
+from lms_activity_pipeline import names
+from lms_activity_pipeline.defs.resources import AlertsResource
+from lms_activity_pipeline.defs.runs import run_ingest
+from lms_activity_pipeline_tests.conftest import Backend
+from lms_activity_pipeline_tests.support.fake_zulip import FakeZulip
+from lms_activity_pipeline_tests.support.lms_builder import LMSBuilder, t
+from lms_activity_pipeline_tests.support.notify_helpers import fast_zulip
+from lms_activity_pipeline_tests.support.pipeline import Pipeline
+
+CHANNEL = "ops"
+UI = "http://dagster.example:3000"
+
+
+def sqlite_backend(tmp_path: Path) -> Backend:
+    return Backend("sqlite", f"sqlite:///{tmp_path / 'lms.sqlite3'}", f"sqlite:///{tmp_path / 'warehouse.sqlite3'}")
+
+
+def pipeline(backend: Backend, server: FakeZulip, retries: int) -> Pipeline:
+    instance = DagsterInstance.ephemeral(settings={"run_retries": {"enabled": retries > 0, "max_retries": retries}})
+    alerts = AlertsResource(stream=CHANNEL, ui_url=UI)
+    return Pipeline(backend, instance=instance, resources={"zulip": fast_zulip(server), "alerts": alerts})
+
+
+def failed_ingest(pipe: Pipeline) -> ExecuteInProcessResult:
+    result = run_ingest(pipe.defs, pipe.instance, "2024-05-03", "2024-05-04", raise_on_error=False)
+    assert not result.success
+    return result
+
+
+def evaluate_failure_sensor(pipe: Pipeline, result: ExecuteInProcessResult) -> str:
+    sensor = pipe.defs.resolve_sensor_def(names.RUN_FAILURE_ALERTS_SENSOR)
+    run = pipe.instance.get_run_by_id(result.run_id)  # with the tags the instance added (dagster/will_retry)
+    assert run is not None and run.status == DagsterRunStatus.FAILURE
+    with build_run_status_sensor_context(
+        sensor_name=sensor.name,
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=pipe.instance,
+        dagster_run=run,
+        resources=dict(pipe.defs.resources or {}),
+    ) as context:
+        outcome = sensor(context.for_run_failure())
+    assert isinstance(outcome, SkipReason)
+    return outcome.skip_message or ""
+
+
+def evaluate_health_sensor(pipe: Pipeline) -> str:
+    sensor = pipe.defs.resolve_sensor_def(names.HEALTH_ALERTS_SENSOR)
+    with build_sensor_context(
+        instance=pipe.instance, resources=dict(pipe.defs.resources or {}), sensor_name=sensor.name
+    ) as context:
+        outcome: Any = sensor(context)
+    assert isinstance(outcome, SkipReason)
+    return outcome.skip_message or ""
+
+
+def write_school(backend: Backend) -> None:
+    b = LMSBuilder(backend.lms_url).school()
+    b.attempt(1, 1, 200, "graded", t(3, 23, 50), submitted_at=t(4, 0, 20), graded_at=t(4, 9), score=20).write()
+
+
+def test_a_run_dagster_will_retry_does_not_alert_nor_does_its_successful_retry(
+    tmp_path: Path, fake_zulip: FakeZulip
+) -> None:
+    fake_zulip.add_channel(CHANNEL)
+    backend = sqlite_backend(tmp_path)  # no LMS file yet: the ingest run fails
+    pipe = pipeline(backend, fake_zulip, retries=1)
+    result = failed_ingest(pipe)
+    assert "Dagster retries it: no alert" in evaluate_failure_sensor(pipe, result)
+    write_school(backend)  # the cause is fixed; the retry of the window succeeds
+    pipe.ingest("2024-05-03", "2024-05-04")
+    evaluate_health_sensor(pipe)
+    assert fake_zulip.channel_messages() == []
+
+
+def test_a_run_that_failed_for_good_alerts_once_then_resolves_once(tmp_path: Path, fake_zulip: FakeZulip) -> None:
+    fake_zulip.add_channel(CHANNEL)
+    backend = sqlite_backend(tmp_path)
+    pipe = pipeline(backend, fake_zulip, retries=0)  # no retries: the first failure is final
+    first = failed_ingest(pipe)
+    assert "1 opened, 1 sent" in evaluate_failure_sensor(pipe, first)
+    again = failed_ingest(pipe)  # the same window fails again: the same incident
+    assert "nothing new" in evaluate_failure_sensor(pipe, again)
+    [alert] = fake_zulip.channel_messages(CHANNEL, "lms-activity alerts")
+    assert "**lms_ingest_job failed for good (2024-05-03..2024-05-04)**" in alert.content
+    assert f"{UI}/runs/{first.run_id}" in alert.content
+    assert "failed in step `raw_" in alert.content  # the failing step, its error on one line
+    error_line = alert.content.splitlines()[1]
+    assert "ConfigError: LMS_DATABASE_URL: SQLite database" in error_line and "lms.sqlite3 does not exist" in error_line
+
+    write_school(backend)
+    pipe.ingest("2024-05-03", "2024-05-04")
+    assert "1 resolved" in evaluate_health_sensor(pipe)
+    assert "nothing new" in evaluate_health_sensor(pipe)
+    opened, resolved = fake_zulip.channel_messages(CHANNEL)
+    assert opened == alert and resolved.content.startswith(":check: Resolved: **lms_ingest_job failed for good")
