@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
 from dagster import (
+    AssetKey,
     DagsterInstance,
     DagsterRunStatus,
     ExecuteInProcessResult,
@@ -13,15 +15,17 @@ from dagster import (
     build_run_status_sensor_context,
     build_sensor_context,
 )
+from dagster._core.definitions.freshness import TimeWindowFreshnessPolicy
 
 from lms_activity_pipeline import names
 from lms_activity_pipeline.defs.resources import AlertsResource
 from lms_activity_pipeline.defs.runs import run_ingest
+from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.support.fake_zulip import FakeZulip
 from lms_activity_pipeline_tests.support.lms_builder import LMSBuilder, t
 from lms_activity_pipeline_tests.support.notify_helpers import fast_zulip
-from lms_activity_pipeline_tests.support.pipeline import Pipeline
+from lms_activity_pipeline_tests.support.pipeline import Pipeline, checks, metadata
 
 CHANNEL = "ops"
 UI = "http://dagster.example:3000"
@@ -109,3 +113,40 @@ def test_a_run_that_failed_for_good_alerts_once_then_resolves_once(tmp_path: Pat
     assert "nothing new" in evaluate_health_sensor(pipe)
     opened, resolved = fake_zulip.channel_messages(CHANNEL)
     assert opened == alert and resolved.content.startswith(":check: Resolved: **lms_ingest_job failed for good")
+
+
+def test_event_log_checks_and_metadata_show_the_backlog_and_the_dead_letter(
+    tmp_path: Path, fake_zulip: FakeZulip
+) -> None:
+    backend = sqlite_backend(tmp_path)
+    write_school(backend)
+    pipe = pipeline(backend, fake_zulip, retries=0)
+    pipe.ingest("2024-05-03", "2024-05-04")
+    assert {
+        k: (e.passed, e.metadata["dead_letter"].value) for k, e in checks(pipe.audit()).items() if k == "dead_letter"
+    } == {"dead_letter": (True, 0)}
+    log = wh.lms_event_log
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
+    pipe.execute(log.insert().values(event_id=1, mentor_id=5, status="failed", attempts=6, error_message="HTTP 400"))
+    pipe.execute(log.insert().values(event_id=2, mentor_id=5, created_at=old))
+    found = checks(pipe.audit())
+    backlog, dead = found[names.BACKLOG_CHECK], found[names.DEAD_LETTER_CHECK]
+    assert not backlog.passed and backlog.metadata["pending"].value == 1
+    assert backlog.metadata["oldest_pending_minutes"].value >= 179
+    assert not dead.passed and dead.metadata["dead_letter"].value == 1
+    assert dead.metadata["retry_command"].value == "lms-activity monitor --process-pending"
+    assert {e.severity.value for e in (backlog, dead)} == {"WARN"}
+
+    notify = pipe.notify()  # the outbox's materialisation carries the dead letter too
+    assert metadata(notify, names.LMS_EVENT_LOG)["dead_letter"] == 1
+
+
+def test_event_and_feature_assets_carry_a_freshness_policy(tmp_path: Path, fake_zulip: FakeZulip) -> None:
+    pipe = pipeline(sqlite_backend(tmp_path), fake_zulip, retries=0)
+    graph = pipe.defs.resolve_asset_graph()
+    fresh = {
+        key: graph.get(AssetKey(key)).freshness_policy
+        for key in (names.LMS_ACTIVITY_EVENTS, names.AI_READY_EVENTS, names.STUDENT_DAILY_ACTIVITY)
+    }
+    assert all(isinstance(p, TimeWindowFreshnessPolicy) for p in fresh.values())
+    assert {p.fail_window.to_timedelta() for p in fresh.values()} == {dt.timedelta(days=1)}  # type: ignore[union-attr]
