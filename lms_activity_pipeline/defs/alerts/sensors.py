@@ -80,7 +80,9 @@ def lms_run_failure_alerts(
     context: RunFailureSensorContext, warehouse: WarehouseResource, zulip: ZulipResource, alerts: AlertsResource
 ) -> SkipReason:
     run = context.dagster_run
-    if will_be_retried(run.tags, run_retries(context.instance)):
+    # Only runs launched from a code location can be retried by the daemon; one executed in-process
+    # (``lms-activity monitor``) is final whatever its tags say.
+    if run.remote_job_origin is not None and will_be_retried(run.tags, run_retries(context.instance)):
         return SkipReason(f"run {run.run_id} failed; Dagster retries it: no alert")
     alert = run_failure_alert(failed_run(context), alerts.ui_url)
     report = raise_alerts(
