@@ -10,6 +10,7 @@ from dagster import (
     AssetKey,
     DagsterInstance,
     DagsterRunStatus,
+    DefaultSensorStatus,
     ExecuteInProcessResult,
     SkipReason,
     build_run_status_sensor_context,
@@ -149,3 +150,9 @@ def test_event_and_feature_assets_carry_a_freshness_policy(tmp_path: Path, fake_
     }
     assert all(isinstance(p, TimeWindowFreshnessPolicy) for p in fresh.values())
     assert {p.fail_window.to_timedelta() for p in fresh.values()} == {dt.timedelta(days=1)}  # type: ignore[union-attr]
+
+
+def test_alert_sensors_are_on_by_default(tmp_path: Path, fake_zulip: FakeZulip) -> None:
+    pipe = pipeline(sqlite_backend(tmp_path), fake_zulip, retries=0)
+    for name in (names.RUN_FAILURE_ALERTS_SENSOR, names.HEALTH_ALERTS_SENSOR):
+        assert pipe.defs.resolve_sensor_def(name).default_status == DefaultSensorStatus.RUNNING
