@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
@@ -156,3 +157,54 @@ def test_alert_sensors_are_on_by_default(tmp_path: Path, fake_zulip: FakeZulip) 
     pipe = pipeline(sqlite_backend(tmp_path), fake_zulip, retries=0)
     for name in (names.RUN_FAILURE_ALERTS_SENSOR, names.HEALTH_ALERTS_SENSOR):
         assert pipe.defs.resolve_sensor_def(name).default_status == DefaultSensorStatus.RUNNING
+
+
+def add_tick(instance: DagsterInstance, state: Any, status: Any, at: float, error: str | None = None) -> None:
+    from dagster._core.scheduler.instigation import InstigatorType, TickData
+    from dagster._utils.error import SerializableErrorInfo
+
+    instance.create_tick(
+        TickData(
+            instigator_origin_id=state.instigator_origin_id,
+            instigator_name=state.instigator_name,
+            instigator_type=InstigatorType.SENSOR,
+            status=status,
+            timestamp=at,
+            selector_id=state.selector_id,
+            error=SerializableErrorInfo(error, [], "OperationalError") if error else None,
+        )
+    )
+
+
+def test_a_sensor_failing_three_ticks_in_a_row_alerts_once_and_resolves(tmp_path: Path, fake_zulip: FakeZulip) -> None:
+    """The ticks as the daemon stores them in the instance (created here through Dagster's storage API)."""
+    from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteRepositoryOrigin
+    from dagster._core.scheduler.instigation import InstigatorState, InstigatorStatus, InstigatorType, TickStatus
+
+    fake_zulip.add_channel(CHANNEL)
+    backend = sqlite_backend(tmp_path)
+    write_school(backend)
+    (tmp_path / "dagster_home").mkdir()
+    with DagsterInstance.local_temp(str(tmp_path / "dagster_home")) as instance:
+        alerts = AlertsResource(stream=CHANNEL, ui_url=UI)
+        pipe = Pipeline(backend, instance=instance, resources={"zulip": fast_zulip(fake_zulip), "alerts": alerts})
+        repository = RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("lms_activity_pipeline"), "__repository__")
+        state = InstigatorState(
+            repository.get_instigator_origin(names.ACTIVITY_SENSOR), InstigatorType.SENSOR, InstigatorStatus.RUNNING
+        )
+        instance.add_instigator_state(state)
+        pipe.ingest("2024-05-03", "2024-05-04")  # no lag, nothing pending: only the ticks matter
+        start = time.time()
+        for n in range(2):
+            add_tick(instance, state, TickStatus.FAILURE, start + n, "OperationalError: connection refused")
+        assert "nothing new" in evaluate_health_sensor(pipe)  # two failed ticks: not yet an incident
+        add_tick(instance, state, TickStatus.FAILURE, start + 2, "OperationalError: connection refused")
+        assert "1 opened, 1 sent" in evaluate_health_sensor(pipe)
+        add_tick(instance, state, TickStatus.FAILURE, start + 3, "OperationalError: connection refused")
+        assert "nothing new" in evaluate_health_sensor(pipe)
+        add_tick(instance, state, TickStatus.SKIPPED, start + 4)
+        assert "1 resolved" in evaluate_health_sensor(pipe)
+    opened, resolved = fake_zulip.channel_messages(CHANNEL)
+    assert "**Sensor lms_activity_sensor keeps failing**" in opened.content
+    assert "3 ticks in a row failed; the last: `OperationalError: connection refused`" in opened.content
+    assert resolved.content.startswith(":check: Resolved: **Sensor lms_activity_sensor keeps failing**")
