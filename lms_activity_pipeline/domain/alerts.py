@@ -226,6 +226,10 @@ class FailedRun:
     error: str
 
 
+#: How alerts name Dagster's implicit asset job (what the UI runs for a materialisation or a backfill).
+JOB_LABELS = {"__ASSET_JOB": "Asset materialisation (UI or backfill)"}
+
+
 def run_failed_key(job: str, window: str) -> str:
     """One incident per job and window: a retry that fails again is the same incident."""
     return f"run_failed:{job}:{window}"
@@ -235,7 +239,7 @@ def run_failure_alert(run: FailedRun, ui_url: str) -> Alert:
     step = f" in step `{run.step}`" if run.step else ""
     return Alert(
         key=run_failed_key(run.job, run.window),
-        title=f"{run.job} failed for good ({run.window})",
+        title=f"{JOB_LABELS.get(run.job, run.job)} failed for good ({run.window})",
         detail=f"Run {run.run_id[:8]} failed{step} after Dagster's retries: {one_line(run.error)}",
         action=(
             "read the run's logs, fix the cause, then re-execute the run from the UI (the upserts make it safe); "

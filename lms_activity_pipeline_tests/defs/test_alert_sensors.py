@@ -208,3 +208,22 @@ def test_a_sensor_failing_three_ticks_in_a_row_alerts_once_and_resolves(tmp_path
     assert "**Sensor lms_activity_sensor keeps failing**" in opened.content
     assert "3 ticks in a row failed; the last: `OperationalError: connection refused`" in opened.content
     assert resolved.content.startswith(":check: Resolved: **Sensor lms_activity_sensor keeps failing**")
+
+
+def test_a_ui_materialisation_that_failed_for_good_alerts_too(tmp_path: Path, fake_zulip: FakeZulip) -> None:
+    """ "However launched": Dagster's implicit asset job (what the UI runs) materialising the events."""
+    fake_zulip.add_channel(CHANNEL)
+    pipe = pipeline(sqlite_backend(tmp_path), fake_zulip, retries=0)  # no LMS file: the run fails
+    job = pipe.defs.resolve_implicit_global_asset_job_def()
+    assert job.name == names.IMPLICIT_ASSET_JOB
+    result = job.execute_in_process(
+        instance=pipe.instance,
+        partition_key="2024-05-03",
+        asset_selection=[AssetKey(n) for n in names.INGEST_ASSETS],
+        resources=dict(pipe.defs.resources or {}),
+        raise_on_error=False,
+    )
+    assert not result.success
+    assert "1 opened, 1 sent" in evaluate_failure_sensor(pipe, result)
+    [alert] = fake_zulip.channel_messages(CHANNEL)
+    assert "**Asset materialisation (UI or backfill) failed for good (2024-05-03)**" in alert.content

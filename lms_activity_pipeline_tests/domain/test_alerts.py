@@ -107,6 +107,8 @@ def test_run_failure_alert_names_job_window_step_error_and_link() -> None:
     assert alert.link == "http://dagster.internal:3000/runs/abcdef12-3456"
     assert "`lms_activity_events`" in alert.detail and "`boom line 2`" in alert.detail
     assert partition_window({"dagster/partition": "2024-05-03"}) == "2024-05-03"
+    ui_run = run_failure_alert(FailedRun("__ASSET_JOB", "r1", "2024-05-03", None, "x"), "http://ui")
+    assert ui_run.title == "Asset materialisation (UI or backfill) failed for good (2024-05-03)"
     assert partition_window({}) == "all"
 
 

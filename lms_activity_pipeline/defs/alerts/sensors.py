@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from dagster import (
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -24,8 +25,8 @@ from dagster import (
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from lms_activity_pipeline import names
-from lms_activity_pipeline.defs.ingest.jobs import lms_ingest_job
 from lms_activity_pipeline.defs.notify.jobs import notify_mentors_job
+from lms_activity_pipeline.defs.notify.sensors import materialised_events
 from lms_activity_pipeline.defs.resources import AlertsResource, LMSResource, WarehouseResource, ZulipResource
 from lms_activity_pipeline.domain.alerts import (
     HEALTH_KINDS,
@@ -66,20 +67,28 @@ def run_retries(instance: DagsterInstance) -> RunRetries:
     return RunRetries(instance.run_retries_enabled, instance.run_retries_max_retries)
 
 
+def watched(run: DagsterRun) -> bool:
+    """A run of the ingest or notify work however launched: ``lms_ingest_job``, ``notify_mentors_job``, or
+    Dagster's implicit asset job materialising ``lms_activity_events`` (a UI materialisation or backfill)."""
+    return run.job_name == notify_mentors_job.name or materialised_events(run)
+
+
 @run_failure_sensor(
     name=names.RUN_FAILURE_ALERTS_SENSOR,
-    monitored_jobs=[lms_ingest_job, notify_mentors_job],
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=10,
     description=(
         "Alerts (Zulip channel LMS_ALERT_ZULIP_STREAM, or the run logs) when a run of lms_ingest_job or "
-        "notify_mentors_job failed for good: after Dagster's run retries. One alert per job and window."
+        "notify_mentors_job (or a UI materialisation or backfill of lms_activity_events) failed for good: after "
+        "Dagster's run retries. One alert per job and window."
     ),
 )
 def lms_run_failure_alerts(
     context: RunFailureSensorContext, warehouse: WarehouseResource, zulip: ZulipResource, alerts: AlertsResource
 ) -> SkipReason:
     run = context.dagster_run
+    if not watched(run):
+        return SkipReason(f"run {run.run_id} of {run.job_name}: not alerted on")
     # Only runs launched from a code location can be retried by the daemon; one executed in-process
     # (``lms-activity monitor``) is final whatever its tags say.
     if run.remote_job_origin is not None and will_be_retried(run.tags, run_retries(context.instance)):
