@@ -6,6 +6,7 @@ Each resource is configuration plus a way to get the library object that does th
 ``EnvVar`` references, so the UI shows the variable's name, never its value.
 """
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,10 @@ class ZulipResource(ConfigurableResource):
         return ZulipGateway({k: v for k, v in options.items() if _set(v)}, self.request_timeout_seconds)
 
 
+#: All waits (backoff, Retry-After) for one alert stay below this: alerts are sent from sensor ticks.
+ALERT_MAX_WAIT_SECONDS = 20.0
+
+
 class AlertsResource(ConfigurableResource):
     """Operational alerts (``LMS_ALERT_*``, ``LMS_DAGSTER_UI_URL``): the channel and topic they go to (sent by
     the ``zulip`` resource's bot; no channel: run logs only), the thresholds and the link base."""
@@ -197,7 +202,13 @@ class AlertsResource(ConfigurableResource):
                 gateway = zulip.gateway()
             except ConfigError:
                 gateway = None
-        return AlertSender(gateway, channel, self.topic, zulip.retry_policy())
+        # The DMs' policy, with its waits capped so a sensor tick never waits minutes on Zulip.
+        policy = dataclasses.replace(
+            zulip.retry_policy(),
+            max_retry_after_seconds=min(zulip.max_retry_after_seconds, ALERT_MAX_WAIT_SECONDS),
+            max_total_wait_seconds=min(zulip.max_wait_seconds_per_message, ALERT_MAX_WAIT_SECONDS),
+        )
+        return AlertSender(gateway, channel, self.topic, policy)
 
 
 def _set(value: object) -> bool:
