@@ -94,23 +94,29 @@ def outbox_health(engine: Engine, now: dt.datetime) -> OutboxHealth:
         )
     )
     certain_failure = sa.and_(log.c.status == OutboxStatus.FAILED, log.c.delivery_uncertain.is_(sa.false()))
-    per_mentor = (
-        sa.select(
-            log.c.mentor_id,
-            sa.func.count().filter(certain_failure).label("failed"),
-            sa.func.min(log.c.processed_at).filter(certain_failure).label("first_failed"),
-            sa.func.max(log.c.processed_at).filter(log.c.status == OutboxStatus.SENT).label("last_sent"),
-        )
+    # Mentors with enough certain failures (through the status index), then, per candidate, one probe of
+    # ix_lms_event_log_mentor_status for a DM delivered since their first failure.
+    candidates = (
+        sa.select(log.c.mentor_id, sa.func.count().label("failed"), sa.func.min(log.c.processed_at).label("first"))
+        .where(certain_failure)
         .group_by(log.c.mentor_id)
+        .having(sa.func.count() >= MENTOR_FAILURES)
         .subquery()
     )
-    failing = (
-        sa.select(per_mentor.c.mentor_id, per_mentor.c.failed)
+    sent = log.alias("sent")
+    delivered_since = (
+        sa.select(sent.c.id)
         .where(
-            per_mentor.c.failed >= MENTOR_FAILURES,
-            sa.or_(per_mentor.c.last_sent.is_(None), per_mentor.c.last_sent < per_mentor.c.first_failed),
+            sent.c.mentor_id == candidates.c.mentor_id,
+            sent.c.status == OutboxStatus.SENT,
+            sent.c.processed_at >= candidates.c.first,
         )
-        .order_by(per_mentor.c.mentor_id)
+        .exists()
+    )
+    failing = (
+        sa.select(candidates.c.mentor_id, candidates.c.failed)
+        .where(sa.not_(delivered_since))
+        .order_by(candidates.c.mentor_id)
     )
     with engine.connect() as conn:
         pending_count, oldest = conn.execute(pending).one()

@@ -345,3 +345,8 @@ lms_alert_incidents = sa.Table(
     sa.Index("ix_lms_alert_incidents_status", "status"),
     comment="Operational alert incidents: one row per dedup key, so alerts are sent once across restarts and processes",
 )
+
+#: The health checks' probe: has a mentor had a DM delivered since their first failure?
+ix_lms_event_log_mentor_status = sa.Index(
+    "ix_lms_event_log_mentor_status", lms_event_log.c.mentor_id, lms_event_log.c.status, lms_event_log.c.processed_at
+)

@@ -40,7 +40,8 @@ def store_for(backend: Backend) -> tuple[Warehouse, AlertStore]:
 
 def add_pairs(warehouse: Warehouse, rows: list[dict[str, Any]]) -> None:
     with db.write_transaction(warehouse.engine) as conn:
-        conn.execute(wh.lms_event_log.insert(), rows)
+        for row in rows:  # one statement each: the rows do not all have the same columns
+            conn.execute(wh.lms_event_log.insert().values(**row))
 
 
 def check(warehouse: Warehouse, store: AlertStore, send: AlertSender, now: dt.datetime) -> AlertReport:
@@ -185,3 +186,25 @@ def test_without_a_channel_alerts_go_to_the_log_once(
     logged = [r.message for r in caplog.records if "ALERT (opened)" in r.message]
     assert len(logged) == 1 and "Mentor notifications are waiting" in logged[0]
     assert fake_zulip.requests_to("messages", "POST") == []
+
+
+def test_a_mentor_keeps_failing_only_without_a_dm_delivered_since(backend: Backend) -> None:
+    warehouse, _ = store_for(backend)
+    now = dt.datetime.now(dt.UTC)
+    hour = dt.timedelta(hours=1)
+    failed = {"status": "failed", "attempts": 2, "error_message": "HTTP 400: bad"}
+    add_pairs(
+        warehouse,
+        [
+            # mentor 1: a DM delivered before the failures began -> keeps failing
+            {"event_id": 1, "mentor_id": 1, "status": "sent", "processed_at": now - 5 * hour},
+            *[{"event_id": e, "mentor_id": 1, "processed_at": now - hour, **failed} for e in (2, 3, 4)],
+            # mentor 2: the same failures, then a DM delivered -> recovered
+            *[{"event_id": e, "mentor_id": 2, "processed_at": now - 2 * hour, **failed} for e in (5, 6, 7)],
+            {"event_id": 8, "mentor_id": 2, "status": "sent", "processed_at": now - hour},
+            # mentor 3: two failures only
+            *[{"event_id": e, "mentor_id": 3, "processed_at": now, **failed} for e in (9, 10)],
+        ],
+    )
+    health = outbox_health(warehouse.engine, now)
+    assert [(m.mentor_id, m.failed_pairs, m.last_error) for m in health.failing_mentors] == [(1, 3, "HTTP 400: bad")]
