@@ -304,6 +304,37 @@ VARIABLES: tuple[Variable, ...] = (
         "a zuliprc (`[api]` with `site`, `email`, `key`) instead of the three above; none of the four "
         "set means dry-run: messages are rendered and logged, nothing is sent",
     ),
+    # --- operational alerts (issue 15) ---
+    Variable(
+        "LMS_ALERT_ZULIP_STREAM",
+        "alert_zulip_stream",
+        None,
+        parse_text,
+        "Zulip channel the operational alerts go to, sent by the same bot; unset: alerts go to the run logs "
+        "only (see [operations](docs/operations.md#alerts))",
+    ),
+    Variable("LMS_ALERT_ZULIP_TOPIC", "alert_zulip_topic", "lms-activity alerts", parse_text, "topic of the alerts"),
+    Variable(
+        "LMS_ALERT_LAG_MINUTES",
+        "alert_lag_minutes",
+        "30",
+        parse_non_negative_float,
+        "alert when the warehouse is this many minutes behind LMS changes (0: never)",
+    ),
+    Variable(
+        "LMS_ALERT_BACKLOG_MINUTES",
+        "alert_backlog_minutes",
+        "60",
+        parse_non_negative_float,
+        "alert when notifications have been pending this many minutes (0: never)",
+    ),
+    Variable(
+        "LMS_DAGSTER_UI_URL",
+        "dagster_ui_url",
+        "http://127.0.0.1:3000",
+        parse_text,
+        "the Dagster UI, for the links to runs in alerts",
+    ),
 )
 VARIABLE_BY_FIELD: Mapping[str, Variable] = {v.field: v for v in VARIABLES}
 
@@ -332,6 +363,12 @@ class Settings:
     zulip_email: str | None = None
     zulip_api_key: str | None = field(default=None, repr=False)
     zulip_config: str | None = None
+    # operational alerts (issue 15)
+    alert_zulip_stream: str | None = None
+    alert_zulip_topic: str = "lms-activity alerts"
+    alert_lag_minutes: float = 30.0
+    alert_backlog_minutes: float = 60.0
+    dagster_ui_url: str = "http://127.0.0.1:3000"
     from_env: frozenset[str] = frozenset()
 
     @property

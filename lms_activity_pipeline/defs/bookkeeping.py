@@ -35,6 +35,11 @@ TABLES: tuple[tuple[sa.Table, str, tuple[str, ...]], ...] = (
         "The LMS poll's cursor, shared by lms_activity_sensor and `lms-activity monitor`.",
         (),
     ),
+    (
+        wh.lms_alert_incidents,
+        "Operational alert incidents (one row per dedup key), written by lms_run_failure_alerts and lms_health_alerts.",
+        (),
+    ),
 )
 
 

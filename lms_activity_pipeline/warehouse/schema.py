@@ -316,3 +316,37 @@ student_daily_activity = sa.Table(
 def table_named(name: str) -> sa.Table:
     """The warehouse table called ``name`` (e.g. ``"lms_activity_events"``)."""
     return METADATA.tables[f"{SCHEMA_TOKEN}.{name}"]
+
+
+# --- operational alerts (issue 15) --------------------------------------------------------------
+
+lms_alert_incidents = sa.Table(
+    "lms_alert_incidents",
+    METADATA,
+    sa.Column(
+        "key",
+        sa.Text,
+        primary_key=True,
+        comment="Dedup key of the incident, e.g. 'backlog', 'run_failed:lms_ingest_job:2024-05-03' (one row per key)",
+    ),
+    sa.Column("status", sa.Text, nullable=False, comment="open | resolved"),
+    sa.Column("title", sa.Text, nullable=False, comment="The alert's title as sent"),
+    sa.Column("detail", sa.Text, comment="The alert's detail line when it (last) opened"),
+    sa.Column("opened_at", TS, nullable=False, comment="When the incident (last) opened"),
+    sa.Column("last_seen_at", TS, nullable=False, comment="When a check last saw it"),
+    sa.Column(
+        "notified_at",
+        TS,
+        comment="When the 'opened' message was sent; NULL: not yet (hourly cap, Zulip down, or alerts to run logs only)",
+    ),
+    sa.Column("resolved_at", TS, comment="When the incident cleared; NULL while open"),
+    sa.Column("resolve_notified_at", TS, comment="When the 'resolved' message was sent"),
+    sa.Column("last_error", sa.Text, comment="Why the last message for it could not be sent"),
+    sa.Index("ix_lms_alert_incidents_status", "status"),
+    comment="Operational alert incidents: one row per dedup key, so alerts are sent once across restarts and processes",
+)
+
+#: The health checks' probe: has a mentor had a DM delivered since their first failure?
+ix_lms_event_log_mentor_status = sa.Index(
+    "ix_lms_event_log_mentor_status", lms_event_log.c.mentor_id, lms_event_log.c.status, lms_event_log.c.processed_at
+)

@@ -23,7 +23,8 @@ def test_definitions_carry_every_contract_name(tmp_path) -> None:
         names.STUDENT_DAILY_ACTIVITY,
     }
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert activity | {names.LMS_EVENT_LOG, names.ZULIP_USER_CACHE, names.LMS_MONITOR_STATE} == keys
+    bookkeeping = {names.LMS_EVENT_LOG, names.ZULIP_USER_CACHE, names.LMS_MONITOR_STATE, names.LMS_ALERT_INCIDENTS}
+    assert activity | bookkeeping == keys
     for key in activity:
         node = graph.get(AssetKey(key))
         assert (
@@ -33,7 +34,12 @@ def test_definitions_carry_every_contract_name(tmp_path) -> None:
         )
     assert {j.name for j in defs.resolve_all_job_defs()} >= {names.INGEST_JOB, names.NOTIFY_JOB, names.QUALITY_JOB}
     assert [node.name for node in defs.resolve_job_def(names.NOTIFY_JOB).nodes] == [names.NOTIFY_OP]
-    assert {s.name for s in defs.sensors or []} == {names.ACTIVITY_SENSOR, names.NOTIFY_AFTER_INGEST_SENSOR}
+    assert {s.name for s in defs.sensors or []} == {
+        names.ACTIVITY_SENSOR,
+        names.NOTIFY_AFTER_INGEST_SENSOR,
+        names.RUN_FAILURE_ALERTS_SENSOR,
+        names.HEALTH_ALERTS_SENSOR,
+    }
     assert {s.name for s in defs.schedules or []} == {names.NOTIFY_RETRY_SCHEDULE}
     checks = {k.name for k in graph.asset_check_keys if k.asset_key == AssetKey(names.LMS_ACTIVITY_EVENTS)}
     assert checks == {
@@ -43,5 +49,5 @@ def test_definitions_carry_every_contract_name(tmp_path) -> None:
         "no_future_events",
         "students_exist_in_lms",
     }
-    assert set(defs.resources or {}) == {"lms", "warehouse", "settings", "zulip"}
+    assert set(defs.resources or {}) == {"lms", "warehouse", "settings", "zulip", "alerts"}
     assert {t.name for t in wh.METADATA.sorted_tables} == keys  # every warehouse table is in the catalog

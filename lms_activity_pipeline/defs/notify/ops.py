@@ -8,10 +8,12 @@ from pydantic import Field
 
 from lms_activity_pipeline import names
 from lms_activity_pipeline.defs.resources import LMSResource, PipelineSettings, WarehouseResource, ZulipResource
+from lms_activity_pipeline.domain.alerts import RETRY_COMMAND
 from lms_activity_pipeline.domain.outbox import OutboxStatus
 from lms_activity_pipeline.notify.notifier import Notifier, NotifySummary, ZulipSetup
 from lms_activity_pipeline.notify.request import NotifyRequest
 from lms_activity_pipeline.settings import parse_event_types
+from lms_activity_pipeline.warehouse.health import outbox_health
 from lms_activity_pipeline.warehouse.outbox import (
     DEFAULT_MAX_ATTEMPTS,
     Selection,
@@ -168,6 +170,9 @@ def send_mentor_notifications(
                 names.ROW_COUNT: MetadataValue.int(sum(statuses.values())),
                 **{f"status_{s}": MetadataValue.int(n) for s, n in statuses.items()},
                 "sent_by_this_run": MetadataValue.int(summary.counts.get(OutboxStatus.SENT, 0)),
+                # The dead letter: failed pairs no automatic run retries (see the dead_letter check).
+                "dead_letter": MetadataValue.int(outbox_health(store.engine, dt.datetime.now(dt.UTC)).dead_letter),
+                "dead_letter_retry": MetadataValue.text(RETRY_COMMAND),
             },
         )
     )
