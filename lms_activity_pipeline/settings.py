@@ -161,6 +161,16 @@ def parse_queue_name(name: str, raw: str) -> str:
     return value
 
 
+def parse_frequency(name: str, raw: str) -> str:
+    """A notification frequency (issue 12: mentor notification preferences)."""
+    from lms_activity_pipeline.domain.preferences import FREQUENCIES
+
+    value = raw.strip().lower()
+    if value not in FREQUENCIES:
+        raise ConfigError(f"{name}={raw!r} is not a frequency (use {', '.join(FREQUENCIES)})")
+    return value
+
+
 # --- the variables ---------------------------------------------------------------------------------------
 
 #: A default computed from the values read so far (by field name), e.g. a path under ``LMS_HOME``.
@@ -304,6 +314,15 @@ VARIABLES: tuple[Variable, ...] = (
         "a zuliprc (`[api]` with `site`, `email`, `key`) instead of the three above; none of the four "
         "set means dry-run: messages are rendered and logged, nothing is sent",
     ),
+    # --- mentor notification preferences and rules (issue 12) ---
+    Variable(
+        "LMS_NOTIFY_DEFAULT_FREQUENCY",
+        "notify_default_frequency",
+        "immediate",
+        parse_frequency,
+        "how often mentors without a preference are told: `immediate`, `hourly`, `daily`, `weekly` or `off` "
+        "(see [notifications](docs/notifications.md#preferences-and-rules))",
+    ),
 )
 VARIABLE_BY_FIELD: Mapping[str, Variable] = {v.field: v for v in VARIABLES}
 
@@ -332,6 +351,7 @@ class Settings:
     zulip_email: str | None = None
     zulip_api_key: str | None = field(default=None, repr=False)
     zulip_config: str | None = None
+    notify_default_frequency: str = "immediate"
     from_env: frozenset[str] = frozenset()
 
     @property
