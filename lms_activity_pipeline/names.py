@@ -63,3 +63,7 @@ WILL_RETRY_TAG: Final = "dagster/will_retry"
 # --- metadata keys read back from runs ------------------------------------------------------------
 ROW_COUNT: Final = "dagster/row_count"
 ROWS_REJECTED: Final = "rows_rejected"
+
+# --- mentor notification preferences (issue 12) --------------------------------------------------
+MENTOR_NOTIFICATION_PREFERENCES: Final = "mentor_notification_preferences"
+MENTOR_DIGEST_STATE: Final = "mentor_digest_state"
