@@ -194,3 +194,55 @@ def test_two_concurrent_runs_never_split_or_duplicate_a_digest(pg_databases, fak
 class _Quiet:
     def __getattr__(self, name: str):
         return lambda *args, **kwargs: None
+
+
+def test_second_failure_in_a_row_is_urgent_through_a_daily_preference(
+    backend: Backend, fake_zulip: FakeZulip, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "rules:\n  - name: second failure is urgent\n"
+        "    when: {event_types: [exam_failed], min_failures_in_row: 2}\n    urgent: true\n"
+    )
+    lms = recent_school(backend.lms_url)
+    lms.attempt(3, 2, 201, "graded", ago(1.5), submitted_at=ago(1.2), graded_at=ago(1), score=40).write()
+    zulip_ids = add_mentors(fake_zulip)
+    pipe = Pipeline(
+        backend,
+        resources={"zulip": fast_zulip(fake_zulip)},
+        LMS_NOTIFY_RULES=str(rules),
+        LMS_NOTIFY_DEFAULT_FREQUENCY="daily",
+    )
+    pipe.ingest(*recent_days())
+    now = dt.datetime.now(dt.UTC)
+    for mentor_id in zulip_ids:  # every mentor's daily digest just went out: the next one is due tomorrow
+        set_last_digest(pipe, mentor_id, now)
+    meta = op_metadata(pipe.notify())
+    bob = statuses(pipe, 11)
+    assert bob["exam:3:exam_failed"][0] == "sent" and bob["exam:2:exam_failed"] == ("pending", None)
+    [urgent] = fake_zulip.messages_to(zulip_ids[11])
+    assert urgent.content.startswith(f"{URGENT_MARK} · ❌ **Bob Stone** failed the exam **Final exam** (attempt 2)")
+    assert meta["sent"] == 2  # bob's two mentors; everything else waits for the daily digest
+    assert meta["open_pairs_held_by_preference"] == meta["open_pairs_left"]
+
+
+def test_stats_show_held_pairs_with_their_due_time(
+    tmp_path: Path, fake_zulip: FakeZulip, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    backend = Backend("sqlite", f"sqlite:///{tmp_path / 'lms.sqlite3'}", f"sqlite:///{tmp_path / 'wh.sqlite3'}")
+    _, _, store = school(backend, fake_zulip)
+    now = dt.datetime.now(dt.UTC)
+    store.put(Preference(13, snooze_until=(now + dt.timedelta(days=3)).date()), now)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    for name, value in {
+        "LMS_DATABASE_URL": backend.lms_url,
+        "LMS_WAREHOUSE_URL": backend.warehouse_url,
+        "LMS_HOME": str(tmp_path / "lms_home"),
+        "DAGSTER_HOME": str(home),
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(["monitor", "--stats"]) == 0
+    out = capsys.readouterr().out
+    due = (now + dt.timedelta(days=3)).date().isoformat()
+    assert "3 held by mentors' preferences (the next due at " + due + " 00:00 UTC)" in out
