@@ -473,7 +473,7 @@ class _MentorJob:
         log_of = {event.event_id: log_id for log_id, event in events.items()}
         ordered = sorted(events.values(), key=lambda e: (e.timestamp, e.event_id))
         if self.extras is None:
-            messages = plan_messages(ordered)
+            messages = plan_messages(ordered, extras=MessageExtras(footer=True))
         else:
             urgent = frozenset(events[i].event_id for i in self.extras.urgent if i in events)
             messages = plan_messages(ordered, extras=dataclasses.replace(self.extras, urgent=urgent))
