@@ -212,15 +212,39 @@ def next_slot(preference: Preference, now: dt.datetime, default_timezone: str) -
     return _local_at(last + step, preference.send_hour, zone)
 
 
-def schedule_due(
-    preference: Preference, now: dt.datetime, last_digest_at: dt.datetime | None, default_timezone: str
-) -> dt.datetime:
-    """When a scheduled digest is due: the latest slot if no digest went out since it (then it is due
-    now), else the next slot."""
-    slot = last_slot(preference, now, default_timezone)
-    if last_digest_at is None or last_digest_at < slot:
-        return slot
-    return next_slot(preference, now, default_timezone)
+@dataclass(frozen=True)
+class Schedule:
+    """When pairs under one preference become due at ``now``, whatever the mentor's last digest:
+    ``fresh`` if no digest went out since ``last_slot`` (or there is no slot), else ``sent``;
+    ``None`` never (``off``). Computed once per distinct preference, applied per mentor."""
+
+    last_slot: dt.datetime | None
+    fresh: dt.datetime | None
+    sent: dt.datetime | None
+
+    def due(self, last_digest_at: dt.datetime | None) -> dt.datetime | None:
+        if self.last_slot is None or last_digest_at is None or last_digest_at < self.last_slot:
+            return self.fresh
+        return self.sent
+
+
+def schedule(preference: Preference, now: dt.datetime, default_timezone: str) -> Schedule:
+    """The :class:`Schedule` of ``preference`` at ``now`` (not urgent)."""
+    if preference.frequency == Frequency.OFF:
+        return Schedule(None, None, None)
+    zone = zone_of(preference, default_timezone)
+    slot: dt.datetime | None = None
+    fresh = sent = now
+    if preference.scheduled:
+        slot = last_slot(preference, now, default_timezone)
+        sent = max(now, next_slot(preference, now, default_timezone))
+    if preference.snooze_until is not None:
+        wake = dt.datetime.combine(preference.snooze_until, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
+        fresh, sent = max(fresh, wake), max(sent, wake)
+    if preference.quiet_hours is not None:
+        fresh = after_quiet_hours(preference.quiet_hours, fresh, zone)
+        sent = after_quiet_hours(preference.quiet_hours, sent, zone)
+    return Schedule(slot, fresh, sent)
 
 
 def due_at(
@@ -233,23 +257,13 @@ def due_at(
 ) -> dt.datetime | None:
     """When a waiting pair under ``preference`` may go out (``<= now``: due now); ``None`` for ``off``.
 
-    Urgent pairs are due at once. Otherwise the frequency gives a time (``immediate``: now), a snooze
-    pushes it to the snooze date's local midnight, and quiet hours push it to their end.
+    Urgent pairs are due at once. Otherwise the frequency gives a time (``immediate``: now; a scheduled
+    digest: now if no digest went out since the latest slot, else the next slot), a snooze pushes it to
+    the snooze date's local midnight, and quiet hours push it to their end.
     """
     if urgent:
         return now
-    if preference.frequency == Frequency.OFF:
-        return None
-    zone = zone_of(preference, default_timezone)
-    when = now
-    if preference.scheduled:
-        when = max(now, schedule_due(preference, now, last_digest_at, default_timezone))
-    if preference.snooze_until is not None:
-        wake = dt.datetime.combine(preference.snooze_until, dt.time(0), tzinfo=zone).astimezone(dt.UTC)
-        when = max(when, wake)
-    if preference.quiet_hours is not None:
-        when = after_quiet_hours(preference.quiet_hours, when, zone)
-    return when
+    return schedule(preference, now, default_timezone).due(last_digest_at)
 
 
 def after_quiet_hours(quiet: QuietHours, when: dt.datetime, zone: ZoneInfo) -> dt.datetime:

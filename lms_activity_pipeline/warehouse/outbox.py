@@ -105,21 +105,6 @@ def checkable_uncertain() -> sa.ColumnElement[bool]:
 _ID_CHUNK = 5000
 
 
-class WaitingPair(NamedTuple):
-    """A takeable pair with what preferences and rules look at (issue 12)."""
-
-    log_id: int
-    event_id: int
-    mentor_id: int
-    status: str
-    event_type: str
-    student_id: int
-    course_id: int | None
-    activity_id: int | None
-    timestamp: dt.datetime
-    score_pct: float | None
-
-
 @dataclass(frozen=True)
 class DigestSlot:
     """A claim that sends a scheduled digest: the mentor's ``last_digest_at`` its decision saw."""
@@ -386,44 +371,42 @@ class Outbox:
         counts: dict[str, Any] = {name: pairs for name, (pairs, _) in rows.items()}
         return Backlog(**counts, takeable_mentors=rows.get("takeable", (0, 0))[1])
 
-    def waiting(self, selection: Selection, *, with_scores: bool = False) -> list[WaitingPair]:
-        """Every takeable pair of ``selection`` with what preferences and rules look at, oldest first."""
-        score = (
-            events.c.activity_metadata["percentage"].as_float() if with_scores else sa.null().cast(sa.Float)
-        ).label("score_pct")
-        stmt = (
-            sa.select(
-                log.c.id,
-                log.c.event_id,
-                log.c.mentor_id,
-                log.c.status,
+    def waiting(
+        self, selection: Selection, *, rule_facts: bool = False, old_before: dt.datetime | None = None
+    ) -> pd.DataFrame:
+        """Every takeable pair of ``selection`` with what preferences and rules look at, oldest first:
+        ``log_id, event_id, mentor_id, pending, student_id, course_id, old`` (its event happened before
+        ``old_before``), with ``rule_facts`` also ``event_type, activity_id, score_pct``. One ``COPY`` on
+        PostgreSQL."""
+        old = (
+            sa.case((events.c.timestamp < to_utc(old_before), True), else_=False)
+            if old_before is not None
+            else sa.false()
+        )
+        columns: list[sa.ColumnElement] = [
+            log.c.id.label("log_id"),
+            log.c.event_id,
+            log.c.mentor_id,
+            sa.case((log.c.status == OutboxStatus.PENDING, True), else_=False).label("pending"),
+            events.c.student_id,
+            events.c.course_id,
+            sa.cast(old, sa.Boolean).label("old"),
+        ]
+        if rule_facts:
+            columns += [
                 events.c.event_type,
-                events.c.student_id,
-                events.c.course_id,
                 events.c.activity_id,
-                events.c.timestamp,
-                score,
-            )
+                events.c.activity_metadata["percentage"].as_float().label("score_pct"),
+            ]
+        stmt = (
+            sa.select(*columns)
             .select_from(log.join(events, events.c.event_id == log.c.event_id))
             .where(selection.claimable())
             .order_by(log.c.id)
         )
         with self.engine.connect() as conn:
-            return [
-                WaitingPair(
-                    int(r.id),
-                    int(r.event_id),
-                    int(r.mentor_id),
-                    str(r.status),
-                    r.event_type,
-                    int(r.student_id),
-                    None if r.course_id is None else int(r.course_id),
-                    None if r.activity_id is None else int(r.activity_id),
-                    to_utc(r.timestamp),
-                    None if r.score_pct is None else float(r.score_pct),
-                )
-                for r in conn.execute(stmt)
-            ]
+            rows = [tuple(r) for r in conn.execute(stmt)]
+        return pd.DataFrame.from_records(rows, columns=[c.name for c in stmt.selected_columns])
 
     def failures_in_row(self, selection: Selection) -> dict[int, int]:
         """For each takeable ``exam_failed`` pair's event: the consecutive failed attempts of that exam by

@@ -8,7 +8,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Collection, Mapping
+from types import SimpleNamespace
+from typing import Any
 
+import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -21,12 +24,14 @@ prefs = mentor_notification_preferences
 state = mentor_digest_state
 
 
-def _from_row(row: sa.Row) -> Preference:
+def _from_row(row: sa.Row | SimpleNamespace) -> Preference:
     quiet = None
-    if row.quiet_start and row.quiet_end:
+    if isinstance(row.quiet_start, str) and isinstance(row.quiet_end, str):
         quiet = QuietHours(dt.time.fromisoformat(row.quiet_start), dt.time.fromisoformat(row.quiet_end))
     snooze = row.snooze_until
-    if isinstance(snooze, str):
+    if not isinstance(snooze, str | dt.date):
+        snooze = None
+    elif isinstance(snooze, str):
         snooze = dt.date.fromisoformat(snooze[:10])
     elif isinstance(snooze, dt.datetime):
         snooze = snooze.date()
@@ -37,7 +42,7 @@ def _from_row(row: sa.Row) -> Preference:
         frequency=row.frequency,
         send_hour=int(row.send_hour),
         weekday=row.weekday,
-        timezone=row.timezone,
+        timezone=row.timezone if isinstance(row.timezone, str) else None,
         quiet_hours=quiet,
         snooze_until=snooze,
     )
@@ -96,6 +101,19 @@ class PreferenceStore:
             stmt = stmt.where(prefs.c.mentor_id.in_(sorted(mentor_ids)))
         with self.engine.connect() as conn:
             return [_from_row(r) for r in conn.execute(stmt)]
+
+    def frame(self) -> pd.DataFrame:
+        """Every preference row as stored (``mentor_id, scope_kind, scope_id, frequency, send_hour, weekday,
+        timezone, quiet_start, quiet_end, snooze_until``), for set-based resolution."""
+        columns = [c for c in prefs.columns if c.name != "updated_at"]
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(*columns)).all()
+        return pd.DataFrame.from_records([tuple(r) for r in rows], columns=[c.name for c in columns])
+
+    @staticmethod
+    def from_frame_row(row: Mapping[Any, Any]) -> Preference:
+        """A :class:`Preference` from a row of :meth:`frame`."""
+        return _from_row(SimpleNamespace(**{str(k): v for k, v in row.items()}))
 
     def any(self) -> bool:
         with self.engine.connect() as conn:
