@@ -405,7 +405,9 @@ class Outbox:
             .order_by(log.c.id)
         )
         with self.engine.connect() as conn:
-            rows = [tuple(r) for r in conn.execute(stmt)]
+            result = conn.execute(stmt)
+            rows = result.cursor.fetchall() if result.cursor is not None else []  # plain values, no Row objects
+            result.close()
         return pd.DataFrame.from_records(rows, columns=[c.name for c in stmt.selected_columns])
 
     def failures_in_row(self, selection: Selection) -> dict[int, int]:
