@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,3 +112,11 @@ def test_the_file_unreadable_or_not_yaml_is_one_line(tmp_path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text(EXAMPLE)
     assert len(read_rules("LMS_NOTIFY_RULES", str(good)).rules) == 4
+
+
+def test_the_example_rules_file_is_valid() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "notify_rules.yaml"
+    rules = read_rules("LMS_NOTIFY_RULES", str(example))
+    assert len(rules.rules) == 4 and rules.rules[0].name == "second failure is urgent"
+    low = rules.match(EventFacts("exam_failed", score_pct=10, failures_in_row=1))
+    assert low is not None and low.name == "very low scores are urgent" and low.urgent

@@ -15,12 +15,13 @@ import sqlalchemy as sa
 
 from lms_activity_pipeline import cli
 from lms_activity_pipeline.defs.notify.ops import zulip_setup
+from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.domain.messages import FOOTER, URGENT_MARK
 from lms_activity_pipeline.domain.preferences import Preference, QuietHours
 from lms_activity_pipeline.lms.reader import LMSReader
 from lms_activity_pipeline.notify.notifier import Notifier
 from lms_activity_pipeline.notify.policy import NotifyPolicy
-from lms_activity_pipeline.notify.request import NotifyRequest
+from lms_activity_pipeline.notify.request import NotifyRequest, why_no_run
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline.warehouse.preferences import PreferenceStore
 from lms_activity_pipeline_tests.conftest import Backend
@@ -73,26 +74,39 @@ def test_daily_is_held_then_sent_once_as_one_digest_when_the_send_hour_is_now(
     later_hour = (now.hour + 3) % 24
     store.put(Preference(11, frequency="daily", send_hour=later_hour), now)
     set_last_digest(pipe, 11, now - dt.timedelta(hours=2))  # yesterday's digest slot is behind us
+    # Notify runs whose age limit (1 h) the 2-3 h old events have passed: held pairs are not skipped for age.
+    aged = Pipeline(backend, pipe.instance, resources={"zulip": fast_zulip(fake_zulip)}, LMS_NOTIFY_MAX_AGE_HOURS="1")
 
-    meta = op_metadata(pipe.notify())
+    meta = op_metadata(aged.notify())
     assert fake_zulip.messages_to(zulip_ids[11]) == []
     assert {s for s, _ in statuses(pipe, 11).values()} == {"pending"}
     assert meta["open_pairs_held_by_preference"] == 3
     assert "3 held by mentors' preferences (the next due at" in meta["open_pairs"]
     assert meta["next_due_at"].startswith(f"{(now + dt.timedelta(hours=3)).date().isoformat()}T{later_hour:02d}:00")
-    assert fake_zulip.messages_to(zulip_ids[12])  # the other mentor of bob is told as usual
-    again = op_metadata(pipe.notify())
+    # bob's other mentor (immediate) is past the age limit as before
+    assert set(statuses(pipe, 12).values()) == {("skipped", "event older than LMS_NOTIFY_MAX_AGE_HOURS=1 when sending")}
+    again = op_metadata(aged.notify())
     assert again["sent"] == 0 and fake_zulip.messages_to(zulip_ids[11]) == []
+    # what the sensor and the schedule ask: held pairs do not make a run due
+    why = why_no_run(
+        pipe.warehouse.outbox(),
+        enabled=True,
+        event_types=ALL_EVENT_TYPES,
+        max_age_hours=1,
+        now=now,
+        policy=NotifyPolicy(),
+    )
+    assert why is not None and why.startswith("nothing due: 3 pairs still open: 3 held by mentors' preferences")
 
     # The mentor moves the send hour to the current hour: the waiting pairs are due now, as one digest.
     store.put(Preference(11, frequency="daily", send_hour=now.hour), now)
-    op_metadata(pipe.notify())
+    op_metadata(aged.notify())
     [digest] = fake_zulip.messages_to(zulip_ids[11])
     assert "📬 **LMS activity digest**: 3 events from 1 student, since " in digest.content
     assert digest.content.endswith(FOOTER)
     log = pipe.log_rows().query("mentor_id == 11")
     assert set(log["status"]) == {"sent"} and set(log["notification_message_id"]) == {digest.id}
-    op_metadata(pipe.notify())
+    op_metadata(aged.notify())
     assert len(fake_zulip.messages_to(zulip_ids[11])) == 1
 
 
