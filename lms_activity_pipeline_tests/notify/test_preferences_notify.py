@@ -43,6 +43,9 @@ rules:
   - name: no content starts
     when: {event_types: [content_started]}
     notify: false
+  - name: failures are urgent
+    when: {event_types: [exam_failed], max_score_pct: 55}
+    urgent: true
 """
 
 
@@ -138,6 +141,7 @@ def test_quiet_hours_hold_and_an_urgent_rule_passes_through(
         (now + dt.timedelta(hours=2)).time().replace(second=0, microsecond=0),
     )
     store.put(Preference(10, quiet_hours=quiet), now)
+    store.put(Preference(11, frequency="off"), now)  # muted, but an urgent rule still reaches them
 
     meta = op_metadata(pipe.notify())
     assert "passes are urgent" in meta["notification_policy"] and "no content starts" in meta["notification_policy"]
@@ -152,6 +156,11 @@ def test_quiet_hours_hold_and_an_urgent_rule_passes_through(
         mentor_10["content:1:content_started"] == skipped and statuses(pipe, 13)["content:1:content_started"] == skipped
     )
     assert meta["open_pairs_held_by_preference"] == 4
+    bob = statuses(pipe, 11)
+    assert bob["exam:2:exam_failed"][0] == "sent"
+    assert bob["exam:2:exam_started"] == bob["exam:2:exam_completed"] == ("skipped", "muted by preference")
+    [failed] = fake_zulip.messages_to(zulip_ids[11])
+    assert failed.content.startswith(f"{URGENT_MARK} · ❌ **Bob Stone** failed the exam")
 
 
 def test_a_bad_rules_file_stops_every_entry_point_with_one_line(
