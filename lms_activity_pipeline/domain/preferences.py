@@ -17,7 +17,7 @@ Pure Python: every function takes ``now``; time zones come from :mod:`zoneinfo` 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -164,13 +164,6 @@ def resolve(
         if key[1] is not None and (found := by_scope.get((key[0], int(key[1])))) is not None:
             return found
     return default
-
-
-def index_by_mentor(preferences: Iterable[Preference]) -> Mapping[int, list[Preference]]:
-    grouped: dict[int, list[Preference]] = {}
-    for p in preferences:
-        grouped.setdefault(p.mentor_id, []).append(p)
-    return grouped
 
 
 # --- due times ---------------------------------------------------------------------------------------

@@ -90,10 +90,6 @@ class RuleSet:
         return next((rule for rule in self.rules if rule.matches(event)), None)
 
     @property
-    def needs_scores(self) -> bool:
-        return any(r.min_score_pct is not None or r.max_score_pct is not None for r in self.rules)
-
-    @property
     def needs_failures(self) -> bool:
         return any(r.min_failures_in_row is not None for r in self.rules)
 

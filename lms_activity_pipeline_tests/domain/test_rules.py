@@ -33,7 +33,7 @@ rules:
 
 def test_first_match_wins() -> None:
     rules = parse_rules(yaml.safe_load(EXAMPLE))
-    assert len(rules.rules) == 4 and rules.needs_failures and rules.needs_scores
+    assert len(rules.rules) == 4 and rules.needs_failures
 
     def name(facts: EventFacts) -> str | None:
         rule = rules.match(facts)
@@ -120,3 +120,37 @@ def test_the_example_rules_file_is_valid() -> None:
     assert len(rules.rules) == 4 and rules.rules[0].name == "second failure is urgent"
     low = rules.match(EventFacts("exam_failed", score_pct=10, failures_in_row=1))
     assert low is not None and low.name == "very low scores are urgent" and low.urgent
+
+
+def test_the_notify_runs_column_wise_matching_agrees_with_rule_matches() -> None:
+    """A notify run applies rules to whole columns (``notify/policy.py``): same answers as :meth:`Rule.matches`."""
+    import random
+
+    import pandas as pd
+
+    from lms_activity_pipeline.notify.policy import _matches
+
+    rng = random.Random(3)
+    types = ["exam_failed", "exam_passed", "content_started", "content_watched"]
+    facts = [
+        EventFacts(
+            rng.choice(types),
+            rng.choice([None, 3, 7]),
+            rng.choice([None, 99, 5]),
+            rng.choice([None, 10.0, 20.0, 55.5, 90.0]),
+            rng.randint(0, 3),
+        )
+        for _ in range(300)
+    ]
+    frame = pd.DataFrame(
+        {
+            "event_type": [f.event_type for f in facts],
+            "course_id": pd.array([f.course_id for f in facts], dtype="Int64"),
+            "activity_id": pd.array([f.activity_id for f in facts], dtype="Int64"),
+            "score_pct": [f.score_pct for f in facts],
+            "failures_in_row": [f.failures_in_row for f in facts],
+        }
+    )
+    extra = parse_rules({"rules": [{"name": "m", "when": {"min_score_pct": 50, "activities": [99]}, "notify": False}]})
+    for rule in parse_rules(yaml.safe_load(EXAMPLE)).rules + extra.rules:
+        assert _matches(rule, frame).tolist() == [rule.matches(f) for f in facts], rule.name
