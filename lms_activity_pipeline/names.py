@@ -74,3 +74,7 @@ LMS_ALERT_INCIDENTS: Final = "lms_alert_incidents"
 #: Asset checks on lms_event_log.
 BACKLOG_CHECK: Final = "notification_backlog"
 DEAD_LETTER_CHECK: Final = "dead_letter"
+
+# --- mentor notification preferences (issue 12) --------------------------------------------------
+MENTOR_NOTIFICATION_PREFERENCES: Final = "mentor_notification_preferences"
+MENTOR_DIGEST_STATE: Final = "mentor_digest_state"

@@ -9,12 +9,13 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from lms_activity_pipeline.cli import demo, monitor
+from lms_activity_pipeline.cli import demo, monitor, prefs
 from lms_activity_pipeline.errors import ConfigError
 from lms_activity_pipeline.settings import load_settings
 
 #: Each command: its module adds its parser and runs it (``add_parser(sub, common)``, ``run(settings, args)``).
 COMMANDS = {"demo": demo, "monitor": monitor}
+COMMANDS["prefs"] = prefs  # mentor notification preferences (issue 12)
 
 
 def build_parser() -> argparse.ArgumentParser:

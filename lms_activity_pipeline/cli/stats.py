@@ -11,8 +11,10 @@ from dagster import DagsterInstance, RunsFilter
 from lms_activity_pipeline import names
 from lms_activity_pipeline.domain.alerts import RETRY_COMMAND
 from lms_activity_pipeline.lms.reader import LMSReader
+from lms_activity_pipeline.notify.request import NotifyRequest
 from lms_activity_pipeline.warehouse.freshness import Freshness, freshness
 from lms_activity_pipeline.warehouse.health import OutboxHealth, outbox_health
+from lms_activity_pipeline.warehouse.outbox import Backlog
 from lms_activity_pipeline.warehouse.poll_state import PollState, read_state
 from lms_activity_pipeline.warehouse.stats import EventStats, event_stats
 from lms_activity_pipeline.warehouse.store import Warehouse
@@ -28,9 +30,17 @@ class Stats:
     last_ingest: dict[str, Any] | None
     #: The outbox's backlog age and dead letter (None: not read).
     outbox: OutboxHealth | None = None
+    #: Open pairs as a notify run would see them now, held ones with their due time (issue 12).
+    backlog: Backlog | None = None
 
 
-def collect(reader: LMSReader, store: Warehouse, instance: DagsterInstance, now: dt.datetime | None = None) -> Stats:
+def collect(
+    reader: LMSReader,
+    store: Warehouse,
+    instance: DagsterInstance,
+    now: dt.datetime | None = None,
+    request: NotifyRequest | None = None,
+) -> Stats:
     now = now or dt.datetime.now(dt.UTC)
     fresh = freshness(reader, store.engine)
     marks = reader.high_water_marks(fresh.lms_now)
@@ -42,6 +52,7 @@ def collect(reader: LMSReader, store: Warehouse, instance: DagsterInstance, now:
         poll=read_state(store.engine),
         last_ingest=_run_summary(last[0]) if last else None,
         outbox=outbox_health(store.engine, now),
+        backlog=None if request is None else request.backlog(store.outbox(), now),
     )
 
 
@@ -87,6 +98,8 @@ def print_stats(stats: Stats) -> None:
     print("notifications:      " + ", ".join(f"{k} {v}" for k, v in stats.events.notifications.items()))
     if stats.outbox is not None:
         print_outbox_health(stats.outbox)
+    if stats.backlog is not None:
+        print(f"open pairs:         {stats.backlog.describe()}")
     poll = stats.poll
     print(f"last poll:          {poll.last_poll_at or 'never'} ({poll.last_outcome or '-'})")
     last = stats.last_ingest

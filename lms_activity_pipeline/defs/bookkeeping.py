@@ -40,6 +40,18 @@ TABLES: tuple[tuple[sa.Table, str, tuple[str, ...]], ...] = (
         "Operational alert incidents (one row per dedup key), written by lms_run_failure_alerts and lms_health_alerts.",
         (),
     ),
+    # mentor notification preferences (issue 12)
+    (
+        wh.mentor_notification_preferences,
+        "Mentors' notification preferences (frequency, time zone, quiet hours, snooze) per scope, "
+        "written by `lms-activity prefs`, read by notify_mentors_job.",
+        (),
+    ),
+    (
+        wh.mentor_digest_state,
+        "When each mentor's last scheduled digest went out, written by notify_mentors_job.",
+        (),
+    ),
 )
 
 

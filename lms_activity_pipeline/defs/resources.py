@@ -24,14 +24,23 @@ from dagster import (
 from lms_activity_pipeline.domain.alerts import DEFAULT_ALERTS_PER_HOUR, Thresholds
 from lms_activity_pipeline.domain.delivery import RetryPolicy
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
+from lms_activity_pipeline.domain.rules import RuleSet
 from lms_activity_pipeline.errors import ConfigError
 from lms_activity_pipeline.lms.reader import LMSReader
 from lms_activity_pipeline.notify.alerts import AlertSender
-from lms_activity_pipeline.notify.request import why_no_run
+from lms_activity_pipeline.notify.policy import Decision, NotifyPolicy
+from lms_activity_pipeline.notify.request import NotifyRequest, why_no_run
 from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway
-from lms_activity_pipeline.settings import DEFAULT_WAREHOUSE_SCHEMA, VARIABLE_BY_FIELD, Settings, parse_event_types
+from lms_activity_pipeline.settings import (
+    DEFAULT_WAREHOUSE_SCHEMA,
+    VARIABLE_BY_FIELD,
+    Settings,
+    parse_event_types,
+    parse_frequency,
+    read_rules,
+)
 from lms_activity_pipeline.urls import redact_url
-from lms_activity_pipeline.warehouse.outbox import Outbox
+from lms_activity_pipeline.warehouse.outbox import Outbox, Selection
 from lms_activity_pipeline.warehouse.store import Warehouse
 
 
@@ -80,10 +89,32 @@ class PipelineSettings(ConfigurableResource):
     event_types: str = ",".join(ALL_EVENT_TYPES)
     notify_enabled: bool = True
     notify_max_age_hours: float = 24.0
+    # mentor notification preferences and rules (issue 12)
+    notify_default_frequency: str = "immediate"
+    timezone: str = "UTC"
+    notify_rules: str | None = None
 
     @property
     def monitored_event_types(self) -> tuple[str, ...]:
         return parse_event_types("LMS_EVENT_TYPES_TO_MONITOR", self.event_types)
+
+    def notify_policy(self) -> NotifyPolicy:
+        """Default frequency, time zone and the rules read from ``LMS_NOTIFY_RULES`` (validated again)."""
+        rules = read_rules("LMS_NOTIFY_RULES", self.notify_rules) if self.notify_rules else None
+        return NotifyPolicy(
+            default_frequency=parse_frequency("LMS_NOTIFY_DEFAULT_FREQUENCY", self.notify_default_frequency),
+            timezone=self.timezone,
+            rules=rules or RuleSet(),
+        )
+
+    def notify_decision(self, outbox: Outbox, now: dt.datetime) -> Decision | None:
+        """What preferences and rules make of the waiting pairs now (``None``: none in force, all due)."""
+        request = NotifyRequest(
+            selection=Selection(self.monitored_event_types),
+            max_age=dt.timedelta(hours=self.notify_max_age_hours),
+            policy=self.notify_policy(),
+        )
+        return request.decide(outbox, now)
 
     def why_no_notify_run(self, outbox: Outbox, now: dt.datetime | None = None) -> str | None:
         """Why a notify run with the default config would have nothing to do now (``None``: one is due)."""
@@ -93,6 +124,7 @@ class PipelineSettings(ConfigurableResource):
             event_types=self.monitored_event_types,
             max_age_hours=self.notify_max_age_hours,
             now=now or dt.datetime.now(dt.UTC),
+            policy=self.notify_policy(),
         )
 
 
@@ -233,6 +265,9 @@ def resources_for(settings: Settings, *, env_vars: bool = True) -> dict[str, Any
             event_types=value("event_types"),
             notify_enabled=settings.notify_enabled,
             notify_max_age_hours=settings.notify_max_age_hours,
+            notify_default_frequency=value("notify_default_frequency"),
+            timezone=value("timezone"),
+            notify_rules=value("notify_rules"),
         ),
         # Unset variables stay None (dry-run); the API key is only ever an EnvVar reference or a value in memory.
         "zulip": ZulipResource(

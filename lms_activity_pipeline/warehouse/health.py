@@ -9,6 +9,7 @@ failing or rejecting them) or a delivery of unknown outcome that cannot be looke
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +46,11 @@ class OutboxHealth:
     #: Uncertain deliveries that cannot be settled: nothing to look up, or unsettled after :data:`UNSETTLED_AFTER`.
     unsettled_uncertain: int
     failing_mentors: tuple[FailingMentor, ...]
+
+    def with_due(self, pending: int, since: dt.datetime | None) -> OutboxHealth:
+        """This health with the backlog limited to pairs due now (``since``: when the first became due):
+        pairs a mentor's preference holds back are waiting on purpose, not a backlog."""
+        return dataclasses.replace(self, pending=pending, oldest_pending_at=since)
 
     def pending_minutes(self, now: dt.datetime) -> float:
         if self.oldest_pending_at is None:

@@ -24,6 +24,7 @@ def test_definitions_carry_every_contract_name(tmp_path) -> None:
     }
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     bookkeeping = {names.LMS_EVENT_LOG, names.ZULIP_USER_CACHE, names.LMS_MONITOR_STATE, names.LMS_ALERT_INCIDENTS}
+    bookkeeping |= {names.MENTOR_NOTIFICATION_PREFERENCES, names.MENTOR_DIGEST_STATE}  # issue 12
     assert activity | bookkeeping == keys
     for key in activity:
         node = graph.get(AssetKey(key))

@@ -9,9 +9,17 @@ import datetime as dt
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue, asset_check
 
 from lms_activity_pipeline import names
-from lms_activity_pipeline.defs.resources import AlertsResource, WarehouseResource
+from lms_activity_pipeline.defs.resources import AlertsResource, PipelineSettings, WarehouseResource
 from lms_activity_pipeline.domain.alerts import RETRY_COMMAND
-from lms_activity_pipeline.warehouse.health import outbox_health
+from lms_activity_pipeline.warehouse.health import OutboxHealth, outbox_health
+
+
+def notification_health(warehouse: WarehouseResource, settings: PipelineSettings, now: dt.datetime) -> OutboxHealth:
+    """The outbox's health, its backlog counting only pairs due now under mentors' preferences and rules."""
+    store = warehouse.store()
+    health = outbox_health(store.engine, now)
+    decision = settings.notify_decision(store.outbox(), now)
+    return health if decision is None else health.with_due(decision.due_pending, decision.due_since)
 
 
 @asset_check(
@@ -19,9 +27,11 @@ from lms_activity_pipeline.warehouse.health import outbox_health
     name=names.BACKLOG_CHECK,
     description="No notification has been pending longer than LMS_ALERT_BACKLOG_MINUTES.",
 )
-def notification_backlog(warehouse: WarehouseResource, alerts: AlertsResource) -> AssetCheckResult:
+def notification_backlog(
+    warehouse: WarehouseResource, settings: PipelineSettings, alerts: AlertsResource
+) -> AssetCheckResult:
     now = dt.datetime.now(dt.UTC)
-    health = outbox_health(warehouse.store().engine, now)
+    health = notification_health(warehouse, settings, now)
     minutes = health.pending_minutes(now)
     limit = alerts.backlog_minutes
     passed = not health.pending or limit <= 0 or minutes <= limit

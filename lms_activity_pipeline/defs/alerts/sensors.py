@@ -25,9 +25,16 @@ from dagster import (
 from dagster._core.scheduler.instigation import InstigatorType, TickStatus
 
 from lms_activity_pipeline import names
+from lms_activity_pipeline.defs.alerts.checks import notification_health
 from lms_activity_pipeline.defs.notify.jobs import notify_mentors_job
 from lms_activity_pipeline.defs.notify.sensors import materialised_events
-from lms_activity_pipeline.defs.resources import AlertsResource, LMSResource, WarehouseResource, ZulipResource
+from lms_activity_pipeline.defs.resources import (
+    AlertsResource,
+    LMSResource,
+    PipelineSettings,
+    WarehouseResource,
+    ZulipResource,
+)
 from lms_activity_pipeline.domain.alerts import (
     HEALTH_KINDS,
     SENSOR_ERROR_TICKS,
@@ -42,7 +49,6 @@ from lms_activity_pipeline.domain.alerts import health_alerts as rules
 from lms_activity_pipeline.notify.alerts import Log, raise_alerts
 from lms_activity_pipeline.warehouse.alerts import AlertStore
 from lms_activity_pipeline.warehouse.freshness import freshness
-from lms_activity_pipeline.warehouse.health import outbox_health
 
 #: The sensors whose failing ticks are an incident.
 WATCHED_SENSORS = (names.ACTIVITY_SENSOR, names.NOTIFY_AFTER_INGEST_SENSOR)
@@ -168,16 +174,18 @@ def lms_health_alerts(
     context: SensorEvaluationContext,
     lms: LMSResource,
     warehouse: WarehouseResource,
+    settings: PipelineSettings,
     zulip: ZulipResource,
     alerts: AlertsResource,
 ) -> SkipReason:
-    return SkipReason(evaluate_health(context.instance, lms, warehouse, zulip, alerts, context.log))
+    return SkipReason(evaluate_health(context.instance, lms, warehouse, settings, zulip, alerts, context.log))
 
 
 def evaluate_health(
     instance: DagsterInstance,
     lms: LMSResource,
     warehouse: WarehouseResource,
+    settings: PipelineSettings,
     zulip: ZulipResource,
     alerts: AlertsResource,
     log: Log,
@@ -193,7 +201,7 @@ def evaluate_health(
         lag = None if lag_seconds is None else lag_seconds / 60
     except Exception as exc:  # noqa: BLE001 - an LMS outage shows as failing sensor ticks, not here
         log.warning(f"lag not measured: {type(exc).__name__}: {exc}")
-    facts = outbox_health(store.engine, now).facts(now, lag, sensor_errors(instance))
+    facts = notification_health(warehouse, settings, now).facts(now, lag, sensor_errors(instance))
     active = rules(facts, alerts.thresholds(), alerts.ui_url)
     scope = (*HEALTH_KINDS, *recovered_runs(instance, alert_store))
     report = raise_alerts(
