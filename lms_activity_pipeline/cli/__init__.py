@@ -9,13 +9,14 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from lms_activity_pipeline.cli import demo, monitor
+from lms_activity_pipeline.cli import demo, monitor, prefs
 from lms_activity_pipeline.cli import risk as risk_command
 from lms_activity_pipeline.errors import ConfigError
 from lms_activity_pipeline.settings import load_settings
 
 #: Each command: its module adds its parser and runs it (``add_parser(sub, common)``, ``run(settings, args)``).
 COMMANDS = {"demo": demo, "monitor": monitor}
+COMMANDS["prefs"] = prefs  # mentor notification preferences (issue 12)
 # students at risk
 COMMANDS["risk"] = risk_command
 

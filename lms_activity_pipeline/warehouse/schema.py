@@ -313,10 +313,88 @@ student_daily_activity = sa.Table(
 )
 
 
+# --- mentor notification preferences (issue 12) -----------------------------------------------------
+
+mentor_notification_preferences = sa.Table(
+    "mentor_notification_preferences",
+    METADATA,
+    sa.Column("mentor_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the mentor"),
+    sa.Column(
+        "scope_kind",
+        sa.Text,
+        primary_key=True,
+        comment="all | course | student: what the preference covers; the most specific one wins",
+    ),
+    sa.Column(
+        "scope_id",
+        sa.BigInteger,
+        primary_key=True,
+        autoincrement=False,
+        comment="Courses.id (course) or Users.id of the student (student); 0 for all",
+    ),
+    sa.Column("frequency", sa.Text, nullable=False, comment="immediate | hourly | daily | weekly | off"),
+    sa.Column("send_hour", sa.Integer, nullable=False, comment="0..23, local hour of daily and weekly digests"),
+    sa.Column("weekday", sa.Text, nullable=False, comment="mon..sun, day of weekly digests"),
+    sa.Column("timezone", sa.Text, comment="IANA time zone of the mentor; NULL: LMS_TIMEZONE"),
+    sa.Column("quiet_start", sa.Text, comment="HH:MM local: quiet hours start (only urgent messages then); NULL: none"),
+    sa.Column(
+        "quiet_end", sa.Text, comment="HH:MM local: quiet hours end (may be before quiet_start: across midnight)"
+    ),
+    sa.Column("snooze_until", sa.Date, comment="Nothing but urgent messages before this local date; NULL: not snoozed"),
+    sa.Column("updated_at", TS, nullable=False, server_default=_now(), comment="Last set"),
+    comment="Mentor notification preferences, one row per mentor and scope (lms-activity prefs)",
+)
+
+mentor_digest_state = sa.Table(
+    "mentor_digest_state",
+    METADATA,
+    sa.Column("mentor_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the mentor"),
+    sa.Column(
+        "last_digest_at",
+        TS,
+        comment="When a notify run last claimed a scheduled (hourly/daily/weekly) digest for the mentor",
+    ),
+    comment="When each mentor's last scheduled digest went out (what makes the next one due)",
+)
+
+
 def table_named(name: str) -> sa.Table:
     """The warehouse table called ``name`` (e.g. ``"lms_activity_events"``)."""
     return METADATA.tables[f"{SCHEMA_TOKEN}.{name}"]
 
+
+# --- operational alerts (issue 15) --------------------------------------------------------------
+
+lms_alert_incidents = sa.Table(
+    "lms_alert_incidents",
+    METADATA,
+    sa.Column(
+        "key",
+        sa.Text,
+        primary_key=True,
+        comment="Dedup key of the incident, e.g. 'backlog', 'run_failed:lms_ingest_job:2024-05-03' (one row per key)",
+    ),
+    sa.Column("status", sa.Text, nullable=False, comment="open | resolved"),
+    sa.Column("title", sa.Text, nullable=False, comment="The alert's title as sent"),
+    sa.Column("detail", sa.Text, comment="The alert's detail line when it (last) opened"),
+    sa.Column("opened_at", TS, nullable=False, comment="When the incident (last) opened"),
+    sa.Column("last_seen_at", TS, nullable=False, comment="When a check last saw it"),
+    sa.Column(
+        "notified_at",
+        TS,
+        comment="When the 'opened' message was sent; NULL: not yet (hourly cap, Zulip down, or alerts to run logs only)",
+    ),
+    sa.Column("resolved_at", TS, comment="When the incident cleared; NULL while open"),
+    sa.Column("resolve_notified_at", TS, comment="When the 'resolved' message was sent"),
+    sa.Column("last_error", sa.Text, comment="Why the last message for it could not be sent"),
+    sa.Index("ix_lms_alert_incidents_status", "status"),
+    comment="Operational alert incidents: one row per dedup key, so alerts are sent once across restarts and processes",
+)
+
+#: The health checks' probe: has a mentor had a DM delivered since their first failure?
+ix_lms_event_log_mentor_status = sa.Index(
+    "ix_lms_event_log_mentor_status", lms_event_log.c.mentor_id, lms_event_log.c.status, lms_event_log.c.processed_at
+)
 
 # --- students at risk (student_risk, risk_feedback, risk_digest_log) ----------------------------------
 

@@ -157,7 +157,9 @@ def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProce
 
 @pytest.mark.parametrize("variable", ["LMS_DATABASE_URL", "LMS_WAREHOUSE_URL"])
 def test_connection_error_line_hides_credentials(variable: str, tmp_path: Path) -> None:
-    url, secrets = secret_url("postgresql://postgres@127.0.0.1/postgres", "nowhere", port=free_port())  # nothing listens
+    url, secrets = secret_url(
+        "postgresql://postgres@127.0.0.1/postgres", "nowhere", port=free_port()
+    )  # nothing listens
     proc = cli({"LMS_DATABASE_URL": f"sqlite:///{tmp_path}/absent.db", variable: url}, tmp_path, "monitor", "--once")
     assert proc.returncode == 2
     [line] = proc.stderr.strip().splitlines()

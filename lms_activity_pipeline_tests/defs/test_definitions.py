@@ -24,7 +24,9 @@ def test_definitions_carry_every_contract_name(tmp_path) -> None:
     }
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     risk = {names.STUDENT_RISK, names.RISK_DIGEST_LOG, names.RISK_FEEDBACK}
-    assert activity | {names.LMS_EVENT_LOG, names.ZULIP_USER_CACHE, names.LMS_MONITOR_STATE} | risk == keys
+    bookkeeping = {names.LMS_EVENT_LOG, names.ZULIP_USER_CACHE, names.LMS_MONITOR_STATE, names.LMS_ALERT_INCIDENTS}
+    bookkeeping |= {names.MENTOR_NOTIFICATION_PREFERENCES, names.MENTOR_DIGEST_STATE}  # issue 12
+    assert activity | bookkeeping | risk == keys
     for key in activity:
         node = graph.get(AssetKey(key))
         assert (
@@ -34,7 +36,12 @@ def test_definitions_carry_every_contract_name(tmp_path) -> None:
         )
     assert {j.name for j in defs.resolve_all_job_defs()} >= {names.INGEST_JOB, names.NOTIFY_JOB, names.QUALITY_JOB}
     assert [node.name for node in defs.resolve_job_def(names.NOTIFY_JOB).nodes] == [names.NOTIFY_OP]
-    assert {s.name for s in defs.sensors or []} == {names.ACTIVITY_SENSOR, names.NOTIFY_AFTER_INGEST_SENSOR}
+    assert {s.name for s in defs.sensors or []} == {
+        names.ACTIVITY_SENSOR,
+        names.NOTIFY_AFTER_INGEST_SENSOR,
+        names.RUN_FAILURE_ALERTS_SENSOR,
+        names.HEALTH_ALERTS_SENSOR,
+    }
     assert {s.name for s in defs.schedules or []} == {
         names.NOTIFY_RETRY_SCHEDULE,
         names.RISK_SCHEDULE,
@@ -48,7 +55,7 @@ def test_definitions_carry_every_contract_name(tmp_path) -> None:
         "no_future_events",
         "students_exist_in_lms",
     }
-    assert set(defs.resources or {}) == {"lms", "warehouse", "settings", "zulip", "risk"}
+    assert set(defs.resources or {}) == {"lms", "warehouse", "settings", "zulip", "alerts", "risk"}
     # students at risk
     node = graph.get(AssetKey(names.STUDENT_RISK))
     assert node.group_name == names.RISK_GROUP and node.partitions_def is not None

@@ -624,6 +624,101 @@ def _handler_for(server: FakeZulip) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+# --- channel messages (issue 15: operational alerts) ------------------------------------------------
+# Zulip's ``POST /messages`` with ``type`` ``stream`` (or ``channel``), ``to`` the channel's name (or its
+# id, or a JSON list holding one of them) and ``topic``; an unknown channel is 400 ``STREAM_DOES_NOT_EXIST``.
+# The fake knows the channels registered with ``add_channel`` and lists what was posted with
+# ``channel_messages``. Faults scripted for ``POST messages`` apply to them as to DMs.
+
+#: Zulip's ``MAX_TOPIC_NAME_LENGTH``: longer topics are truncated with "…".
+MAX_TOPIC_NAME_LENGTH = 60
+
+
+@dataclass
+class ChannelMessage:
+    id: int
+    channel: str
+    topic: str
+    content: str
+    sender_email: str
+    timestamp: float
+
+
+def _channels(server: FakeZulip) -> dict[str, int]:
+    return server.__dict__.setdefault("_channel_ids", {})
+
+
+def _channel_store(server: FakeZulip) -> list[ChannelMessage]:
+    return server.__dict__.setdefault("_channel_messages", [])
+
+
+def add_channel(self: FakeZulip, name: str) -> int:
+    """Create channel ``name`` (the bot may post to it); returns its id."""
+    channels = _channels(self)
+    return channels.setdefault(name, 100 + len(channels))
+
+
+def channel_messages(self: FakeZulip, channel: str | None = None, topic: str | None = None) -> list[ChannelMessage]:
+    """Posted channel messages, oldest first (only those of ``channel`` / ``topic`` when given)."""
+    with self._lock:
+        stored = list(_channel_store(self))
+    return [m for m in stored if channel in (None, m.channel) and topic in (None, m.topic)]
+
+
+def _send_to_channel(self: FakeZulip, sender: FakeUser, params: dict[str, str]) -> int:
+    channels = _channels(self)
+    raw = params.get("to", "")
+    if not raw:
+        raise ApiError(400, "BAD_REQUEST", "Missing 'to' argument")
+    try:
+        target: Any = json.loads(raw)
+    except ValueError:
+        target = raw
+    if isinstance(target, list) and len(target) == 1:
+        target = target[0]
+    if isinstance(target, int) and not isinstance(target, bool):
+        name = next((n for n, i in channels.items() if i == target), None)
+        if name is None:
+            raise ApiError(400, "STREAM_DOES_NOT_EXIST", f"Channel with ID '{target}' does not exist", stream=target)
+    elif isinstance(target, str):
+        name = target
+    else:
+        raise ApiError(400, "BAD_REQUEST", "Invalid 'to' argument")
+    if name not in channels:
+        raise ApiError(400, "STREAM_DOES_NOT_EXIST", f"Channel '{name}' does not exist", stream=name)
+    topic = " ".join(params.get("topic", params.get("subject", "")).split())
+    if not topic:
+        raise ApiError(400, "BAD_REQUEST", "Missing topic")
+    if len(topic) > MAX_TOPIC_NAME_LENGTH:
+        topic = topic[: MAX_TOPIC_NAME_LENGTH - 1] + "…"
+    if "content" not in params:
+        raise ApiError(400, "BAD_REQUEST", "Missing 'content' argument")
+    content = params["content"].rstrip().lstrip("\n")
+    if not content:
+        raise ApiError(400, "BAD_REQUEST", "Message must not be empty")
+    if len(content) > MAX_MESSAGE_LENGTH:
+        content = content[: MAX_MESSAGE_LENGTH - len(TRUNCATION_SUFFIX)] + TRUNCATION_SUFFIX
+    with self._lock:
+        message = ChannelMessage(self._next_message_id, name, topic, content, sender.email, self.now())
+        self._next_message_id += 1
+        _channel_store(self).append(message)
+    return message.id
+
+
+_send_direct = FakeZulip._send
+
+
+def _send_any(self: FakeZulip, sender: FakeUser, params: dict[str, str]) -> int:
+    if params.get("type") in ("stream", "channel"):
+        return _send_to_channel(self, sender, params)
+    return _send_direct(self, sender, params)
+
+
+setattr(FakeZulip, "_send", _send_any)  # noqa: B010 - one appended block extends the class
+setattr(FakeZulip, "add_channel", add_channel)  # noqa: B010
+setattr(FakeZulip, "channel_messages", channel_messages)  # noqa: B010
+
+
 # --- students at risk: emoji reactions, as Zulip's API has them ----------------------------------
 # ``POST /messages/{id}/reactions`` and ``DELETE /messages/{id}/reactions`` (``emoji_name``, optional
 # ``emoji_code`` / ``reaction_type``) by a participant of the message, and ``GET /messages/{id}``, whose
