@@ -17,7 +17,20 @@ import pandas as pd
 
 from lms_activity_pipeline.domain.messages import DIGEST_LIMIT, escape_inline
 
-IMMEDIATE, DAILY, WEEKLY = "immediate", "daily", "weekly"
+IMMEDIATE, DAILY, WEEKLY, OFF = "immediate", "daily", "weekly", "off"
+#: A mentor's notification preference (its frequency) as an at-risk digest cadence: flags are daily, so
+#: ``hourly`` is ``immediate`` (each flag once, the day it is computed); ``off`` sends no digest.
+CADENCE_OF_PREFERENCE = {"immediate": IMMEDIATE, "hourly": IMMEDIATE, "daily": DAILY, "weekly": WEEKLY, "off": OFF}
+
+
+def cadence(default: str, course_id: int, course_frequency: dict[int, str], all_frequency: str | None) -> str:
+    """The digest cadence for one course of a mentor: their course preference, else their preference for
+    all students, else ``default`` (``LMS_RISK_DIGEST_FREQUENCY``). Student-scoped preferences do not apply
+    (a digest covers a course)."""
+    chosen = course_frequency.get(course_id, all_frequency)
+    return default if chosen is None else CADENCE_OF_PREFERENCE[chosen]
+
+
 #: What a digest row told about a student who was flagged in the last digest and no longer is.
 RESOLVED = "resolved"
 #: Reactions the digest asks for: 👍 useful, 👎 wrongly flagged (Zulip's unicode emoji codes).
@@ -30,10 +43,12 @@ def is_due(frequency: str, last_sent_at: dt.datetime | None, now: dt.datetime, t
     """Is a mentor whose last at-risk digest went out at ``last_sent_at`` due another one ``now``?
 
     ``immediate``: always (each flag is still told once per day); ``daily``: not yet today (in
-    ``timezone``); ``weekly``: not in the last 7 days. A mentor never told anything is due.
+    ``timezone``); ``weekly``: not in the last 7 days; ``off``: never. A mentor never told anything is due.
     """
-    if frequency not in (IMMEDIATE, DAILY, WEEKLY):
+    if frequency not in (IMMEDIATE, DAILY, WEEKLY, OFF):
         raise ValueError(f"unknown digest frequency {frequency!r}: use immediate, daily or weekly")
+    if frequency == OFF:
+        return False
     if last_sent_at is None or frequency == IMMEDIATE:
         return True
     if frequency == DAILY:

@@ -3,8 +3,8 @@
 :meth:`RiskDigests.run`, called by every notify run:
 
 1. takes the latest ``student_risk`` day; for each (mentor, course) with students flagged that day (or
-   flagged in its last digest) that is due (``LMS_RISK_DIGEST_FREQUENCY``; :data:`FrequencyFor` is where
-   mentor preferences plug in), enqueues one row per student told; the primary key makes a second
+   flagged in its last digest) that is due (the mentor's notification preference for the course or all
+   students where one exists, else ``LMS_RISK_DIGEST_FREQUENCY``), enqueues one row per student told; the primary key makes a second
    enqueue of the same day a no-op, so a flag is told to a mentor once per (student, course, day);
 2. sends one digest per (mentor, course, day) with open rows, as a Zulip DM (dry-run without Zulip): marks
    the rows ``sending`` with the text's digest first, so a send interrupted or of uncertain outcome is
@@ -37,11 +37,12 @@ from lms_activity_pipeline.notify.notifier import MentorSource, ZulipSetup
 from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway, content_digest
 from lms_activity_pipeline.warehouse import risk as risk_sql
 from lms_activity_pipeline.warehouse import risk_digest as log_sql
+from lms_activity_pipeline.warehouse.preferences import PreferenceStore
 from lms_activity_pipeline.warehouse.schema import risk_digest_log
 from lms_activity_pipeline.warehouse.zulip_user_cache import ZulipUserCache
 
-#: The digest frequency of a (mentor, course): ``LMS_RISK_DIGEST_FREQUENCY`` today; a mentor's notification
-#: preferences, where they exist, are the function to pass instead.
+#: The digest cadence of a (mentor, course): the mentor's notification preference for the course or for all
+#: students where one exists (:func:`preference_cadence`), else ``LMS_RISK_DIGEST_FREQUENCY``.
 FrequencyFor = Callable[[int, int], str]
 #: How far back the "last digest" of a (mentor, course) is looked for.
 PREVIOUS_DIGEST_WINDOW = dt.timedelta(days=60)
@@ -87,7 +88,7 @@ class RiskDigests:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.engine, self.mentors, self.zulip = engine, mentors, zulip
-        self.frequency_for = frequency_for or (lambda _mentor, _course: frequency)
+        self.frequency_for = frequency_for or preference_cadence(engine, frequency)
         self.timezone, self.run_id, self.log, self.clock, self.sleep = timezone, run_id, log, clock, sleep
         self.directory: MentorDirectory | None = None
         if zulip is not None:
@@ -355,6 +356,21 @@ class RiskDigests:
 
 class _TakenByAnotherRun(Exception):
     """Another notify run claimed (some of) a digest's rows first."""
+
+
+def preference_cadence(engine: Engine, default: str) -> FrequencyFor:
+    """Each (mentor, course)'s digest cadence under the mentors' notification preferences, read now."""
+    table = PreferenceStore(engine).frame()
+    by_course: dict[int, dict[int, str]] = {}
+    for_all: dict[int, str] = {}
+    for mentor, kind, scope, frequency in table[["mentor_id", "scope_kind", "scope_id", "frequency"]].to_numpy(
+        dtype=object
+    ):
+        if kind == "course":
+            by_course.setdefault(int(mentor), {})[int(scope)] = str(frequency)
+        elif kind == "all":
+            for_all[int(mentor)] = str(frequency)
+    return lambda mentor, course: rd.cadence(default, course, by_course.get(mentor, {}), for_all.get(mentor))
 
 
 def digest_due(engine: Engine, *, frequency: str, timezone: str) -> bool:

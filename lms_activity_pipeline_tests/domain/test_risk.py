@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from lms_activity_pipeline.domain import risk
+from lms_activity_pipeline.domain import risk_digest as rd
 from lms_activity_pipeline.domain.risk import RISK_EVENT_COLUMNS, RiskThresholds, assess_risk
 
 pytestmark = pytest.mark.unit
@@ -206,8 +207,6 @@ def test_no_events_gives_an_empty_frame_with_the_columns() -> None:
 
 # --- the at-risk digest (pure) ---------------------------------------------------------------------
 
-from lms_activity_pipeline.domain import risk_digest as rd  # noqa: E402
-
 
 def test_digest_due_per_frequency() -> None:
     now = dt.datetime(2025, 3, 20, 12, tzinfo=dt.UTC)
@@ -271,3 +270,12 @@ def test_missing_titles_read_as_plain_words() -> None:
         "failed an exam 2 times in a row",
         "has failed an exam and not passed yet",
     ]
+
+
+@pytest.mark.unit
+def test_digest_cadence_course_preference_over_all_over_default() -> None:
+    assert rd.cadence("weekly", 7, {}, None) == "weekly"
+    assert rd.cadence("weekly", 7, {}, "hourly") == "immediate"
+    assert rd.cadence("weekly", 7, {7: "daily"}, "off") == "daily"
+    assert rd.cadence("weekly", 8, {7: "daily"}, "off") == "off"
+    assert not rd.is_due("off", None, dt.datetime(2024, 5, 10, tzinfo=dt.UTC), "UTC")

@@ -12,7 +12,9 @@ from dagster import build_schedule_context
 from lms_activity_pipeline import names
 from lms_activity_pipeline.defs.resources import RiskSettings
 from lms_activity_pipeline.defs.runs import run_student_risk
+from lms_activity_pipeline.domain.preferences import Preference
 from lms_activity_pipeline.warehouse import schema as wh
+from lms_activity_pipeline.warehouse.preferences import PreferenceStore
 from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.risk.test_student_risk_asset import first_week, later_weeks
 from lms_activity_pipeline_tests.support.fake_zulip import FakeZulip
@@ -167,3 +169,18 @@ def test_interrupted_send_is_found_on_zulip_and_a_send_in_flight_is_left_alone(
     pipe.execute(table.update().values(status="sending", message_id=None, attempted_at=now))
     pipe.notify()
     assert len(fake_zulip.messages) == 2 and set(log(pipe)["status"]) == {"sending"}
+
+
+def test_a_mentors_preference_sets_their_digest_cadence(backend: Backend, fake_zulip: FakeZulip) -> None:
+    """A preference for all students (or the course) replaces LMS_RISK_DIGEST_FREQUENCY: ``off`` sends none."""
+    school_with_dave(backend)
+    zulip_ids = mentors_on(fake_zulip)
+    pipe = Pipeline(backend, resources={"zulip": fast_zulip(fake_zulip)})
+    pipe.ingest("2024-05-03", "2024-05-10")
+    run_student_risk(pipe.defs, pipe.instance, "2024-05-10")
+    PreferenceStore(pipe.warehouse.engine).put(Preference(11, frequency="off"), dt.datetime.now(dt.UTC))
+
+    meta = op_metadata(pipe.notify())
+    assert meta["risk_digest_messages"] == 1
+    assert len(fake_zulip.messages_to(zulip_ids[10])) == 1 and fake_zulip.messages_to(zulip_ids[11]) == []
+    assert set(log(pipe)["mentor_id"].astype(int)) == {10}
