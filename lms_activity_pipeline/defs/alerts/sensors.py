@@ -200,7 +200,7 @@ def evaluate_health(
         lag_seconds = freshness(lms.reader(), store.engine).lag_seconds
         lag = None if lag_seconds is None else lag_seconds / 60
     except Exception as exc:  # noqa: BLE001 - an LMS outage shows as failing sensor ticks, not here
-        log.warning(f"lag not measured: {type(exc).__name__}: {exc}")
+        log.info(f"lag not measured: {type(exc).__name__}: {exc}")
     facts = notification_health(warehouse, settings, now).facts(now, lag, sensor_errors(instance))
     active = rules(facts, alerts.thresholds(), alerts.ui_url)
     scope = (*HEALTH_KINDS, *recovered_runs(instance, alert_store))
