@@ -47,16 +47,18 @@ import pandas as pd
 from sqlalchemy.engine import Engine
 
 from lms_activity_pipeline import db
+from lms_activity_pipeline.domain import risk
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.errors import ConfigError
 from lms_activity_pipeline.settings import load_settings, load_variable, parse_event_types
 from lms_activity_pipeline.warehouse import processing
+from lms_activity_pipeline.warehouse import risk as risk_sql
 from lms_activity_pipeline.warehouse.engine import is_translated, open_warehouse, translated
 
 DEFAULT_LEASE_SECONDS = 600.0
 
-__all__ = ["claim_unprocessed_events", "mark_processed", "student_history", "unprocessed_events"]
+__all__ = ["claim_unprocessed_events", "mark_processed", "student_history", "students_at_risk", "unprocessed_events"]
 
 
 def unprocessed_events(
@@ -118,6 +120,38 @@ def student_history(
     since = until - dt.timedelta(days=_positive("days", days))
     with _warehouse(engine).connect() as conn:
         return db.read_typed(conn, processing.student_history(student, since, until))
+
+
+def students_at_risk(
+    as_of: dt.date | str | None = None,
+    level: str = "medium",
+    course_id: int | None = None,
+    *,
+    engine: Engine | None = None,
+) -> pd.DataFrame:
+    """``student_risk`` rows of day ``as_of`` (default: the latest day computed) at ``level`` or worse
+    (``"high"``, ``"medium"`` or ``"low"`` for every row), of ``course_id`` if given, highest score first.
+
+    Columns are those of ``student_risk``; ``reasons`` is a list of ``{code, detail, value, threshold}``
+    dicts. Empty when nothing was computed for that day.
+    """
+    levels = risk.levels_from(level)
+    course = None if course_id is None else _integer("course_id", course_id)
+    day = _day("as_of", as_of) if as_of is not None else None
+    with _warehouse(engine).connect() as conn:
+        day = day or risk_sql.latest_day(conn)
+        return db.read_typed(conn, risk_sql.risk_rows(day or dt.date.min, levels, course))
+
+
+def _day(name: str, value: object) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError:
+        raise ValueError(f"{name} must be a date (YYYY-MM-DD), got {value!r}") from None
 
 
 # -- engines -------------------------------------------------------------------------------

@@ -64,6 +64,32 @@ WILL_RETRY_TAG: Final = "dagster/will_retry"
 ROW_COUNT: Final = "dagster/row_count"
 ROWS_REJECTED: Final = "rows_rejected"
 
+# --- operational alerts (issue 15) ----------------------------------------------------------------
+#: Alerts when a run of the ingest or notify jobs failed for good (after Dagster's retries).
+RUN_FAILURE_ALERTS_SENSOR: Final = "lms_run_failure_alerts"
+#: Evaluates the health checks (backlog, lag, sensor errors, failing mentors, uncertain deliveries).
+HEALTH_ALERTS_SENSOR: Final = "lms_health_alerts"
+#: The alert incidents table (an external asset of lms_bookkeeping).
+LMS_ALERT_INCIDENTS: Final = "lms_alert_incidents"
+#: Asset checks on lms_event_log.
+BACKLOG_CHECK: Final = "notification_backlog"
+DEAD_LETTER_CHECK: Final = "dead_letter"
+
+# --- mentor notification preferences (issue 12) --------------------------------------------------
+MENTOR_NOTIFICATION_PREFERENCES: Final = "mentor_notification_preferences"
+MENTOR_DIGEST_STATE: Final = "mentor_digest_state"
+
+# --- students at risk ---------------------------------------------------------------------------
+STUDENT_RISK: Final = "student_risk"
+RISK_FEEDBACK: Final = "risk_feedback"
+RISK_DIGEST_LOG: Final = "risk_digest_log"
+RISK_GROUP: Final = "lms_risk"
+RISK_FEEDBACK_JOB: Final = "risk_feedback_job"
+RISK_REASONS_CHECK: Final = "flagged_rows_have_reasons"
+RISK_JOB: Final = "student_risk_job"
+RISK_SCHEDULE: Final = "student_risk_schedule"
+RISK_FEEDBACK_SCHEDULE: Final = "risk_feedback_schedule"
+
 # --- integration service (lms-activity serve): its bookkeeping tables, external assets -------------------
 LMS_SERVICE_TOKENS: Final = "lms_service_tokens"
 LMS_WEBHOOK_INBOX: Final = "lms_webhook_inbox"

@@ -161,6 +161,57 @@ def parse_queue_name(name: str, raw: str) -> str:
     return value
 
 
+def parse_frequency(name: str, raw: str) -> str:
+    """A notification frequency (issue 12: mentor notification preferences)."""
+    from lms_activity_pipeline.domain.preferences import FREQUENCIES
+
+    value = raw.strip().lower()
+    if value not in FREQUENCIES:
+        raise ConfigError(f"{name}={raw!r} is not a frequency (use {', '.join(FREQUENCIES)})")
+    return value
+
+
+def read_rules(name: str, raw: str) -> Any:
+    """The :class:`~lms_activity_pipeline.domain.rules.RuleSet` of the YAML file at ``raw`` (issue 12:
+    notification rules); an unreadable file or a bad rule is one line naming the rule and field."""
+    import yaml
+
+    from lms_activity_pipeline.domain.rules import RulesError, parse_rules
+
+    path = Path(raw.strip()).expanduser()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{name}={raw!r}: cannot read the rules file ({exc.strerror or exc})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{name}={raw!r}: not valid YAML{at}: {problem}") from None
+    try:
+        return parse_rules(data)
+    except RulesError as exc:
+        raise ConfigError(f"{name}={raw!r}: {exc}") from None
+
+
+def parse_rules_path(name: str, raw: str) -> str:
+    """A rules file that can be read and whose rules are valid (checked at startup of every entry point)."""
+    read_rules(name, raw)
+    return raw.strip()
+
+
+#: ``LMS_RISK_DIGEST_FREQUENCY`` and ``LMS_RISK_MODEL`` values.
+RISK_DIGEST_FREQUENCIES = ("immediate", "daily", "weekly")
+RISK_MODELS = ("rules", "learned")
+
+
+def parse_choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={raw!r} must be one of {', '.join(choices)}")
+    return value
+
+
 def parse_webhook_secrets(name: str, raw: str) -> tuple[str, ...]:
     """Comma-separated Standard Webhooks secrets: ``whsec_`` and base64 (the value is never echoed)."""
     import base64
@@ -322,6 +373,76 @@ VARIABLES: tuple[Variable, ...] = (
         "a zuliprc (`[api]` with `site`, `email`, `key`) instead of the three above; none of the four "
         "set means dry-run: messages are rendered and logged, nothing is sent",
     ),
+    # --- operational alerts (issue 15) ---
+    Variable(
+        "LMS_ALERT_ZULIP_STREAM",
+        "alert_zulip_stream",
+        None,
+        parse_text,
+        "Zulip channel the operational alerts go to, sent by the same bot; unset: alerts go to the run logs "
+        "only (see [operations](docs/operations.md#alerts))",
+    ),
+    Variable("LMS_ALERT_ZULIP_TOPIC", "alert_zulip_topic", "lms-activity alerts", parse_text, "topic of the alerts"),
+    Variable(
+        "LMS_ALERT_LAG_MINUTES",
+        "alert_lag_minutes",
+        "30",
+        parse_non_negative_float,
+        "alert when the warehouse is this many minutes behind LMS changes (0: never)",
+    ),
+    Variable(
+        "LMS_ALERT_BACKLOG_MINUTES",
+        "alert_backlog_minutes",
+        "60",
+        parse_non_negative_float,
+        "alert when notifications have been pending this many minutes (0: never)",
+    ),
+    Variable(
+        "LMS_DAGSTER_UI_URL",
+        "dagster_ui_url",
+        "http://127.0.0.1:3000",
+        parse_text,
+        "the Dagster UI, for the links to runs in alerts",
+    ),
+    # --- mentor notification preferences and rules (issue 12) ---
+    Variable(
+        "LMS_NOTIFY_DEFAULT_FREQUENCY",
+        "notify_default_frequency",
+        "immediate",
+        parse_frequency,
+        "how often mentors without a preference are told: `immediate`, `hourly`, `daily`, `weekly` or `off` "
+        "(see [notifications](docs/notifications.md#preferences-and-rules))",
+    ),
+    Variable(
+        "LMS_NOTIFY_RULES",
+        "notify_rules",
+        None,
+        parse_rules_path,
+        "path of a YAML file of notification rules (skip or mark urgent by event type, course, activity, "
+        "score, failures in a row); checked at start",
+    ),
+    # --- students at risk ---
+    Variable(
+        "LMS_RISK_INACTIVE_DAYS",
+        "risk_inactive_days",
+        "7",
+        parse_positive_int,
+        "days without activity in a course (with an exam not passed) that flag a student `inactive`",
+    ),
+    Variable(
+        "LMS_RISK_DIGEST_FREQUENCY",
+        "risk_digest_frequency",
+        "weekly",
+        lambda name, raw: parse_choice(name, raw, RISK_DIGEST_FREQUENCIES),
+        "how often mentors get the at-risk digest: `immediate`, `daily` or `weekly`",
+    ),
+    Variable(
+        "LMS_RISK_MODEL",
+        "risk_model",
+        "rules",
+        lambda name, raw: parse_choice(name, raw, RISK_MODELS),
+        "what computes `student_risk`: `rules` (explainable rules; `learned` is not available yet)",
+    ),
     # integration service (lms-activity serve)
     Variable(
         "LMS_WEBHOOK_SECRET",
@@ -360,9 +481,22 @@ class Settings:
     zulip_email: str | None = None
     zulip_api_key: str | None = field(default=None, repr=False)
     zulip_config: str | None = None
+    # operational alerts (issue 15)
+    alert_zulip_stream: str | None = None
+    alert_zulip_topic: str = "lms-activity alerts"
+    alert_lag_minutes: float = 30.0
+    alert_backlog_minutes: float = 60.0
+    dagster_ui_url: str = "http://127.0.0.1:3000"
+    # mentor notification preferences and rules (issue 12)
+    notify_default_frequency: str = "immediate"
+    notify_rules: str | None = None
     # integration service (lms-activity serve)
     webhook_secret: tuple[str, ...] | None = field(default=None, repr=False)
     from_env: frozenset[str] = frozenset()
+    # --- students at risk ---
+    risk_inactive_days: int = 7
+    risk_digest_frequency: str = "weekly"
+    risk_model: str = "rules"
 
     @property
     def lms_url_is_default(self) -> bool:

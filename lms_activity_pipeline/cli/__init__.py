@@ -9,7 +9,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from lms_activity_pipeline.cli import demo, monitor, serve, token
+from lms_activity_pipeline.cli import demo, monitor, prefs, serve, token
+from lms_activity_pipeline.cli import risk as risk_command
 from lms_activity_pipeline.errors import ConfigError
 from lms_activity_pipeline.settings import load_settings
 
@@ -21,6 +22,9 @@ COMMANDS = {
     "serve": serve,
     "token": token,
 }
+COMMANDS["prefs"] = prefs  # mentor notification preferences (issue 12)
+# students at risk
+COMMANDS["risk"] = risk_command
 
 
 def build_parser() -> argparse.ArgumentParser:

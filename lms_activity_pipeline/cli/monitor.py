@@ -43,6 +43,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     from lms_activity_pipeline.cli.stats import collect, print_event_counts, print_stats
     from lms_activity_pipeline.defs.resources import resources_for
     from lms_activity_pipeline.lms.demo import ensure_demo_lms
+    from lms_activity_pipeline.notify.request import NotifyRequest
+    from lms_activity_pipeline.warehouse.outbox import Selection
     from lms_activity_pipeline.warehouse.stats import event_stats
 
     # Every outside thing is checked before anything is created (demo LMS, Dagster home), so a configuration
@@ -67,7 +69,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     )
 
     if args.stats:
-        print_stats(collect(reader, store, instance))
+        pipeline = resources["settings"]
+        request = NotifyRequest(
+            selection=Selection(pipeline.monitored_event_types),
+            max_age=dt.timedelta(hours=pipeline.notify_max_age_hours),
+            policy=pipeline.notify_policy(),
+        )
+        print_stats(collect(reader, store, instance, request=request))
         return 0
     if args.process_pending:
         which = ", ".join(event_types) if event_types else "all monitored event types"

@@ -88,6 +88,7 @@ class Monitor:
         skip = result.skip_reason.skip_message if isinstance(result.skip_reason, SkipReason) else result.skip_reason
         if not outcomes:
             outcomes.extend(self._retry_schedule())
+        self._health_alerts()
         return PollOutcome(lines.lines, skip, outcomes)
 
     def _retry_schedule(self) -> list[RunOutcome]:
@@ -121,7 +122,44 @@ class Monitor:
     def _run(self, request: RunRequest) -> ExecuteInProcessResult:
         if request.job_name == names.INGEST_JOB:  # the sensor's request, launched by the CLI
             request = request.with_replaced_attrs(tags={**request.tags, names.TRIGGER_TAG: "cli"})
-        return runs.execute(self.defs, self.instance, request, run_config=self.run_config, on_log=self.on_log)
+        run = runs.execute(self.defs, self.instance, request, run_config=self.run_config, on_log=self.on_log)
+        if not run.success:
+            self._run_failure_alert(run)
+        return run
+
+    # --- operational alerts: the daemon's alert sensors, evaluated here ------------------------------
+
+    def _run_failure_alert(self, run: ExecuteInProcessResult) -> None:
+        """Evaluate ``lms_run_failure_alerts`` on a run that failed here (Dagster never retries it)."""
+        stored = self.instance.get_run_by_id(run.run_id) or run.dagster_run
+        try:
+            sensor = self.defs.resolve_sensor_def(names.RUN_FAILURE_ALERTS_SENSOR)
+            with build_run_status_sensor_context(
+                sensor_name=sensor.name,
+                dagster_event=run.get_run_failure_event(),
+                dagster_instance=self.instance,
+                dagster_run=stored,
+                resources=self.resources,
+            ) as context:
+                self._say(sensor(context.for_run_failure()))
+        except Exception as exc:  # noqa: BLE001 - an alert never stops the monitor
+            self._say(SkipReason(f"run failure alert not evaluated: {type(exc).__name__}: {exc}"))
+
+    def _health_alerts(self) -> None:
+        """Evaluate ``lms_health_alerts`` (backlog, lag, failing mentors, ...), as the daemon does every minute."""
+        try:
+            sensor = self.defs.resolve_sensor_def(names.HEALTH_ALERTS_SENSOR)
+            with build_sensor_context(
+                instance=self.instance, resources=self.resources, sensor_name=sensor.name
+            ) as context:
+                self._say(sensor(context))
+        except Exception as exc:  # noqa: BLE001
+            self._say(SkipReason(f"health alerts not evaluated: {type(exc).__name__}: {exc}"))
+
+    def _say(self, outcome: object) -> None:
+        message = outcome.skip_message if isinstance(outcome, SkipReason) else None
+        if message and self.on_log is not None and "nothing new" not in message:
+            self.on_log(poll_line(True, message))
 
     # --- notifications on demand ------------------------------------------------------------------
 

@@ -9,8 +9,12 @@ from typing import Any
 from dagster import DagsterInstance, RunsFilter
 
 from lms_activity_pipeline import names
+from lms_activity_pipeline.domain.alerts import RETRY_COMMAND
 from lms_activity_pipeline.lms.reader import LMSReader
+from lms_activity_pipeline.notify.request import NotifyRequest
 from lms_activity_pipeline.warehouse.freshness import Freshness, freshness
+from lms_activity_pipeline.warehouse.health import OutboxHealth, outbox_health
+from lms_activity_pipeline.warehouse.outbox import Backlog
 from lms_activity_pipeline.warehouse.poll_state import PollState, read_state
 from lms_activity_pipeline.warehouse.stats import EventStats, event_stats
 from lms_activity_pipeline.warehouse.store import Warehouse
@@ -24,9 +28,19 @@ class Stats:
     lms_newest_change: dt.datetime | None
     poll: PollState
     last_ingest: dict[str, Any] | None
+    #: The outbox's backlog age and dead letter (None: not read).
+    outbox: OutboxHealth | None = None
+    #: Open pairs as a notify run would see them now, held ones with their due time (issue 12).
+    backlog: Backlog | None = None
 
 
-def collect(reader: LMSReader, store: Warehouse, instance: DagsterInstance, now: dt.datetime | None = None) -> Stats:
+def collect(
+    reader: LMSReader,
+    store: Warehouse,
+    instance: DagsterInstance,
+    now: dt.datetime | None = None,
+    request: NotifyRequest | None = None,
+) -> Stats:
     now = now or dt.datetime.now(dt.UTC)
     fresh = freshness(reader, store.engine)
     marks = reader.high_water_marks(fresh.lms_now)
@@ -37,6 +51,8 @@ def collect(reader: LMSReader, store: Warehouse, instance: DagsterInstance, now:
         lms_newest_change=max((v for v in marks.values() if v is not None), default=None),
         poll=read_state(store.engine),
         last_ingest=_run_summary(last[0]) if last else None,
+        outbox=outbox_health(store.engine, now),
+        backlog=None if request is None else request.backlog(store.outbox(), now),
     )
 
 
@@ -80,6 +96,10 @@ def print_stats(stats: Stats) -> None:
             f"({fresh.future_pending} not in events yet)"
         )
     print("notifications:      " + ", ".join(f"{k} {v}" for k, v in stats.events.notifications.items()))
+    if stats.outbox is not None:
+        print_outbox_health(stats.outbox)
+    if stats.backlog is not None:
+        print(f"open pairs:         {stats.backlog.describe()}")
     poll = stats.poll
     print(f"last poll:          {poll.last_poll_at or 'never'} ({poll.last_outcome or '-'})")
     last = stats.last_ingest
@@ -87,3 +107,12 @@ def print_stats(stats: Stats) -> None:
         f"{last['started_at']} by {last['trigger']} (run {last['run_id']}, {last['status']})" if last else "never"
     )
     print(f"last ingest run:    {described}")
+
+
+def print_outbox_health(health: OutboxHealth) -> None:
+    """The oldest pending pair and the dead letter (failed pairs no automatic run retries)."""
+    if health.oldest_pending_at is not None:
+        print(f"oldest pending:     {health.oldest_pending_at} ({health.pending} pending)")
+    dead = f"{health.dead_letter} pairs of {health.dead_letter_mentors} mentors"
+    retry = f" (not retried automatically; after a fix: {RETRY_COMMAND})" if health.dead_letter else ""
+    print(f"dead letter:        {dead}{retry}")

@@ -35,6 +35,23 @@ TABLES: tuple[tuple[sa.Table, str, tuple[str, ...]], ...] = (
         "The LMS poll's cursor, shared by lms_activity_sensor and `lms-activity monitor`.",
         (),
     ),
+    (
+        wh.lms_alert_incidents,
+        "Operational alert incidents (one row per dedup key), written by lms_run_failure_alerts and lms_health_alerts.",
+        (),
+    ),
+    # mentor notification preferences (issue 12)
+    (
+        wh.mentor_notification_preferences,
+        "Mentors' notification preferences (frequency, time zone, quiet hours, snooze) per scope, "
+        "written by `lms-activity prefs`, read by notify_mentors_job.",
+        (),
+    ),
+    (
+        wh.mentor_digest_state,
+        "When each mentor's last scheduled digest went out, written by notify_mentors_job.",
+        (),
+    ),
     # integration service (lms-activity serve)
     (
         wh.lms_service_tokens,

@@ -6,6 +6,7 @@ Each resource is configuration plus a way to get the library object that does th
 ``EnvVar`` references, so the UI shows the variable's name, never its value.
 """
 
+import dataclasses
 import datetime as dt
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,26 @@ from dagster import (
     in_process_executor,
 )
 
+from lms_activity_pipeline.domain.alerts import DEFAULT_ALERTS_PER_HOUR, Thresholds
 from lms_activity_pipeline.domain.delivery import RetryPolicy
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
+from lms_activity_pipeline.domain.rules import RuleSet
 from lms_activity_pipeline.errors import ConfigError
 from lms_activity_pipeline.lms.reader import LMSReader
-from lms_activity_pipeline.notify.request import why_no_run
+from lms_activity_pipeline.notify.alerts import AlertSender
+from lms_activity_pipeline.notify.policy import Decision, NotifyPolicy
+from lms_activity_pipeline.notify.request import NotifyRequest, why_no_run
 from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway
-from lms_activity_pipeline.settings import DEFAULT_WAREHOUSE_SCHEMA, VARIABLE_BY_FIELD, Settings, parse_event_types
+from lms_activity_pipeline.settings import (
+    DEFAULT_WAREHOUSE_SCHEMA,
+    VARIABLE_BY_FIELD,
+    Settings,
+    parse_event_types,
+    parse_frequency,
+    read_rules,
+)
 from lms_activity_pipeline.urls import redact_url
-from lms_activity_pipeline.warehouse.outbox import Outbox
+from lms_activity_pipeline.warehouse.outbox import Outbox, Selection
 from lms_activity_pipeline.warehouse.store import Warehouse
 
 
@@ -77,10 +89,32 @@ class PipelineSettings(ConfigurableResource):
     event_types: str = ",".join(ALL_EVENT_TYPES)
     notify_enabled: bool = True
     notify_max_age_hours: float = 24.0
+    # mentor notification preferences and rules (issue 12)
+    notify_default_frequency: str = "immediate"
+    timezone: str = "UTC"
+    notify_rules: str | None = None
 
     @property
     def monitored_event_types(self) -> tuple[str, ...]:
         return parse_event_types("LMS_EVENT_TYPES_TO_MONITOR", self.event_types)
+
+    def notify_policy(self) -> NotifyPolicy:
+        """Default frequency, time zone and the rules read from ``LMS_NOTIFY_RULES`` (validated again)."""
+        rules = read_rules("LMS_NOTIFY_RULES", self.notify_rules) if self.notify_rules else None
+        return NotifyPolicy(
+            default_frequency=parse_frequency("LMS_NOTIFY_DEFAULT_FREQUENCY", self.notify_default_frequency),
+            timezone=self.timezone,
+            rules=rules or RuleSet(),
+        )
+
+    def notify_decision(self, outbox: Outbox, now: dt.datetime) -> Decision | None:
+        """What preferences and rules make of the waiting pairs now (``None``: none in force, all due)."""
+        request = NotifyRequest(
+            selection=Selection(self.monitored_event_types),
+            max_age=dt.timedelta(hours=self.notify_max_age_hours),
+            policy=self.notify_policy(),
+        )
+        return request.decide(outbox, now)
 
     def why_no_notify_run(self, outbox: Outbox, now: dt.datetime | None = None) -> str | None:
         """Why a notify run with the default config would have nothing to do now (``None``: one is due)."""
@@ -90,7 +124,17 @@ class PipelineSettings(ConfigurableResource):
             event_types=self.monitored_event_types,
             max_age_hours=self.notify_max_age_hours,
             now=now or dt.datetime.now(dt.UTC),
+            policy=self.notify_policy(),
         )
+
+
+class RiskSettings(ConfigurableResource):
+    """How ``student_risk`` is computed and told (``LMS_RISK_INACTIVE_DAYS``, ``LMS_RISK_DIGEST_FREQUENCY``,
+    ``LMS_RISK_MODEL``)."""
+
+    inactive_days: int = 7
+    digest_frequency: str = "weekly"
+    model: str = "rules"
 
 
 class ZulipResource(ConfigurableResource):
@@ -172,6 +216,42 @@ class ZulipResource(ConfigurableResource):
         return ZulipGateway({k: v for k, v in options.items() if _set(v)}, self.request_timeout_seconds)
 
 
+#: All waits (backoff, Retry-After) for one alert stay below this: alerts are sent from sensor ticks.
+ALERT_MAX_WAIT_SECONDS = 20.0
+
+
+class AlertsResource(ConfigurableResource):
+    """Operational alerts (``LMS_ALERT_*``, ``LMS_DAGSTER_UI_URL``): the channel and topic they go to (sent by
+    the ``zulip`` resource's bot; no channel: run logs only), the thresholds and the link base."""
+
+    stream: str | None = None
+    topic: str = "lms-activity alerts"
+    lag_minutes: float = 30.0
+    backlog_minutes: float = 60.0
+    ui_url: str = "http://127.0.0.1:3000"
+    per_hour: int = DEFAULT_ALERTS_PER_HOUR
+
+    def thresholds(self) -> Thresholds:
+        return Thresholds(lag_minutes=self.lag_minutes, backlog_minutes=self.backlog_minutes)
+
+    def sender(self, zulip: ZulipResource) -> AlertSender:
+        """Where the alerts go; a Zulip configuration error leaves them in the run logs (never raises)."""
+        channel = self.stream if _set(self.stream) else None
+        gateway = None
+        if channel and zulip.is_configured:
+            try:
+                gateway = zulip.gateway()
+            except ConfigError:
+                gateway = None
+        # The DMs' policy, with its waits capped so a sensor tick never waits minutes on Zulip.
+        policy = dataclasses.replace(
+            zulip.retry_policy(),
+            max_retry_after_seconds=min(zulip.max_retry_after_seconds, ALERT_MAX_WAIT_SECONDS),
+            max_total_wait_seconds=min(zulip.max_wait_seconds_per_message, ALERT_MAX_WAIT_SECONDS),
+        )
+        return AlertSender(gateway, channel, self.topic, policy)
+
+
 def _set(value: object) -> bool:
     return value is not None and str(value).strip() != ""
 
@@ -194,6 +274,9 @@ def resources_for(settings: Settings, *, env_vars: bool = True) -> dict[str, Any
             event_types=value("event_types"),
             notify_enabled=settings.notify_enabled,
             notify_max_age_hours=settings.notify_max_age_hours,
+            notify_default_frequency=value("notify_default_frequency"),
+            timezone=value("timezone"),
+            notify_rules=value("notify_rules"),
         ),
         # Unset variables stay None (dry-run); the API key is only ever an EnvVar reference or a value in memory.
         "zulip": ZulipResource(
@@ -201,6 +284,19 @@ def resources_for(settings: Settings, *, env_vars: bool = True) -> dict[str, Any
             email=value("zulip_email"),
             api_key=value("zulip_api_key"),
             config_file=value("zulip_config"),
+        ),
+        "alerts": AlertsResource(
+            stream=value("alert_zulip_stream"),
+            topic=value("alert_zulip_topic"),
+            lag_minutes=settings.alert_lag_minutes,
+            backlog_minutes=settings.alert_backlog_minutes,
+            ui_url=value("dagster_ui_url"),
+        ),
+        # students at risk
+        "risk": RiskSettings(
+            inactive_days=settings.risk_inactive_days,
+            digest_frequency=value("risk_digest_frequency"),
+            model=value("risk_model"),
         ),
     }
 

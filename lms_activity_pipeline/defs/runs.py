@@ -215,3 +215,20 @@ def run_notify(
         tags=tags or {},
     )
     return execute(defs, instance, request, run_config=run_config, raise_on_error=raise_on_error)
+
+
+# --- students at risk ---
+def run_student_risk(
+    defs: Definitions,
+    instance: DagsterInstance,
+    first: str,
+    last: str | None = None,
+    *,
+    tags: dict[str, str] | None = None,
+    run_config: dict[str, Any] | None = None,
+    raise_on_error: bool = True,
+) -> ExecuteInProcessResult:
+    """Run ``student_risk_job`` over the days ``first``..``last`` as one run in ``instance``."""
+    partition_key, range_tags = partition_tags(first, last or first)
+    request = RunRequest(job_name=names.RISK_JOB, partition_key=partition_key, tags={**(tags or {}), **range_tags})
+    return execute(defs, instance, request, run_config=run_config, raise_on_error=raise_on_error)

@@ -8,7 +8,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from lms_activity_pipeline.domain.messages import DIGEST_LIMIT, render_digest_parts, render_event_message
+from lms_activity_pipeline.domain.messages import (
+    DIGEST_LIMIT,
+    MessageExtras,
+    render_digest_parts,
+    render_event_message,
+    render_message,
+)
 from lms_activity_pipeline.domain.notification_event import NotificationEvent
 from lms_activity_pipeline.domain.outbox import PendingPair
 
@@ -46,10 +52,17 @@ def mentor_batches(pairs: Iterable[PendingPair]) -> list[MentorBatch]:
     return [MentorBatch(mentor, tuple(items)) for mentor, items in grouped.items()]
 
 
-def plan_messages(events: Sequence[NotificationEvent], *, limit: int = DIGEST_LIMIT) -> list[PlannedMessage]:
-    """One rich message for a single event; otherwise a digest, split into parts under ``limit``."""
+def plan_messages(
+    events: Sequence[NotificationEvent], *, limit: int = DIGEST_LIMIT, extras: MessageExtras | None = None
+) -> list[PlannedMessage]:
+    """One rich message for a single event; otherwise a digest, split into parts under ``limit``.
+
+    ``extras`` (preferences and rules in force) mark urgent events, give a digest its period and add the
+    footer telling the mentor how to change their frequency."""
     if not events:
         return []
     if len(events) == 1:
-        return [PlannedMessage(render_event_message(events[0]), (events[0].event_id,))]
-    return [PlannedMessage(part.text, part.event_ids) for part in render_digest_parts(events, limit=limit)]
+        text = render_event_message(events[0]) if extras is None else render_message(events[0], extras)
+        return [PlannedMessage(text, (events[0].event_id,))]
+    parts = render_digest_parts(events, limit=limit, extras=extras)
+    return [PlannedMessage(part.text, part.event_ids) for part in parts]

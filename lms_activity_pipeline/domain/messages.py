@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +64,37 @@ GRADED_TYPES = (EventType.EXAM_PASSED.value, EventType.EXAM_FAILED.value)
 # --- escaping -------------------------------------------------------------------
 
 ZWSP = "\u200b"
+
+#: The last line of every message under preferences: how a mentor changes how often they hear from the bot.
+FOOTER = (
+    "⚙️ Too many or too few of these? Ask an LMS admin to run "
+    "`lms-activity prefs set <your LMS username> --frequency immediate|hourly|daily|weekly|off`."
+)
+URGENT_MARK = "🚨 **urgent**"
+
+
+@dataclass(frozen=True)
+class MessageExtras:
+    """What preferences and rules add to a mentor's messages (issue 12): events marked urgent (by
+    ``event_id``), the start of the period a scheduled digest covers (shown in ``timezone``), and the
+    footer line of digests."""
+
+    urgent: frozenset[int] = frozenset()
+    since: dt.datetime | None = None
+    timezone: str = "UTC"
+    footer: bool = False
+
+
+def format_since(since: dt.datetime, now: dt.datetime, timezone: str) -> str:
+    """``since Monday 18:00`` within the last week (local time), else ``since 2026-11-20 18:00``."""
+    from zoneinfo import ZoneInfo
+
+    local = since.astimezone(ZoneInfo(timezone))
+    if dt.timedelta(0) <= now - since < dt.timedelta(days=6):
+        return f"since {local:%A %H:%M}"
+    return f"since {local:%Y-%m-%d %H:%M}"
+
+
 #: Characters that start Zulip syntax (mentions, channel links, <time:>, links,
 #: $$tex$$, !avatar()); a zero-width space after each breaks the syntax
 #: invisibly. "]" breaks "](" of inline links.
@@ -237,6 +268,14 @@ def _activity(event: NotificationEvent) -> str:
 # --- one message per event ------------------------------------------------------
 
 
+def render_message(event: NotificationEvent, extras: MessageExtras | None = None) -> str:
+    """:func:`render_event_message`, marked urgent if ``extras`` say so (the footer is for digests)."""
+    text = render_event_message(event)
+    if extras is None:
+        return text
+    return f"{URGENT_MARK} · {text}" if event.event_id in extras.urgent else text
+
+
 def render_event_message(event: NotificationEvent) -> str:
     """One rich DM about one event, e.g.::
 
@@ -282,10 +321,50 @@ def _timestamp_key(event: NotificationEvent) -> float:
     return ts.timestamp()
 
 
-def _digest_line(event: NotificationEvent) -> str:
+#: How far an attempt has got: a digest shows each attempt once, in its latest state.
+LIFECYCLE: Mapping[str, int] = {
+    EventType.EXAM_STARTED: 0,
+    EventType.EXAM_COMPLETED: 1,
+    EventType.EXAM_PASSED: 2,
+    EventType.EXAM_FAILED: 2,
+    EventType.CONTENT_STARTED: 0,
+    EventType.CONTENT_WATCHED: 1,
+    EventType.CONTENT_COMPLETED: 2,
+}
+
+
+@dataclass(frozen=True)
+class Folded:
+    """One digest line: an attempt (exam or content) in its latest state, and every event it stands for."""
+
+    event: NotificationEvent
+    event_ids: tuple[int, ...]
+
+
+def attempt_key(event: NotificationEvent) -> str:
+    """``exam:<Attempts.id>`` or ``content:<ContentAttempts.id>`` from the event key (else the key itself)."""
+    source, _, rest = event.event_key.partition(":")
+    attempt = rest.rpartition(":")[0]
+    return f"{source}:{attempt}" if attempt else event.event_key
+
+
+def fold_attempts(events: Iterable[NotificationEvent]) -> list[Folded]:
+    """The events grouped per attempt, each shown as its latest event (furthest state, then newest)."""
+    groups: dict[tuple[int, str], list[NotificationEvent]] = {}
+    for event in events:
+        groups.setdefault((event.student_id, attempt_key(event)), []).append(event)
+    folded = []
+    for items in groups.values():
+        latest = max(items, key=lambda e: (LIFECYCLE.get(e.event_type, 0), _timestamp_key(e), e.event_id))
+        folded.append(Folded(latest, tuple(sorted(e.event_id for e in items))))
+    return folded
+
+
+def _digest_line(event: NotificationEvent, urgent: Collection[int] = frozenset()) -> str:
     """``- ❌ failed the exam Midterm — Algebra I · 30/50 (60%) … · 2024-05-01 14:03 UTC``."""
     verb = VERB.get(event.event_type) or escape_inline(event.event_type)
-    text = f"- {_emoji(event.event_type)} {verb} **{_activity(event)}**"
+    mark = f"{URGENT_MARK} · " if event.event_id in urgent else ""
+    text = f"- {mark}{_emoji(event.event_type)} {verb} **{_activity(event)}**"
     if course := escape_inline(event.course_title):
         text += f" — {course}"
     facts = _detail_parts(event)
@@ -294,10 +373,11 @@ def _digest_line(event: NotificationEvent) -> str:
     return " · ".join([text, *facts])
 
 
-def _header(events: Sequence[NotificationEvent], students: int) -> list[str]:
+def _header(events: Sequence[NotificationEvent], lines: Sequence[Folded], students: int) -> list[str]:
+    """The title and the count of attempts per latest state."""
     counts: dict[str, int] = {}
-    for event in events:
-        counts[event.event_type] = counts.get(event.event_type, 0) + 1
+    for entry in lines:
+        counts[entry.event.event_type] = counts.get(entry.event.event_type, 0) + 1
     summary = " · ".join(
         f"{_emoji(t)} {n} {LABEL.get(t) or escape_inline(t)}"
         for t, n in sorted(counts.items(), key=lambda item: (_type_rank(item[0]), item[0]))
@@ -307,20 +387,37 @@ def _header(events: Sequence[NotificationEvent], students: int) -> list[str]:
     return [f"📬 **LMS activity digest**: {len(events)} event{plural} from {students} {noun}", summary]
 
 
-def _grouped(events: Iterable[NotificationEvent]) -> list[tuple[str, list[NotificationEvent]]]:
-    """(student heading, events) with students who failed an exam first, then by name."""
+def _grouped(
+    events: Iterable[NotificationEvent], urgent: frozenset[int] = frozenset()
+) -> list[tuple[str, list[Folded]]]:
+    """(student heading, attempts in their latest state): students with an urgent item, then those who
+    failed an exam, first, then by name; within a student urgent items, then failures, then by time."""
     by_student: dict[int, list[NotificationEvent]] = {}
     for event in events:
         by_student.setdefault(event.student_id, []).append(event)
     groups = []
     for student_id, items in by_student.items():
-        items.sort(key=lambda e: (e.event_type != EventType.EXAM_FAILED, _timestamp_key(e), e.event_id))
-        failed = any(e.event_type == EventType.EXAM_FAILED for e in items)
+        entries = fold_attempts(items)
+        entries.sort(
+            key=lambda f: (
+                not _is_urgent(f, urgent),
+                f.event.event_type != EventType.EXAM_FAILED,
+                _timestamp_key(f.event),
+                f.event.event_id,
+            )
+        )
+        failed = any(f.event.event_type == EventType.EXAM_FAILED for f in entries)
+        pressing = any(_is_urgent(f, urgent) for f in entries)
         name = escape_inline(items[0].student_name)
         noun = "event" if len(items) == 1 else "events"
-        groups.append(((not failed, name.casefold(), student_id), f"**{name}** ({len(items)} {noun})", items))
+        key = (not pressing, not failed, name.casefold(), student_id)
+        groups.append((key, f"**{name}** ({len(items)} {noun})", entries))
     groups.sort(key=lambda g: g[0])
-    return [(heading, items) for _, heading, items in groups]
+    return [(heading, entries) for _, heading, entries in groups]
+
+
+def _is_urgent(entry: Folded, urgent: frozenset[int]) -> bool:
+    return any(i in urgent for i in entry.event_ids)
 
 
 def _fit(line: str, room: int) -> str:
@@ -331,7 +428,11 @@ def _fit(line: str, room: int) -> str:
 
 
 def _pack(
-    header: list[str], groups: list[tuple[str, list[NotificationEvent]]], limit: int, reserve: int
+    header: list[str],
+    groups: list[tuple[str, list[Folded]]],
+    limit: int,
+    reserve: int,
+    urgent: frozenset[int] = frozenset(),
 ) -> list[tuple[list[str], list[int]]]:
     """Lines and event ids of each part; ``reserve`` characters of every part are kept for its "(part i/n)" label."""
     continuation = ["📬 **LMS activity digest**"]
@@ -340,9 +441,9 @@ def _pack(
     current_ids: list[int] = []
     size = len("\n".join(current)) + reserve
     fresh = True  # nothing but the header in the current part
-    for heading, events in groups:
-        for index, event in enumerate(events):
-            line = _digest_line(event)
+    for heading, entries in groups:
+        for index, entry in enumerate(entries):
+            line = _digest_line(entry.event, entry.event_ids if _is_urgent(entry, urgent) else frozenset())
             block = ["", heading, line] if index == 0 else [line]
             added = sum(len(x) + 1 for x in block)
             if size + added > limit and not fresh:
@@ -355,7 +456,7 @@ def _pack(
                 block[-1] = _fit(block[-1], limit - size - added + len(block[-1]))
                 added = sum(len(x) + 1 for x in block)
             current.extend(block)
-            current_ids.append(event.event_id)
+            current_ids.extend(entry.event_ids)
             size += added
             fresh = False
     parts.append((current, current_ids))
@@ -370,7 +471,13 @@ class DigestPart:
     event_ids: tuple[int, ...]
 
 
-def render_digest_parts(events: Sequence[NotificationEvent], *, limit: int = DIGEST_LIMIT) -> list[DigestPart]:
+def render_digest_parts(
+    events: Sequence[NotificationEvent],
+    *,
+    limit: int = DIGEST_LIMIT,
+    extras: MessageExtras | None = None,
+    now: dt.datetime | None = None,
+) -> list[DigestPart]:
     """One digest of ``events`` for one mentor, split into parts of at most ``limit`` characters.
 
     A header counts the events per type; events are grouped by student, students
@@ -384,20 +491,30 @@ def render_digest_parts(events: Sequence[NotificationEvent], *, limit: int = DIG
         return []
     if limit > ZULIP_MAX_MESSAGE_LENGTH:
         raise ValueError(f"limit {limit} is above Zulip's {ZULIP_MAX_MESSAGE_LENGTH}-character message limit")
-    groups = _grouped(events)
-    header = _header(events, len(groups))
-    parts = _pack(header, groups, limit, reserve=0)
+    extras = extras or MessageExtras()
+    urgent = extras.urgent
+    groups = _grouped(events, urgent)
+    header = _header(events, [entry for _, entries in groups for entry in entries], len(groups))
+    if extras.since is not None:
+        newest = max((e.timestamp for e in events if e.timestamp is not None), default=extras.since)
+        header[0] += f", {format_since(extras.since, now or newest, extras.timezone)}"
+    if urgent:
+        header[1] = f"{URGENT_MARK}: {sum(e.event_id in urgent for e in events)} · {header[1]}"
+    footer = len(FOOTER) + 2 if extras.footer else 0
+    parts = _pack(header, groups, limit - footer, reserve=0, urgent=urgent)
     if len(parts) > 1:
         digits = len(str(len(parts)))
         while True:  # the label's width depends on the number of parts
             reserve = len(f" (part {'9' * digits}/{'9' * digits})")
-            parts = _pack(header, groups, limit, reserve)
+            parts = _pack(header, groups, limit - footer, reserve, urgent)
             if len(str(len(parts))) <= digits:
                 break
             digits += 1
         total = len(parts)
         for number, (lines, _ids) in enumerate(parts, start=1):
             lines[0] += f" (part {number}/{total})"
+    if extras.footer:
+        parts[-1][0].extend(["", FOOTER])
     return [DigestPart("\n".join(lines), tuple(ids)) for lines, ids in parts]
 
 

@@ -287,6 +287,11 @@ def build_demo_frames(
         "Attempts": _attempts_frame(_rng(seed, 3), cat, now_s, days),
         "ContentAttempts": _content_attempts_frame(_rng(seed, 4), cat, now_s, days),
     }
+    # students at risk: a cohort that fails and goes silent (some come back), in demos big enough for one
+    if students >= COHORT_MIN_STUDENTS and days >= COHORT_MIN_DAYS:
+        frames["Attempts"], frames["ContentAttempts"] = plant_struggling_cohort(
+            _rng(seed, 5), cat, frames["Attempts"], frames["ContentAttempts"], now_s, days
+        )
     return frames
 
 
@@ -753,3 +758,78 @@ def ensure_demo_lms(settings: Settings) -> bool:
         return False
     generate_demo_lms(settings.lms_database_url)
     return True
+
+
+# --------------------------------------------------------------------------- students at risk
+
+#: The struggling cohort: this share of the students, planted from this many students and days on.
+COHORT_SHARE = 0.08
+COHORT_MIN_STUDENTS = 100
+COHORT_MIN_DAYS = 10
+#: Of the cohort, this share comes back after a silence and passes from then on.
+COHORT_RECOVER_SHARE = 0.3
+EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
+
+
+def struggling_cohort(rng: np.random.Generator, cat: _Catalogue, now_s: int, days: int) -> pd.DataFrame:
+    """Who struggles: ``student_id``, when they go silent (``silent_from``, epoch s), whether and when they
+    come back (``back_from``; -1: never)."""
+    size = max(1, round(COHORT_SHARE * cat.n_students))
+    who = np.sort(rng.choice(cat.student_ids, size=size, replace=False))
+    silent_from = now_s - (rng.uniform(0.3, 0.8, size) * days * DAY).astype(np.int64)
+    recovers = rng.random(size) < COHORT_RECOVER_SHARE
+    back_from = np.where(recovers, silent_from + rng.integers(4, 8, size) * DAY, -1)
+    back_from = np.where(back_from >= now_s, -1, back_from)
+    return pd.DataFrame({"student_id": who, "silent_from": silent_from, "back_from": back_from})
+
+
+def plant_struggling_cohort(
+    rng: np.random.Generator,
+    cat: _Catalogue,
+    attempts: pd.DataFrame,
+    contents: pd.DataFrame,
+    now_s: int,
+    days: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cohort fails every exam it takes and leaves videos half watched, then has no activity from
+    ``silent_from`` on (its attempts there are removed); those who come back pass what they take from
+    ``back_from`` on. Other students' rows are untouched."""
+    cohort = struggling_cohort(rng, cat, now_s, days).set_index("student_id")
+
+    def plan(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        member = frame["user_id"].isin(cohort.index).to_numpy()
+        started = ((frame["started_at"] - EPOCH) // pd.Timedelta(seconds=1)).to_numpy()
+        silent = frame["user_id"].map(cohort["silent_from"]).fillna(np.inf).to_numpy()
+        back = frame["user_id"].map(cohort["back_from"]).fillna(-1).to_numpy()
+        returned = member & (back >= 0) & (started >= back)
+        dropped = member & (started >= silent) & ~returned
+        return member & ~dropped & ~returned, returned, dropped
+
+    failing, passing, dropped = plan(attempts)
+    exams = attempts.copy()
+    exam_index = exams["exam_id"].to_numpy() - 1
+    graded = exams["score"].notna().to_numpy()
+    pass_mark = cat.exam_pass[exam_index]
+    low = np.floor(pass_mark * rng.uniform(0.35, 0.9, len(exams)))
+    high = np.minimum(cat.exam_max[exam_index], pass_mark + rng.integers(1, 10, len(exams)))
+    score = exams["score"].to_numpy(dtype=float, na_value=np.nan)
+    score = np.where(graded & failing, low, np.where(graded & passing, high, score))
+    exams["score"] = np.where(graded, score, np.nan)
+    exams = exams[~dropped].reset_index(drop=True)
+
+    stalled, _, dropped = plan(contents)
+    media = np.isin(cat.content_type[contents["content_id"].to_numpy() - 1], (VIDEO, AUDIO))
+    half = stalled & media & (rng.random(len(contents)) < 0.6)
+    reading = contents.copy()
+    reading["progress_percent"] = np.where(
+        half, np.round(rng.uniform(10, 60, len(reading)), 1), reading["progress_percent"]
+    )
+    reading["status"] = reading["status"].astype(object).where(~half, "in_progress")
+    reading["completed_at"] = reading["completed_at"].where(~half, pd.NaT)
+    reading["time_spent_seconds"] = np.where(
+        half, (reading["time_spent_seconds"] * 0.4).astype(np.int64), reading["time_spent_seconds"]
+    )
+    reading["status"] = _labels(
+        reading["status"].map({s: i for i, s in enumerate(CONTENT_STATUSES)}).to_numpy(), CONTENT_STATUSES
+    )
+    return exams, reading[~dropped].reset_index(drop=True)

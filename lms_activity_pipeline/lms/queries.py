@@ -182,6 +182,15 @@ def users_by_id(profile: SourceProfile, user_ids: Collection[int]) -> sa.Select:
     return _select(table, DIMENSION_FIELDS["users"]).where(table.c.id.in_(sorted(user_ids)))
 
 
+def users_matching(profile: SourceProfile, key: str) -> sa.Select:
+    """The ``Users`` rows whose id, username or e-mail (case-insensitive) is ``key`` (issue 12: prefs)."""
+    table = profile.table("users")
+    match = [table.c.username == key, sa.func.lower(table.c.email) == key.lower()]
+    if key.isdigit():
+        match.append(table.c.id == int(key))
+    return _select(table, DIMENSION_FIELDS["users"]).where(sa.or_(*match))
+
+
 def exam_attempt_history(
     profile: SourceProfile, student_ids: Collection[int] | None, until: dt.datetime | None, dialect: str
 ) -> sa.Select:

@@ -108,6 +108,11 @@ class LMSReader:
         raw = self._read(queries.users_by_id(self.profile, user_ids))
         return cleaning.clean_dimension("Users", raw, cleaning.USER_COLUMNS)[0]
 
+    def users_matching(self, key: str) -> pd.DataFrame:
+        """Typed ``Users`` rows whose id, username or e-mail is ``key``."""
+        raw = self._read(queries.users_matching(self.profile, key.strip()))
+        return cleaning.clean_dimension("Users", raw, cleaning.USER_COLUMNS)[0]
+
     def existing_user_ids(self, ids: Collection[int]) -> set[int]:
         """The ids among ``ids`` that are rows of the LMS ``Users`` table."""
         wanted, found = sorted(set(ids)), set()

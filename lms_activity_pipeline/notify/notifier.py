@@ -27,6 +27,7 @@ No Dagster here: the op in ``ops/notify.py`` wires resources in and turns the
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -47,14 +48,17 @@ from lms_activity_pipeline.domain.delivery import (
     call_with_retries,
     call_without_duplicates,
 )
+from lms_activity_pipeline.domain.messages import MessageExtras
 from lms_activity_pipeline.domain.outbox import OutboxStatus
 from lms_activity_pipeline.domain.recipients import MentorContact, ZulipAccount
 from lms_activity_pipeline.domain.text import plural
 from lms_activity_pipeline.notify.directory import MentorDirectory
+from lms_activity_pipeline.notify.policy import Decision
 from lms_activity_pipeline.notify.request import NotifyRequest
 from lms_activity_pipeline.notify.zulip_gateway import ZulipGateway, content_digest
 from lms_activity_pipeline.warehouse.outbox import (
     Backlog,
+    DigestSlot,
     MentorKey,
     Outbox,
     Outcome,
@@ -105,6 +109,8 @@ class NotifySummary:
     #: Why the run stopped before everything due was done (time budget, breaker).
     stopped_early: str | None = None
     preview: list[dict[str, Any]] = field(default_factory=list)
+    #: The preferences' defaults and the rules in force (``None``: none in force, every pair due at once).
+    policy: str | None = None
 
     @property
     def open_after(self) -> int:
@@ -182,6 +188,8 @@ class Notifier:
             return summary
 
         deadline = now + request.time_budget
+        if request.policy is not None:
+            summary.policy = request.policy.describe()
         stale = self.outbox.recover_stale_claims(now - request.claim_timeout, now)
         summary.stale_released, summary.stale_uncertain = stale.released, stale.uncertain
         if stale.released or stale.uncertain:
@@ -191,19 +199,22 @@ class Notifier:
             )
         if self.zulip is not None:
             self._settle_uncertain(request, now, deadline, summary)
-        hours = request.max_age.total_seconds() / 3600
-        too_old = self.outbox.skip_too_old(
-            selection,
-            now - request.max_age,
-            now,
-            self.run_id,
-            f"event older than LMS_NOTIFY_MAX_AGE_HOURS={hours:g} when sending",
-        )
-        if too_old:
-            summary.counts[OutboxStatus.SKIPPED] += too_old
-            self.log.info(f"{too_old} pairs skipped: their event is older than {hours:g} h")
-
-        self._send_due(request, deadline, summary)
+        decision = request.decide(self.outbox, now)
+        if decision is None:
+            hours = request.max_age.total_seconds() / 3600
+            too_old = self.outbox.skip_too_old(
+                selection,
+                now - request.max_age,
+                now,
+                self.run_id,
+                f"event older than LMS_NOTIFY_MAX_AGE_HOURS={hours:g} when sending",
+            )
+            if too_old:
+                summary.counts[OutboxStatus.SKIPPED] += too_old
+                self.log.info(f"{too_old} pairs skipped: their event is older than {hours:g} h")
+            self._send_due(request, deadline, summary)
+        else:
+            self._send_decided(request, decision, deadline, summary)
 
         if self.directory is not None:
             summary.zulip_user_lookups = self.directory.lookups
@@ -236,6 +247,45 @@ class Notifier:
                 failures_in_a_row = failures_in_a_row + 1 if systemic else 0
                 if len(visited) % PROGRESS_EVERY_MENTORS == 0:
                     self.log.info(f"progress: {plural(len(visited), 'mentor')} done, {summary.messages} messages")
+
+    def _send_decided(
+        self, request: NotifyRequest, decision: Decision, deadline: dt.datetime, summary: NotifySummary
+    ) -> None:
+        """What preferences and rules made due, mentor by mentor; what they skip is recorded first."""
+        assert request.policy is not None
+        selection = request.selection
+        for why, ids in decision.skipped.items():
+            skipped = self.outbox.skip(ids, selection, why, decision.now, self.run_id)
+            summary.counts[OutboxStatus.SKIPPED] += skipped
+            if skipped:
+                self.log.info(f"{plural(skipped, 'pair')} skipped: {why}")
+        if decision.held:
+            self.log.info(decision.describe_held())
+        mentors = list(decision.due.items())
+        failures_in_a_row = 0
+        for start in range(0, len(mentors), MENTOR_PAGE):
+            page = mentors[start : start + MENTOR_PAGE]
+            contacts = self._contacts([mentor_id for mentor_id, _ in page])
+            for index, (mentor_id, pairs) in enumerate(page, start):
+                if reason := self._stop_reason(request, failures_in_a_row, deadline, started=index):
+                    summary.stopped_early = reason
+                    return
+                digest = (
+                    DigestSlot(mentor_id, decision.digest_expect[mentor_id])
+                    if mentor_id in decision.digest_expect
+                    else None
+                )
+                extras = MessageExtras(
+                    urgent=frozenset(p.log_id for p in pairs if p.log_id in decision.urgent),
+                    since=decision.period_start.get(mentor_id),
+                    timezone=request.policy.timezone,
+                    footer=True,
+                )
+                batch = MentorBatch(mentor_id, tuple(pairs))
+                systemic = self._process(batch, contacts[mentor_id], selection, summary, digest=digest, extras=extras)
+                failures_in_a_row = failures_in_a_row + 1 if systemic else 0
+                if (index + 1) % PROGRESS_EVERY_MENTORS == 0:
+                    self.log.info(f"progress: {plural(index + 1, 'mentor')} done, {summary.messages} messages")
 
     def _stop_reason(
         self, request: NotifyRequest, failures_in_a_row: int, deadline: dt.datetime, started: int
@@ -323,14 +373,21 @@ class Notifier:
         return {m: found.get(m, MentorContact(mentor_id=m, in_lms=False)) for m in mentor_ids}
 
     def _process(
-        self, batch: MentorBatch, contact: MentorContact, selection: Selection, summary: NotifySummary
+        self,
+        batch: MentorBatch,
+        contact: MentorContact,
+        selection: Selection,
+        summary: NotifySummary,
+        *,
+        digest: DigestSlot | None = None,
+        extras: MessageExtras | None = None,
     ) -> bool:
         """Claim, send and record one mentor's pairs; True when they failed in a way every mentor would."""
         token = f"{self.run_id}:{uuid.uuid4().hex[:8]}"
-        claimed = self.outbox.claim(batch.log_ids, selection, token, self.clock())
+        claimed = self.outbox.claim(batch.log_ids, selection, token, self.clock(), digest)
         if not claimed:
             return False  # another run took them
-        job = _MentorJob(self, token, contact, claimed, summary)
+        job = _MentorJob(self, token, contact, claimed, summary, extras)
         summary.mentors += 1
         try:
             return job.run()
@@ -347,8 +404,15 @@ class _MentorJob:
     """The claimed pairs of one mentor, from claim to recorded outcome."""
 
     def __init__(
-        self, notifier: Notifier, token: str, contact: MentorContact, claimed: list[int], summary: NotifySummary
+        self,
+        notifier: Notifier,
+        token: str,
+        contact: MentorContact,
+        claimed: list[int],
+        summary: NotifySummary,
+        extras: MessageExtras | None = None,
     ) -> None:
+        self.extras = extras
         self.notifier = notifier
         self.token = token
         self.contact = contact
@@ -408,7 +472,11 @@ class _MentorJob:
             return False
         log_of = {event.event_id: log_id for log_id, event in events.items()}
         ordered = sorted(events.values(), key=lambda e: (e.timestamp, e.event_id))
-        messages = plan_messages(ordered)
+        if self.extras is None:
+            messages = plan_messages(ordered, extras=MessageExtras(footer=True))
+        else:
+            urgent = frozenset(events[i].event_id for i in self.extras.urgent if i in events)
+            messages = plan_messages(ordered, extras=dataclasses.replace(self.extras, urgent=urgent))
 
         if self.notifier.zulip is None:
             for message in messages:

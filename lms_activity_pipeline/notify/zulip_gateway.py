@@ -124,6 +124,12 @@ class ZulipGateway:
         request = {"type": self.message_type, "to": [int(u) for u in user_ids], "content": content}
         return self._call("messages", "POST", request, idempotent=False, expect=("id", int))
 
+    def send_to_channel(self, channel: str, topic: str, content: str) -> Reply:
+        """``POST messages`` of ``type`` ``stream`` (every server version accepts it) to ``channel`` and
+        ``topic``: OK with ``body["id"]``."""
+        request = {"type": "stream", "to": channel, "topic": topic, "content": content}
+        return self._call("messages", "POST", request, idempotent=False, expect=("id", int))
+
     def find_direct(self, user_ids: Sequence[int], digest: str, sent_after: float) -> Reply:
         """Is a DM from us to ``user_ids`` whose text has ``digest`` (:func:`content_digest`), sent
         after ``sent_after`` (epoch s), stored?
@@ -167,6 +173,10 @@ class ZulipGateway:
                 status=reply.status,
             )
         return Reply(ReplyKind.OK, {"result": "success"}, status=reply.status)
+
+    def get_message(self, message_id: int) -> Reply:
+        """``GET messages/{message_id}``: OK with ``body["message"]`` (its ``reactions`` among the fields)."""
+        return self._call(f"messages/{int(message_id)}", "GET", None, idempotent=True, expect=("message", dict))
 
     # --- internals ------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pandas as pd
 import sqlalchemy as sa
@@ -49,6 +49,7 @@ from lms_activity_pipeline.domain.notification_event import NotificationEvent
 from lms_activity_pipeline.domain.outbox import OPEN_STATUSES, STATUSES, OutboxStatus, PendingPair
 from lms_activity_pipeline.domain.text import plural
 from lms_activity_pipeline.domain.times import to_utc
+from lms_activity_pipeline.warehouse.preferences import take_digest_slot
 from lms_activity_pipeline.warehouse.schema import lms_activity_events, lms_event_log
 
 #: Automatic runs stop retrying a failed pair after this many send attempts.
@@ -98,6 +99,18 @@ def checkable_uncertain() -> sa.ColumnElement[bool]:
         log.c.delivery_digest.is_not(None),
         log.c.zulip_user_id.is_not(None),
     )
+
+
+#: Ids per statement when writing by id.
+_ID_CHUNK = 5000
+
+
+@dataclass(frozen=True)
+class DigestSlot:
+    """A claim that sends a scheduled digest: the mentor's ``last_digest_at`` its decision saw."""
+
+    mentor_id: int
+    expected: dt.datetime | None
 
 
 class MentorKey(NamedTuple):
@@ -160,6 +173,9 @@ class Backlog:
     uncertain_waiting: int = 0
     #: Failed and not retried automatically (attempt cap reached, or uncertain and not checkable): --process-pending.
     held: int = 0
+    #: Pending pairs a mentor's preference holds back (frequency, quiet hours, snooze), and when the first is due.
+    held_by_preference: int = 0
+    next_due_at: dt.datetime | None = None
 
     @property
     def due(self) -> bool:
@@ -169,7 +185,13 @@ class Backlog:
     @property
     def total(self) -> int:
         return (
-            self.takeable + self.stale_claims + self.claimed + self.uncertain_due + self.uncertain_waiting + self.held
+            self.takeable
+            + self.stale_claims
+            + self.claimed
+            + self.uncertain_due
+            + self.uncertain_waiting
+            + self.held
+            + self.held_by_preference
         )
 
     def describe(self, settle_after: dt.timedelta | None = None) -> str:
@@ -184,8 +206,12 @@ class Backlog:
             (self.uncertain_due, f"{self.uncertain_due} of uncertain delivery to look up on Zulip (the next run does)"),
             (self.uncertain_waiting, f"{self.uncertain_waiting} of uncertain delivery, looked up on Zulip{after}"),
             (self.held, f"{self.held} failed for good (only --process-pending retries them)"),
+            (self.held_by_preference, f"{self.held_by_preference} held by mentors' preferences{self._next_due()}"),
         ]
         return f"{plural(self.total, 'pair')} still open: " + "; ".join(text for n, text in parts if n)
+
+    def _next_due(self) -> str:
+        return f" (the next due at {self.next_due_at:%Y-%m-%d %H:%M} UTC)" if self.next_due_at else ""
 
 
 def _duration(value: dt.timedelta) -> str:
@@ -342,8 +368,94 @@ class Outbox:
         ).group_by(open_pairs.c.kind)
         with self.engine.connect() as conn:
             rows = {r[0]: (int(r[1]), int(r[2])) for r in conn.execute(stmt)}
-        counts = {name: pairs for name, (pairs, _) in rows.items()}
+        counts: dict[str, Any] = {name: pairs for name, (pairs, _) in rows.items()}
         return Backlog(**counts, takeable_mentors=rows.get("takeable", (0, 0))[1])
+
+    def waiting(
+        self, selection: Selection, *, rule_facts: bool = False, old_before: dt.datetime | None = None
+    ) -> pd.DataFrame:
+        """Every takeable pair of ``selection`` with what preferences and rules look at, oldest first:
+        ``log_id, event_id, mentor_id, pending, created_at, student_id, course_id, old`` (its event happened
+        before ``old_before``), with ``rule_facts`` also ``event_type, activity_id, score_pct``. One query."""
+        old = (
+            sa.case((events.c.timestamp < to_utc(old_before), True), else_=False)
+            if old_before is not None
+            else sa.false()
+        )
+        columns: list[sa.ColumnElement] = [
+            log.c.id.label("log_id"),
+            log.c.event_id,
+            log.c.mentor_id,
+            sa.case((log.c.status == OutboxStatus.PENDING, True), else_=False).label("pending"),
+            log.c.created_at,
+            events.c.student_id,
+            events.c.course_id,
+            sa.cast(old, sa.Boolean).label("old"),
+        ]
+        if rule_facts:
+            columns += [
+                events.c.event_type,
+                events.c.activity_id,
+                events.c.activity_metadata["percentage"].as_float().label("score_pct"),
+            ]
+        stmt = (
+            sa.select(*columns)
+            .select_from(log.join(events, events.c.event_id == log.c.event_id))
+            .where(selection.claimable())
+            .order_by(log.c.id)
+        )
+        with self.engine.connect() as conn:
+            result = conn.execute(stmt)
+            rows = result.cursor.fetchall() if result.cursor is not None else []  # plain values, no Row objects
+            result.close()
+        return pd.DataFrame.from_records(rows, columns=[c.name for c in stmt.selected_columns])
+
+    def failures_in_row(self, selection: Selection) -> dict[int, int]:
+        """For each takeable ``exam_failed`` pair's event: the consecutive failed attempts of that exam by
+        the student up to it (this one included), from the stored exam outcomes."""
+        waiting = (
+            sa.select(events.c.student_id, events.c.activity_id)
+            .select_from(log.join(events, events.c.event_id == log.c.event_id))
+            .where(selection.claimable(), events.c.event_type == "exam_failed")
+            .distinct()
+            .subquery()
+        )
+        history = (
+            sa.select(events.c.event_id, events.c.student_id, events.c.activity_id, events.c.event_type)
+            .select_from(
+                events.join(
+                    waiting,
+                    sa.and_(events.c.student_id == waiting.c.student_id, events.c.activity_id == waiting.c.activity_id),
+                )
+            )
+            .where(events.c.event_type.in_(["exam_passed", "exam_failed"]))
+            .order_by(events.c.student_id, events.c.activity_id, events.c.timestamp, events.c.event_id)
+        )
+        found: dict[int, int] = {}
+        streak, current = 0, None
+        with self.engine.connect() as conn:
+            for r in conn.execute(history):
+                if (r.student_id, r.activity_id) != current:
+                    current, streak = (r.student_id, r.activity_id), 0
+                streak = streak + 1 if r.event_type == "exam_failed" else 0
+                found[int(r.event_id)] = streak
+        return found
+
+    def skip(
+        self, log_ids: Sequence[int], selection: Selection, reason: str, now: dt.datetime, run_id: str | None
+    ) -> int:
+        """Mark those of ``log_ids`` still takeable as ``skipped`` with ``reason``."""
+        done, ids = 0, sorted(log_ids)
+        for start in range(0, len(ids), _ID_CHUNK):
+            with db.write_transaction(self.engine) as conn:
+                done += conn.execute(
+                    log.update()
+                    .where(log.c.id.in_(ids[start : start + _ID_CHUNK]), selection.claimable())
+                    .values(
+                        status=OutboxStatus.SKIPPED, error_message=reason, processed_at=to_utc(now), last_run_id=run_id
+                    )
+                ).rowcount
+        return done
 
     def events_for(self, log_ids: Collection[int]) -> dict[int, NotificationEvent]:
         """The stored events of the given pairs, by ``lms_event_log.id``."""
@@ -384,8 +496,19 @@ class Outbox:
 
     # --- claiming and recording -----------------------------------------------------
 
-    def claim(self, log_ids: Sequence[int], selection: Selection, token: str, now: dt.datetime) -> list[int]:
-        """Atomically claim those of ``log_ids`` still takeable; returns the ids this claim got."""
+    def claim(
+        self,
+        log_ids: Sequence[int],
+        selection: Selection,
+        token: str,
+        now: dt.datetime,
+        digest: DigestSlot | None = None,
+    ) -> list[int]:
+        """Atomically claim those of ``log_ids`` still takeable; returns the ids this claim got.
+
+        With ``digest``, the mentor's ``last_digest_at`` is compare-and-set in the same transaction: if
+        another run sent a digest since the decision, nothing is claimed (never two digests for one slot).
+        """
         if not log_ids:
             return []
         ids = sorted(log_ids)
@@ -397,6 +520,8 @@ class Outbox:
                     return []  # another run is claiming these mentors right now: it takes them whole
                 takeable = takeable.with_for_update(skip_locked=True)
             got = sorted(int(i) for i in conn.execute(takeable).scalars())  # locked (PostgreSQL) until commit
+            if got and digest is not None and not take_digest_slot(conn, digest.mentor_id, digest.expected, now):
+                return []  # another run sent this mentor's digest since our decision: it is not due any more
             if got:
                 conn.execute(
                     log.update()

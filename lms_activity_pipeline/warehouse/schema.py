@@ -347,6 +347,180 @@ lms_webhook_inbox = sa.Table(
 )
 
 
+# --- mentor notification preferences (issue 12) -----------------------------------------------------
+
+mentor_notification_preferences = sa.Table(
+    "mentor_notification_preferences",
+    METADATA,
+    sa.Column("mentor_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the mentor"),
+    sa.Column(
+        "scope_kind",
+        sa.Text,
+        primary_key=True,
+        comment="all | course | student: what the preference covers; the most specific one wins",
+    ),
+    sa.Column(
+        "scope_id",
+        sa.BigInteger,
+        primary_key=True,
+        autoincrement=False,
+        comment="Courses.id (course) or Users.id of the student (student); 0 for all",
+    ),
+    sa.Column("frequency", sa.Text, nullable=False, comment="immediate | hourly | daily | weekly | off"),
+    sa.Column("send_hour", sa.Integer, nullable=False, comment="0..23, local hour of daily and weekly digests"),
+    sa.Column("weekday", sa.Text, nullable=False, comment="mon..sun, day of weekly digests"),
+    sa.Column("timezone", sa.Text, comment="IANA time zone of the mentor; NULL: LMS_TIMEZONE"),
+    sa.Column("quiet_start", sa.Text, comment="HH:MM local: quiet hours start (only urgent messages then); NULL: none"),
+    sa.Column(
+        "quiet_end", sa.Text, comment="HH:MM local: quiet hours end (may be before quiet_start: across midnight)"
+    ),
+    sa.Column("snooze_until", sa.Date, comment="Nothing but urgent messages before this local date; NULL: not snoozed"),
+    sa.Column("updated_at", TS, nullable=False, server_default=_now(), comment="Last set"),
+    comment="Mentor notification preferences, one row per mentor and scope (lms-activity prefs)",
+)
+
+mentor_digest_state = sa.Table(
+    "mentor_digest_state",
+    METADATA,
+    sa.Column("mentor_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the mentor"),
+    sa.Column(
+        "last_digest_at",
+        TS,
+        comment="When a notify run last claimed a scheduled (hourly/daily/weekly) digest for the mentor",
+    ),
+    comment="When each mentor's last scheduled digest went out (what makes the next one due)",
+)
+
+
 def table_named(name: str) -> sa.Table:
     """The warehouse table called ``name`` (e.g. ``"lms_activity_events"``)."""
     return METADATA.tables[f"{SCHEMA_TOKEN}.{name}"]
+
+
+# --- operational alerts (issue 15) --------------------------------------------------------------
+
+lms_alert_incidents = sa.Table(
+    "lms_alert_incidents",
+    METADATA,
+    sa.Column(
+        "key",
+        sa.Text,
+        primary_key=True,
+        comment="Dedup key of the incident, e.g. 'backlog', 'run_failed:lms_ingest_job:2024-05-03' (one row per key)",
+    ),
+    sa.Column("status", sa.Text, nullable=False, comment="open | resolved"),
+    sa.Column("title", sa.Text, nullable=False, comment="The alert's title as sent"),
+    sa.Column("detail", sa.Text, comment="The alert's detail line when it (last) opened"),
+    sa.Column("opened_at", TS, nullable=False, comment="When the incident (last) opened"),
+    sa.Column("last_seen_at", TS, nullable=False, comment="When a check last saw it"),
+    sa.Column(
+        "notified_at",
+        TS,
+        comment="When the 'opened' message was sent; NULL: not yet (hourly cap, Zulip down, or alerts to run logs only)",
+    ),
+    sa.Column("resolved_at", TS, comment="When the incident cleared; NULL while open"),
+    sa.Column("resolve_notified_at", TS, comment="When the 'resolved' message was sent"),
+    sa.Column("last_error", sa.Text, comment="Why the last message for it could not be sent"),
+    sa.Index("ix_lms_alert_incidents_status", "status"),
+    comment="Operational alert incidents: one row per dedup key, so alerts are sent once across restarts and processes",
+)
+
+#: The health checks' probe: has a mentor had a DM delivered since their first failure?
+ix_lms_event_log_mentor_status = sa.Index(
+    "ix_lms_event_log_mentor_status", lms_event_log.c.mentor_id, lms_event_log.c.status, lms_event_log.c.processed_at
+)
+
+# --- students at risk (student_risk, risk_feedback, risk_digest_log) ----------------------------------
+
+student_risk = sa.Table(
+    "student_risk",
+    METADATA,
+    sa.Column(
+        "student_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the student"
+    ),
+    sa.Column("course_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Courses.id"),
+    sa.Column(
+        "as_of", sa.Date, primary_key=True, comment="The partition day (LMS_TIMEZONE): only events before its end"
+    ),
+    sa.Column("risk_level", sa.Text, nullable=False, comment="high, medium or low"),
+    sa.Column(
+        "risk_score", sa.Float, nullable=False, comment="0..1: 1 - product of (1 - weight) over the reasons that hold"
+    ),
+    sa.Column(
+        "reasons",
+        JSON,
+        nullable=False,
+        comment="JSON list of {code, detail, value, threshold}; codes: inactive, failed_in_row, unpassed_exam, "
+        "stalled_content, declining_scores",
+    ),
+    sa.Column("model", sa.Text, nullable=False, comment="What produced the row: rules-<version> or learned-<version>"),
+    sa.Column("student_username", sa.Text, comment="LMS username of the student"),
+    sa.Column("course_title", sa.Text, comment="Course title as the events of the 60 days record it"),
+    sa.Column("mentor_id", sa.BigInteger, comment="Student's mentor at their latest event in the course"),
+    sa.Column(
+        "last_event_at", TS, nullable=False, comment="Latest event of the student in the course before as_of ends"
+    ),
+    sa.Column("days_inactive", sa.Float, nullable=False, comment="Days from last_event_at to the end of as_of"),
+    sa.Column("unpassed_exams", sa.Integer, nullable=False, comment="Exams of the course failed and never passed"),
+    sa.Column("failed_in_row", sa.Integer, nullable=False, comment="Longest current run of failures on one exam"),
+    sa.Column(
+        "stalled_contents",
+        sa.Integer,
+        nullable=False,
+        comment="Videos/audio started at least 7 days before and not watched or completed",
+    ),
+    sa.Column(
+        "declining_scores", sa.Boolean, nullable=False, comment="The last three graded results in the course fall"
+    ),
+    sa.Column(
+        "streak_days", sa.Integer, nullable=False, comment="Consecutive days with activity in the course up to as_of"
+    ),
+    sa.Column(
+        "on_track", sa.Boolean, nullable=False, comment="Low risk and a streak of at least 3 days: the good news"
+    ),
+    sa.Column("updated_at", TS, nullable=False, server_default=_now(), comment="Last (re)computed"),
+    sa.Index("ix_student_risk_as_of_level", "as_of", "risk_level"),
+    comment="One row per (student, course, day) for students active in the course in the 60 days before: "
+    "at-risk level, score and reasons",
+)
+
+risk_digest_log = sa.Table(
+    "risk_digest_log",
+    METADATA,
+    sa.Column("mentor_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the mentor"),
+    sa.Column(
+        "student_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the student"
+    ),
+    sa.Column("course_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Courses.id"),
+    sa.Column("as_of", sa.Date, primary_key=True, comment="The student_risk day told"),
+    sa.Column("risk_level", sa.Text, nullable=False, comment="What was told: high, medium, or resolved"),
+    sa.Column(
+        "is_new", sa.Boolean, nullable=False, comment="Not flagged in the mentor's previous digest of the course"
+    ),
+    sa.Column("status", sa.Text, nullable=False, comment="pending, sending, sent, failed or dry_run"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0", comment="Send attempts"),
+    sa.Column("message_id", sa.BigInteger, comment="Zulip id of the digest message that told it"),
+    sa.Column("zulip_user_id", sa.BigInteger, comment="The mentor's Zulip user id"),
+    sa.Column("content_digest", sa.Text, comment="SHA-256 of the digest text: how an uncertain send is found on Zulip"),
+    sa.Column("error_message", sa.Text, comment="Why the last attempt failed"),
+    sa.Column("enqueued_at", TS, nullable=False, server_default=_now(), comment="When the mentor was due"),
+    sa.Column("attempted_at", TS, comment="When the last send started"),
+    sa.Column("sent_at", TS, comment="When the digest went out (or was rendered, dry-run)"),
+    sa.Index("ix_risk_digest_log_status", "status"),
+    comment="The at-risk digest outbox: one row per (mentor, student, course, day) told, exactly once",
+)
+
+risk_feedback = sa.Table(
+    "risk_feedback",
+    METADATA,
+    sa.Column("message_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="Zulip id of the digest"),
+    sa.Column("mentor_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="LMS Users.id of the mentor"),
+    sa.Column(
+        "student_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="A student the digest flagged"
+    ),
+    sa.Column("course_id", sa.BigInteger, primary_key=True, autoincrement=False, comment="The digest's course"),
+    sa.Column("label", sa.Text, primary_key=True, comment="useful (👍) or wrongly_flagged (👎)"),
+    sa.Column("as_of", sa.Date, nullable=False, comment="The student_risk day the digest told"),
+    sa.Column("reacted_at", TS, nullable=False, comment="When the reaction was first read back from Zulip"),
+    comment="Mentors' reactions to at-risk digests: labels for the learned model",
+)

@@ -19,11 +19,13 @@ from sqlalchemy.engine import Engine
 from lms_activity_pipeline import db
 from lms_activity_pipeline.db import Query
 from lms_activity_pipeline.domain.features import History
+from lms_activity_pipeline.domain.risk import Names
 from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.lms.queries import ExtractWindow, window_filter
 from lms_activity_pipeline.settings import DEFAULT_WAREHOUSE_SCHEMA
 from lms_activity_pipeline.urls import redact_url
 from lms_activity_pipeline.warehouse import features, load
+from lms_activity_pipeline.warehouse import risk as risk_sql
 from lms_activity_pipeline.warehouse.engine import open_warehouse, physical_schema
 from lms_activity_pipeline.warehouse.migrate import migrate
 from lms_activity_pipeline.warehouse.outbox import Outbox
@@ -157,3 +159,24 @@ class Warehouse:
         times = self.read_typed(sa.select(col).where(col >= to_utc(start), col < to_utc(end)))[column]
         days = times.dt.tz_convert(timezone).dt.strftime("%Y-%m-%d")
         return {str(day): int(n) for day, n in days.value_counts().items()}
+
+    # --- students at risk ---
+    def risk_inputs(self, start: dt.datetime, cutoff: dt.datetime) -> tuple[pd.DataFrame, pd.DataFrame, Names]:
+        """Events of ``[start, cutoff)``, the exams their students passed before ``cutoff``, and names
+        (``student_risk``)."""
+        with self.engine.connect() as conn:
+            return risk_sql.read_risk_inputs(conn, start, cutoff)
+
+    def write_student_risk(self, rows: pd.DataFrame, as_of: dt.date) -> load.UpsertResult:
+        with db.write_transaction(self.engine) as conn:
+            return risk_sql.write_student_risk(conn, rows, as_of)
+
+    def student_risk(
+        self, as_of: dt.date | None = None, levels: tuple[str, ...] | None = None, course_id: int | None = None
+    ) -> pd.DataFrame:
+        """``student_risk`` of ``as_of`` (default: the latest day computed), worst first; empty if none."""
+        with self.engine.connect() as conn:
+            day = risk_sql.latest_day(conn) if as_of is None else as_of
+            if day is None:
+                return db.read_typed(conn, risk_sql.risk_rows(dt.date.min, levels, course_id))
+            return db.read_typed(conn, risk_sql.risk_rows(day, levels, course_id))

@@ -429,3 +429,81 @@ def test_ui_materialisations_and_backfills_queue_on_the_ingest_pool_and_are_retr
         set_connections(pg_server_url, backend.warehouse_url, allowed=True)
         instance.dispose()
     assert len(Pipeline(backend).event_ids()) == 9  # recent_school's events, stored once whoever ran
+
+
+# --- operational alerts (issue 15): the run failure sensor in the real daemon ----------------------------
+
+
+def wait_for_sensor_tick(instance: DagsterInstance, name: str, daemon_log: Path, timeout: float = 120) -> None:
+    """Until the daemon has ticked sensor ``name`` once: a run status sensor only sees runs that end after that."""
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for state in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+            if state.instigator_name == name and instance.get_ticks(state.instigator_origin_id, state.selector_id):
+                return
+        time.sleep(0.5)
+    pytest.fail(f"sensor {name} never ticked in {timeout} s\n{daemon_log.read_text()[-4000:]}")
+
+
+def test_daemon_alerts_once_on_a_run_that_failed_for_good(
+    production_home: Path, pg_databases: PgDatabases, pg_server_url: str, tmp_path: Path, fake_zulip: Any
+) -> None:
+    """``dagster-daemon run`` with the production instance (one run retry): an ingest run fails because the
+    LMS refuses connections, Dagster retries it, the retry fails too; lms_run_failure_alerts posts one
+    alert to the Zulip channel, for the retry that failed for good, not for the first failure."""
+    fake_zulip.add_channel("ops")
+    backend = Backend("postgresql", pg_databases.create("lms_src"), pg_databases.create("lms_wh"))
+    recent_school(backend.lms_url)
+    first_day, today = recent_days()
+    env = subprocess_env(
+        {
+            "DAGSTER_HOME": str(production_home),
+            "DAGSTER_POSTGRES_URL": os.environ["DAGSTER_POSTGRES_URL"],
+            "LMS_DATABASE_URL": backend.lms_url,
+            "LMS_WAREHOUSE_URL": backend.warehouse_url,
+            "LMS_HOME": str(tmp_path / "lms_home"),
+            "LMS_PARTITIONS_START": first_day,
+            "LMS_ACTIVITY_MONITOR_ENABLED": "false",  # only the launched run
+            "LMS_EXECUTOR": "in_process",
+            "ZULIP_SITE": fake_zulip.url,
+            "ZULIP_EMAIL": fake_zulip.email,
+            "ZULIP_API_KEY": fake_zulip.api_key,
+            "LMS_ALERT_ZULIP_STREAM": "ops",
+            "LMS_DAGSTER_UI_URL": "http://dagster.example:3000",
+        }
+    )
+    daemon_log = tmp_path / "daemon.log"
+    with daemon_log.open("w") as log:
+        daemon = subprocess.Popen(
+            ["dagster-daemon", "run", "-w", str(ROOT / "workspace.yaml")],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    instance = DagsterInstance.from_config(str(production_home))
+    try:
+        wait_for_sensor_tick(instance, names.RUN_FAILURE_ALERTS_SENSOR, daemon_log)
+        set_connections(pg_server_url, backend.lms_url, allowed=False)
+        proc = launch(env, today)
+        output, _ = proc.communicate(timeout=180)
+        assert proc.returncode == 0, output[-3000:]
+        [first] = wait_for_runs(instance, {"lms/trigger": "manual"}, {DagsterRunStatus.FAILURE}, daemon_log)
+        [retry] = wait_for_runs(
+            instance, {"dagster/parent_run_id": first.run_id}, {DagsterRunStatus.FAILURE}, daemon_log
+        )
+        deadline = time.monotonic() + 120
+        while not fake_zulip.channel_messages("ops") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(15)  # more sensor ticks: still one alert
+        [alert] = fake_zulip.channel_messages("ops", "lms-activity alerts")
+        assert f"**lms_ingest_job failed for good ({today})**" in alert.content
+        assert f"http://dagster.example:3000/runs/{retry.run_id}" in alert.content
+        assert instance.get_run_by_id(first.run_id).tags["dagster/will_retry"] == "true"
+    finally:
+        stop_process_group(daemon)
+        set_connections(pg_server_url, backend.lms_url, allowed=True)
+        instance.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from typing import Any
@@ -10,11 +11,15 @@ import pytest
 
 from lms_activity_pipeline.domain.event_types import ALL_EVENT_TYPES
 from lms_activity_pipeline.domain.messages import (
+    FOOTER,
+    URGENT_MARK,
     ZWSP,
+    MessageExtras,
     escape_inline,
     format_duration,
     format_number,
     render_digest,
+    render_digest_parts,
     render_event_message,
     render_notifications,
 )
@@ -352,12 +357,68 @@ def test_large_digest_splits_without_losing_or_cutting_lines() -> None:
 
 @pytest.mark.parametrize("limit", [300, 1000, 2500])
 def test_digest_respects_small_limits(limit: int) -> None:
-    events = digest_events() * 20
-    parts = render_digest(events, limit=limit)
-    assert all(len(part) <= limit for part in parts)
-    assert sum(part.count("\n- ") for part in parts) == len(events)
+    events = [
+        dataclasses.replace(e, event_id=e.event_id + 10 * copy, event_key=f"{e.event_key}:{copy}")
+        for copy in range(20)
+        for e in digest_events()
+    ]
+    parts = render_digest_parts(events, limit=limit)
+    assert all(len(part.text) <= limit for part in parts)
+    assert sorted(i for part in parts for i in part.event_ids) == sorted(e.event_id for e in events)
 
 
 def test_digest_limit_above_zulip_maximum_is_refused() -> None:
     with pytest.raises(ValueError, match="10000"):
         render_digest(digest_events(), limit=20_000)
+
+
+# --- folding, urgent items, period and footer (mentor preferences and rules) -----------------------
+
+
+def attempt(attempt_id: int, *types: str, student_id: int = 7, first_id: int = 100) -> list[NotificationEvent]:
+    return [
+        event(
+            t,
+            event_id=first_id + n,
+            student_id=student_id,
+            event_key=f"{'exam' if t.startswith('exam') else 'content'}:{attempt_id}:{t}",
+            timestamp=WHEN + dt.timedelta(minutes=n),
+            metadata={**(EXAM_META if t.startswith("exam") else CONTENT_META), "student_name": f"S{student_id}"},
+        )
+        for n, t in enumerate(types)
+    ]
+
+
+def test_a_digest_folds_an_attempt_into_one_line_in_its_latest_state() -> None:
+    events = [
+        *attempt(1, "exam_started", "exam_completed", "exam_passed", first_id=100),
+        *attempt(2, "exam_started", first_id=200),  # still open: a started-only line
+        *attempt(3, "content_started", "content_watched", "content_completed", first_id=300),
+    ]
+    [part] = render_digest_parts(events)
+    lines = [line for line in part.text.splitlines() if line.startswith("- ")]
+    assert len(lines) == 3
+    assert any(line.startswith("- ✅ passed the exam **Midterm** — Algebra I · 42/50 (84%)") for line in lines)
+    assert any(line.startswith("- 📝 started the exam **Midterm**") for line in lines)
+    assert any(line.startswith("- 🎓 completed **Intro to Limits**") for line in lines)
+    assert part.text.splitlines()[0] == "📬 **LMS activity digest**: 7 events from 1 student"
+    assert sorted(part.event_ids) == sorted(e.event_id for e in events)  # every folded event is carried
+
+
+def test_urgent_items_come_first_marked_and_the_digest_says_its_period_and_how_to_change_it() -> None:
+    events = [
+        *attempt(1, "exam_started", "exam_passed", student_id=1, first_id=100),
+        *attempt(2, "exam_started", "exam_failed", student_id=2, first_id=200),
+        *attempt(3, "exam_passed", student_id=3, first_id=300),
+    ]
+    since = WHEN - dt.timedelta(days=1)
+    extras = MessageExtras(urgent=frozenset({300}), since=since, timezone="Europe/Berlin", footer=True)
+    [part] = render_digest_parts(events, extras=extras, now=WHEN)
+    lines = part.text.splitlines()
+    weekday = since.astimezone(dt.timezone(dt.timedelta(hours=2))).strftime("%A")
+    assert lines[0] == f"📬 **LMS activity digest**: 5 events from 3 students, since {weekday} 16:03"
+    assert lines[1].startswith(f"{URGENT_MARK}: 1 · ")
+    students = [line for line in lines if line.startswith("**")]
+    assert [s.split()[0] for s in students] == ["**S3**", "**S2**", "**S1**"]  # urgent, then failed, then the rest
+    assert f"- {URGENT_MARK} · ✅ passed the exam" in part.text
+    assert lines[-1] == FOOTER

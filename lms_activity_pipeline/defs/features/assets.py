@@ -7,7 +7,7 @@ from dagster import AssetExecutionContext, MaterializeResult
 
 from lms_activity_pipeline import names
 from lms_activity_pipeline.defs import metadata as md
-from lms_activity_pipeline.defs.partitions import DAILY, table_asset
+from lms_activity_pipeline.defs.partitions import ACTIVITY_FRESHNESS, DAILY, table_asset
 from lms_activity_pipeline.defs.resources import WarehouseResource
 from lms_activity_pipeline.ingest.features import compute_ai_ready_events, compute_daily_activity
 from lms_activity_pipeline.warehouse import schema as wh
@@ -16,6 +16,7 @@ from lms_activity_pipeline.warehouse import schema as wh
 @table_asset(
     names.AI_READY_EVENTS,
     deps=[names.LMS_ACTIVITY_EVENTS],
+    freshness_policy=ACTIVITY_FRESHNESS,
     description=(
         "One row per event with model-ready features (score, attempt number, prior failures, time since the "
         "previous event, events in the last 7 days, local hour and weekday). Looks back past the partition "
@@ -38,6 +39,7 @@ def ai_ready_events(context: AssetExecutionContext, warehouse: WarehouseResource
 @table_asset(
     names.STUDENT_DAILY_ACTIVITY,
     deps=[names.LMS_ACTIVITY_EVENTS],
+    freshness_policy=ACTIVITY_FRESHNESS,
     description=(
         "One row per (student, day in LMS_TIMEZONE): events per type, exams passed/failed, mean score, "
         "content minutes, first and last event time."

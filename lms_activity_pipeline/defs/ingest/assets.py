@@ -12,7 +12,7 @@ from dagster import AssetExecutionContext, Config, MaterializeResult
 
 from lms_activity_pipeline import names
 from lms_activity_pipeline.defs import metadata as md
-from lms_activity_pipeline.defs.partitions import table_asset
+from lms_activity_pipeline.defs.partitions import ACTIVITY_FRESHNESS, table_asset
 from lms_activity_pipeline.defs.resources import LMSResource, PipelineSettings, WarehouseResource
 from lms_activity_pipeline.ingest import staging
 from lms_activity_pipeline.ingest.events import classify_window
@@ -89,6 +89,7 @@ def raw_content_attempts(
     "One row per classified activity event (see docs/ingestion.md), upserted by `event_key`; enqueues a "
     "pending notification per (young event, mentor) in `lms_event_log`.",
     deps=[raw_exam_attempts, raw_content_attempts],
+    freshness_policy=ACTIVITY_FRESHNESS,
 )
 def lms_activity_events(
     context: AssetExecutionContext,

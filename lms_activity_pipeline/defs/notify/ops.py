@@ -7,11 +7,20 @@ from dagster import AssetMaterialization, Config, MetadataValue, Nothing, OpExec
 from pydantic import Field
 
 from lms_activity_pipeline import names
-from lms_activity_pipeline.defs.resources import LMSResource, PipelineSettings, WarehouseResource, ZulipResource
+from lms_activity_pipeline.defs.resources import (
+    LMSResource,
+    PipelineSettings,
+    RiskSettings,
+    WarehouseResource,
+    ZulipResource,
+)
+from lms_activity_pipeline.domain.alerts import RETRY_COMMAND
 from lms_activity_pipeline.domain.outbox import OutboxStatus
 from lms_activity_pipeline.notify.notifier import Notifier, NotifySummary, ZulipSetup
+from lms_activity_pipeline.notify.policy import NotifyPolicy
 from lms_activity_pipeline.notify.request import NotifyRequest
 from lms_activity_pipeline.settings import parse_event_types
+from lms_activity_pipeline.warehouse.health import outbox_health
 from lms_activity_pipeline.warehouse.outbox import (
     DEFAULT_MAX_ATTEMPTS,
     Selection,
@@ -67,7 +76,12 @@ def selected_event_types(config: NotifyConfig, settings: PipelineSettings) -> tu
 
 
 def notify_request(
-    config: NotifyConfig, event_types: tuple[str, ...], *, enabled: bool, max_age_hours: float
+    config: NotifyConfig,
+    event_types: tuple[str, ...],
+    *,
+    enabled: bool,
+    max_age_hours: float,
+    policy: NotifyPolicy | None = None,
 ) -> NotifyRequest:
     """What a run with this op config does."""
     return NotifyRequest(
@@ -77,6 +91,7 @@ def notify_request(
         claim_timeout=dt.timedelta(minutes=config.claim_timeout_minutes),
         time_budget=dt.timedelta(minutes=config.time_budget_minutes),
         settle_after=dt.timedelta(seconds=config.settle_uncertain_after_seconds),
+        policy=policy,
     )
 
 
@@ -111,6 +126,11 @@ def summary_metadata(summary: NotifySummary, zulip: ZulipResource) -> dict[str, 
         "uncertain_not_delivered": MetadataValue.int(summary.uncertain_not_delivered),
         "uncertain_unresolved": MetadataValue.int(summary.uncertain_unresolved),
     }
+    # mentor notification preferences and rules (issue 12)
+    if summary.left.next_due_at is not None:
+        meta["next_due_at"] = MetadataValue.text(summary.left.next_due_at.isoformat())
+    if summary.policy is not None:
+        meta["notification_policy"] = MetadataValue.text(summary.policy)
     if summary.stopped_early:
         meta["stopped_early"] = MetadataValue.text(summary.stopped_early)
     if summary.preview:
@@ -119,7 +139,16 @@ def summary_metadata(summary: NotifySummary, zulip: ZulipResource) -> dict[str, 
 
 
 #: The parts of ``open_pairs_left`` in the metadata (``open_pairs_<part>``), see :class:`Backlog`.
-OPEN_PARTS = ("takeable", "takeable_mentors", "stale_claims", "claimed", "uncertain_due", "uncertain_waiting", "held")
+OPEN_PARTS = (
+    "takeable",
+    "takeable_mentors",
+    "stale_claims",
+    "claimed",
+    "uncertain_due",
+    "uncertain_waiting",
+    "held",
+    "held_by_preference",  # mentor notification preferences (issue 12)
+)
 
 
 def preview_markdown(preview: list[dict[str, Any]]) -> str:
@@ -148,15 +177,22 @@ def send_mentor_notifications(
     warehouse: WarehouseResource,
     settings: PipelineSettings,
     zulip: ZulipResource,
+    risk: RiskSettings,
 ) -> None:
     event_types = selected_event_types(config, settings)
     setup = zulip_setup(zulip) if settings.notify_enabled else None
     context.log.info(f"Notifying through {zulip.describe()}; event types: {', '.join(event_types) or 'none'}")
     store = warehouse.store()
     notifier = Notifier(store.outbox(), lms.reader().users, setup, run_id=context.run_id, log=context.log)
+    policy = settings.notify_policy()
     request = notify_request(
-        config, event_types, enabled=settings.notify_enabled, max_age_hours=settings.notify_max_age_hours
+        config,
+        event_types,
+        enabled=settings.notify_enabled,
+        max_age_hours=settings.notify_max_age_hours,
+        policy=policy,
     )
+    context.log.info(f"Notification policy: {policy.describe()}")
     summary = notifier.run(request) if event_types else NotifySummary(mode="no event types selected")
     context.add_output_metadata(summary_metadata(summary, zulip))
     statuses = store.outbox().status_counts()
@@ -168,6 +204,20 @@ def send_mentor_notifications(
                 names.ROW_COUNT: MetadataValue.int(sum(statuses.values())),
                 **{f"status_{s}": MetadataValue.int(n) for s, n in statuses.items()},
                 "sent_by_this_run": MetadataValue.int(summary.counts.get(OutboxStatus.SENT, 0)),
+                # The dead letter: failed pairs no automatic run retries (see the dead_letter check).
+                "dead_letter": MetadataValue.int(outbox_health(store.engine, dt.datetime.now(dt.UTC)).dead_letter),
+                "dead_letter_retry": MetadataValue.text(RETRY_COMMAND),
             },
         )
     )
+    # students at risk: the at-risk digests that are due go out with the same run
+    if settings.notify_enabled:
+        from lms_activity_pipeline.defs.risk.digests import digest_metadata, risk_digests
+
+        try:
+            digests = risk_digests(context, warehouse, lms, setup, risk).run()
+        except Exception as exc:  # the event notifications above are recorded: a digest problem must not fail them
+            context.log.exception("at-risk digests failed; the next notify run tries again")
+            context.add_output_metadata({"risk_digest_error": MetadataValue.text(f"{type(exc).__name__}: {exc}")})
+        else:
+            context.add_output_metadata(digest_metadata(digests))

@@ -5,7 +5,8 @@ from dagster import DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext
 from lms_activity_pipeline import names
 from lms_activity_pipeline.defs import runs
 from lms_activity_pipeline.defs.notify.jobs import notify_mentors_job
-from lms_activity_pipeline.defs.resources import PipelineSettings, WarehouseResource
+from lms_activity_pipeline.defs.resources import PipelineSettings, RiskSettings, WarehouseResource
+from lms_activity_pipeline.defs.risk.digests import risk_digest_due
 from lms_activity_pipeline.defs.settings import SETTINGS
 
 NOTIFY_RETRY_CRON = "*/10 * * * *"
@@ -23,7 +24,10 @@ NOTIFY_RETRY_CRON = "*/10 * * * *"
     ),
 )
 def notify_mentors_retry_schedule(
-    context: ScheduleEvaluationContext, warehouse: WarehouseResource, settings: PipelineSettings
+    context: ScheduleEvaluationContext, warehouse: WarehouseResource, settings: PipelineSettings, risk: RiskSettings
 ) -> RunRequest | SkipReason:
     reason = settings.why_no_notify_run(warehouse.store().outbox())
+    # students at risk: an at-risk digest that is due needs a run too
+    if reason and settings.notify_enabled and risk_digest_due(warehouse, risk):
+        reason = None
     return SkipReason(reason) if reason else runs.notify_request("schedule")
