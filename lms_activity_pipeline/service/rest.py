@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from lms_activity_pipeline import api
@@ -69,14 +70,14 @@ def at_risk(
     _: Reader,
     level: Literal["high", "medium", "low"] = "medium",
     course_id: int | None = None,
+    as_of: dt.date | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
 ) -> dict[str, Any]:
-    service = request.app.state.service
-    table = service_reads.risk_table(service.engine, service.store.schema)
-    if table is None:
-        raise HTTPException(404, "no students at risk yet: the student_risk table does not exist in the warehouse")
-    levels = {"high": ["high"], "medium": ["high", "medium"], "low": ["high", "medium", "low"]}[level]
-    return {"students": service_reads.students_at_risk(service.engine, table, levels, course_id, limit)}
+    """``api.students_at_risk``: the day's (default: the latest computed) ``student_risk`` rows at ``level``
+    or worse, highest score first, with their reasons."""
+    rows = api.students_at_risk(as_of, level, course_id, engine=request.app.state.service.engine).head(limit)
+    day = None if rows.empty else rows["as_of"].iloc[0]
+    return {"as_of": day, "students": json.loads(rows.to_json(orient="records", date_format="iso"))}
 
 
 @router.get("/students/{student_id}/history")

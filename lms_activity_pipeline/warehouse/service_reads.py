@@ -18,7 +18,6 @@ from lms_activity_pipeline.warehouse.schema import lms_activity_events as events
 from lms_activity_pipeline.warehouse.schema import lms_event_log as log
 
 #: The table students at risk are written to (once the risk feature exists).
-RISK_TABLE = "student_risk"
 
 
 def plain(row: Any) -> dict[str, Any]:
@@ -114,29 +113,5 @@ def per_mentor(engine: Engine, limit: int = 200) -> list[dict[str, Any]]:
         .order_by(log.c.mentor_id)
         .limit(limit)
     )
-    with engine.connect() as conn:
-        return [plain(r) for r in conn.execute(stmt).mappings()]
-
-
-def risk_table(engine: Engine, schema: str | None) -> sa.Table | None:
-    """The ``student_risk`` table when it exists (reflected), else None."""
-    if not sa.inspect(engine).has_table(RISK_TABLE, schema=schema):
-        return None
-    return sa.Table(RISK_TABLE, sa.MetaData(), autoload_with=engine, schema=schema)
-
-
-def students_at_risk(
-    engine: Engine, table: sa.Table, levels: Sequence[str], course_id: int | None, limit: int
-) -> list[dict[str, Any]]:
-    """The newest day's rows of ``student_risk`` at ``levels``, highest score first."""
-    newest = sa.select(sa.func.max(table.c.as_of)).scalar_subquery()
-    stmt = (
-        sa.select(table)
-        .where(table.c.as_of == newest, table.c.risk_level.in_(levels))
-        .order_by(table.c.risk_score.desc())
-        .limit(limit)
-    )
-    if course_id is not None:
-        stmt = stmt.where(table.c.course_id == course_id)
     with engine.connect() as conn:
         return [plain(r) for r in conn.execute(stmt).mappings()]

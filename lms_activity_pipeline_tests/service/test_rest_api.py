@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from lms_activity_pipeline import db
 from lms_activity_pipeline.cli import main
 from lms_activity_pipeline.service.app import create_app
 from lms_activity_pipeline.warehouse import schema as wh
@@ -128,40 +129,47 @@ def test_bad_input_is_422_naming_the_field(client: TestClient) -> None:
     assert claim.status_code == 422 and "event_types" in claim.json()["detail"]
 
 
-def test_students_at_risk_answers_404_until_the_table_exists(client: TestClient) -> None:
+def test_students_at_risk_are_the_latest_days_flagged_rows_with_reasons(client: TestClient) -> None:
     engine = engine_of(client)
     token = tokens.create_token(engine, "ro", "read")
-    missing = client.get("/api/v1/students/at-risk", headers=auth(token))
-    assert missing.status_code == 404 and "student_risk table does not exist" in missing.json()["detail"]
-    schema = client.app.state.service.store.schema  # type: ignore[attr-defined]
-    risk = sa.Table(
-        "student_risk",
-        sa.MetaData(),
-        sa.Column("student_id", sa.BigInteger),
-        sa.Column("course_id", sa.BigInteger),
-        sa.Column("as_of", sa.Date),
-        sa.Column("risk_level", sa.Text),
-        sa.Column("risk_score", sa.Float),
-        schema=schema,
-    )
-    with engine.begin() as conn:
-        risk.create(conn)
+    nothing = client.get("/api/v1/students/at-risk", headers=auth(token))
+    assert nothing.status_code == 200 and nothing.json() == {"as_of": None, "students": []}
+    reason = [{"code": "inactive", "detail": "no activity for 9 days", "value": 9, "threshold": 7}]
+    rows = [(1, "2024-05-03", "high", 0.9), (2, "2024-05-03", "low", 0.1), (3, "2024-05-02", "high", 1.0)]
+    with db.write_transaction(engine) as conn:
         conn.execute(
-            risk.insert(),
+            wh.student_risk.insert(),
             [
                 {
-                    "student_id": 1,
+                    "student_id": student,
                     "course_id": 7,
-                    "as_of": dt.date(2024, 5, 3),
-                    "risk_level": "high",
-                    "risk_score": 0.9,
-                },
-                {"student_id": 2, "course_id": 7, "as_of": dt.date(2024, 5, 3), "risk_level": "low", "risk_score": 0.1},
-                {"student_id": 3, "course_id": 7, "as_of": dt.date(2024, 5, 2), "risk_level": "high", "risk_score": 1},
+                    "as_of": dt.date.fromisoformat(day),
+                    "risk_level": level,
+                    "risk_score": score,
+                    "reasons": reason if level != "low" else [],
+                    "model": "rules-1",
+                    "last_event_at": T0,
+                    "days_inactive": 9.0,
+                    "unpassed_exams": 1,
+                    "failed_in_row": 0,
+                    "stalled_contents": 0,
+                    "declining_scores": False,
+                    "streak_days": 0,
+                    "on_track": False,
+                    "updated_at": T0,
+                }
+                for student, day, level, score in rows
             ],
         )
-    found = client.get("/api/v1/students/at-risk", headers=auth(token)).json()["students"]
-    assert [s["student_id"] for s in found] == [1]
+    found = client.get("/api/v1/students/at-risk", headers=auth(token)).json()
+    assert found["as_of"].startswith("2024-05-03") and [s["student_id"] for s in found["students"]] == [1]
+    assert found["students"][0]["reasons"] == reason
+    low = client.get("/api/v1/students/at-risk?level=low&as_of=2024-05-03", headers=auth(token)).json()
+    assert [s["student_id"] for s in low["students"]] == [1, 2]
+    earlier = client.get("/api/v1/students/at-risk?as_of=2024-05-02&course_id=7", headers=auth(token)).json()
+    assert [s["student_id"] for s in earlier["students"]] == [3]
+    bad = client.get("/api/v1/students/at-risk?level=urgent", headers=auth(token))
+    assert bad.status_code == 422 and "level" in bad.text
 
 
 def test_health_needs_no_token_and_a_database_down_is_503_in_one_line(tmp_path: Path) -> None:
