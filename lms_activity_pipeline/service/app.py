@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg2  # type: ignore[import-untyped]
 import sqlalchemy as sa
 import sqlalchemy.exc
 from fastapi import FastAPI, Request
@@ -61,7 +62,7 @@ class Service:
         }
         try:
             answer["lag_seconds"] = freshness(self.reader(), self.engine).lag_seconds
-        except (ConfigError, sa.exc.SQLAlchemyError) as exc:
+        except (ConfigError, sa.exc.SQLAlchemyError, psycopg2.Error) as exc:  # PostgreSQL reads use COPY (raw)
             answer["lag_seconds"] = None
             answer["lms"] = f"unreachable: {type(exc).__name__}"
         return answer

@@ -3,9 +3,12 @@ SameSite=Strict cookie; its one form ("retry failed notifications") carries a CS
 
 from __future__ import annotations
 
+import datetime as dt
 import hmac
+import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -17,6 +20,25 @@ from lms_activity_pipeline.warehouse import service_reads
 from lms_activity_pipeline.warehouse.tokens import TokenInfo, verify_token
 
 router = APIRouter(include_in_schema=False)
+
+#: A Dagster run id (a UUID); other ``last_run_id`` values (``dashboard-…`` retries, monitor runs) have no page.
+DAGSTER_RUN_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+def run_url(ui_url: str, run_id: str | None) -> str | None:
+    """The Dagster UI page of run ``run_id`` (``<ui>/runs/<run_id>``); None when it is no Dagster run id."""
+    if not run_id or not DAGSTER_RUN_ID.match(run_id):
+        return None
+    return f"{ui_url.rstrip('/')}/runs/{run_id}"
+
+
+def run_key_url(ui_url: str, run_key: str | None) -> str | None:
+    """The Dagster UI's runs list filtered to the runs launched for ``run_key`` (tag ``dagster/run_key``)."""
+    if not run_key:
+        return None
+    return f"{ui_url.rstrip('/')}/runs?q%5B%5D={quote(f'tag:dagster/run_key={run_key}', safe='')}"
+
+
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))  # autoescaped
 
 
@@ -36,14 +58,25 @@ def dashboard(request: Request, message: str | None = None) -> Response:
     token, info = session
     service = request.app.state.service
     engine = service.engine
+    ui = service.settings.dagster_ui_url
+    failures = service_reads.failures(engine)
+    for failure in failures:
+        failure["run_url"] = run_url(ui, failure.get("last_run_id"))
+    health = service.health()
+    notify_run = service_reads.last_notify_run(engine)
     context: dict[str, Any] = {
         "who": info,
         "csrf": csrf_token(token),
         "message": message,
         "counts": service.store.outbox().status_counts(),
-        "failures": service_reads.failures(engine),
+        "failures": failures,
         "mentors": service_reads.per_mentor(engine),
-        "health": service.health(),
+        "health": health,
+        "ui_url": ui.rstrip("/"),
+        "ingest_runs_url": run_key_url(ui, health.get("last_run_key")),
+        "notify_run": notify_run,
+        "trend": service_reads.outbox_trend(engine, dt.datetime.now(dt.UTC).date()),
+        "notify_run_url": run_url(ui, notify_run["run_id"]) if notify_run else None,
     }
     return templates.TemplateResponse(request, "dashboard.html", context)
 

@@ -83,7 +83,7 @@ def notifications_page(engine: Engine, status: str | None, after: int | None, li
 def failures(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
     """The newest failed pairs (uncertain deliveries included) with their reasons."""
     stmt = (
-        sa.select(*NOTIFICATION_COLUMNS)
+        sa.select(*NOTIFICATION_COLUMNS, log.c.last_run_id)
         .where(log.c.status == "failed")
         .order_by(log.c.processed_at.desc().nulls_last(), log.c.id.desc())
         .limit(limit)
@@ -115,3 +115,42 @@ def per_mentor(engine: Engine, limit: int = 200) -> list[dict[str, Any]]:
     )
     with engine.connect() as conn:
         return [plain(r) for r in conn.execute(stmt).mappings()]
+
+
+def last_notify_run(engine: Engine) -> dict[str, Any] | None:
+    """The run that last processed an outbox pair: ``{"run_id", "processed_at"}`` (None: nothing processed yet)."""
+    stmt = (
+        sa.select(log.c.last_run_id.label("run_id"), log.c.processed_at)
+        .where(log.c.last_run_id.is_not(None), log.c.last_run_id != "", log.c.processed_at.is_not(None))
+        .order_by(log.c.processed_at.desc(), log.c.id.desc())
+        .limit(1)
+    )
+    with engine.connect() as conn:
+        row = conn.execute(stmt).mappings().first()
+    return None if row is None else plain(row)
+
+
+#: The outbox statuses of the dashboard's trend (by ``processed_at``).
+TREND_STATUSES = ("sent", "failed", "skipped")
+
+
+def outbox_trend(engine: Engine, today: dt.date, days: int = 14) -> list[dict[str, Any]]:
+    """Pairs ``sent``/``failed``/``skipped`` per UTC day of ``processed_at``, the ``days`` days up to ``today``,
+    oldest first; every day is present (zeros included)."""
+    first = today - dt.timedelta(days=days - 1)
+    start = dt.datetime.combine(first, dt.time(), tzinfo=dt.UTC)
+    day_of = sa.func.date(log.c.processed_at) if engine.dialect.name == "sqlite" else None
+    if day_of is None:  # PostgreSQL: the UTC day of a timestamptz
+        day_of = sa.func.date(sa.func.timezone("UTC", log.c.processed_at))
+    stmt = (
+        sa.select(day_of.label("day"), log.c.status, sa.func.count().label("n"))
+        .where(log.c.processed_at >= start, log.c.status.in_(TREND_STATUSES))
+        .group_by(day_of, log.c.status)
+    )
+    table = {first + dt.timedelta(days=i): dict.fromkeys(TREND_STATUSES, 0) for i in range(days)}
+    with engine.connect() as conn:
+        for day, status, n in conn.execute(stmt):
+            key = day if isinstance(day, dt.date) else dt.date.fromisoformat(str(day)[:10])
+            if key in table:
+                table[key][status] = int(n)
+    return [{"day": day, **counts} for day, counts in table.items()]

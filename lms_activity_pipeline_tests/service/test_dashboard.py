@@ -1,0 +1,110 @@
+"""The dashboard's pages through the app (FastAPI TestClient) on SQLite and PostgreSQL: links into the
+Dagster UI, students at risk, the outbox trend, and the mentor-preference form (CSRF, scopes, bad input)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from lms_activity_pipeline import db
+from lms_activity_pipeline.service.app import create_app
+from lms_activity_pipeline.warehouse import poll_state, service_reads, tokens
+from lms_activity_pipeline.warehouse import schema as wh
+from lms_activity_pipeline_tests.conftest import Backend
+from lms_activity_pipeline_tests.service.helpers import service_settings
+
+UI = "http://dagster.example:3000/"
+RUN_ID = "0f1e2d3c-4b5a-6978-8091-a2b3c4d5e6f7"
+NOTIFY_RUN_ID = "11111111-2222-3333-4444-555555555555"
+
+
+@pytest.fixture
+def client(backend: Backend, tmp_path: Path) -> Iterator[TestClient]:
+    settings = service_settings(backend.warehouse_url, backend.lms_url, tmp_path, LMS_DAGSTER_UI_URL=UI)
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def engine_of(client: TestClient) -> sa.Engine:
+    return client.app.state.service.engine  # type: ignore[attr-defined]
+
+
+def signed_in(client: TestClient, scope: str = "write") -> str:
+    token = tokens.create_token(engine_of(client), f"op-{scope}", scope)
+    client.cookies.set("lms_token", token)
+    return token
+
+
+def hrefs(page: str) -> list[str]:
+    return [html.unescape(h) for h in re.findall(r'href="([^"]+)"', page)]
+
+
+def outbox(engine: sa.Engine, rows: list[dict[str, object]]) -> None:
+    with db.write_transaction(engine) as conn:
+        for row in rows:
+            conn.execute(wh.lms_event_log.insert().values(**row))
+
+
+def test_runs_link_into_the_dagster_ui(client: TestClient) -> None:
+    engine = engine_of(client)
+    signed_in(client)
+    now = dt.datetime.now(dt.UTC)
+    outbox(
+        engine,
+        [
+            {"event_id": 1, "mentor_id": 5, "status": "failed", "error_message": "HTTP 500", "attempts": 3,
+             "processed_at": now - dt.timedelta(minutes=5), "last_run_id": RUN_ID},
+            {"event_id": 2, "mentor_id": 5, "status": "failed", "error_message": "HTTP 502", "attempts": 1,
+             "processed_at": now - dt.timedelta(minutes=4), "last_run_id": "dashboard-op-1a2b3c4d"},
+            {"event_id": 3, "mentor_id": 5, "status": "sent", "attempts": 1, "processed_at": now,
+             "last_run_id": NOTIFY_RUN_ID},
+        ],
+    )  # fmt: skip
+    poll_state.save_state(engine, poll_state.read_state(engine), "c1", "requested", "lms-ingest-42", now)
+    page = client.get("/").text
+    links = hrefs(page)
+    ui = UI.rstrip("/")
+    assert f"{ui}/runs/{RUN_ID}" in links  # the failed pair's run
+    assert f"{ui}/runs/{NOTIFY_RUN_ID}" in links  # the last notify run
+    assert f"{ui}/runs?q%5B%5D=tag%3Adagster%2Frun_key%3Dlms-ingest-42" in links  # the runs of the last run key
+    assert f"{ui}/runs" in links
+    assert not any("dashboard-op" in h for h in links)  # a dashboard retry is no Dagster run: no link
+    assert "dashboard-op-1a2b3c4d" in page
+
+
+def test_the_outbox_trend_counts_each_day_by_processed_at(client: TestClient) -> None:
+    engine = engine_of(client)
+    signed_in(client)
+    today = dt.datetime.now(dt.UTC).date()
+    noon = dt.datetime.combine(today, dt.time(12), tzinfo=dt.UTC)
+    rows: list[dict[str, object]] = []
+    plan = {0: ("sent", 3), 1: ("failed", 2), 2: ("skipped", 1), 13: ("sent", 4), 14: ("sent", 9)}
+    for back, (status, n) in plan.items():
+        for i in range(n):
+            rows.append({"event_id": 100 * back + i, "mentor_id": 5, "status": status,
+                         "processed_at": noon - dt.timedelta(days=back)})  # fmt: skip
+    rows.append({"event_id": 999, "mentor_id": 5, "status": "pending"})
+    outbox(engine, rows)
+
+    trend = service_reads.outbox_trend(engine, today)
+    assert len(trend) == 14 and trend[0]["day"] == today - dt.timedelta(days=13) and trend[-1]["day"] == today
+    by_day = {r["day"]: (r["sent"], r["failed"], r["skipped"]) for r in trend}
+    assert by_day[today] == (3, 0, 0)
+    assert by_day[today - dt.timedelta(days=1)] == (0, 2, 0)
+    assert by_day[today - dt.timedelta(days=2)] == (0, 0, 1)
+    assert by_day[today - dt.timedelta(days=13)] == (4, 0, 0)  # 14 days back falls outside
+    assert sum(s + f + k for s, f, k in by_day.values()) == 3 + 2 + 1 + 4
+
+    page = client.get("/").text
+    for day, (sent, failed, skipped) in by_day.items():
+        row = re.search(rf'<tr id="trend-{day.isoformat()}">(.*?)</tr>', page, re.S)
+        assert row is not None, day
+        cells = re.findall(r'<td class="n">(\d+)</td>', row.group(1))
+        assert cells == [str(sent), str(failed), str(skipped)], day
