@@ -14,6 +14,7 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from lms_activity_pipeline import api
 from lms_activity_pipeline.service.auth import COOKIE, authenticate, csrf_token
 from lms_activity_pipeline.service.notify import retry_failed
 from lms_activity_pipeline.warehouse import service_reads
@@ -75,10 +76,34 @@ def dashboard(request: Request, message: str | None = None) -> Response:
         "ui_url": ui.rstrip("/"),
         "ingest_runs_url": run_key_url(ui, health.get("last_run_key")),
         "notify_run": notify_run,
+        "at_risk": at_risk(engine),
         "trend": service_reads.outbox_trend(engine, dt.datetime.now(dt.UTC).date()),
         "notify_run_url": run_url(ui, notify_run["run_id"]) if notify_run else None,
     }
     return templates.TemplateResponse(request, "dashboard.html", context)
+
+
+def at_risk(engine: Any, limit: int = 100) -> dict[str, Any]:
+    """The latest computed day's high and medium ``student_risk`` rows (``api.students_at_risk``), each reason
+    in plain words (its ``detail``)."""
+    rows = api.students_at_risk(level="medium", engine=engine).head(limit)
+    students = [
+        {
+            "student_id": int(r["student_id"]),
+            "student": r.get("student_username") or "",
+            "course_id": int(r["course_id"]),
+            "course": r.get("course_title") or "",
+            "level": r["risk_level"],
+            "score": float(r["risk_score"]),
+            "mentor_id": None
+            if r.get("mentor_id") is None or r["mentor_id"] != r["mentor_id"]
+            else int(r["mentor_id"]),
+            "reasons": [str(reason.get("detail") or reason.get("code")) for reason in (r["reasons"] or [])],
+        }
+        for r in rows.to_dict(orient="records")
+    ]
+    day = None if rows.empty else rows["as_of"].iloc[0]
+    return {"as_of": getattr(day, "isoformat", lambda: day)() if day is not None else None, "students": students}
 
 
 @router.post("/signin")

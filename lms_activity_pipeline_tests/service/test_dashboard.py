@@ -108,3 +108,51 @@ def test_the_outbox_trend_counts_each_day_by_processed_at(client: TestClient) ->
         assert row is not None, day
         cells = re.findall(r'<td class="n">(\d+)</td>', row.group(1))
         assert cells == [str(sent), str(failed), str(skipped)], day
+
+
+def risk_row(student: int, day: str, level: str, score: float, reasons: list[dict[str, object]]) -> dict[str, object]:
+    t0 = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    return {
+        "student_id": student,
+        "course_id": 7,
+        "as_of": dt.date.fromisoformat(day),
+        "risk_level": level,
+        "risk_score": score,
+        "reasons": reasons,
+        "model": "rules-1",
+        "student_username": f"student{student}",
+        "course_title": "Algebra I",
+        "mentor_id": 10,
+        "last_event_at": t0,
+        "days_inactive": 9.0,
+        "unpassed_exams": 1,
+        "failed_in_row": 0,
+        "stalled_contents": 0,
+        "declining_scores": False,
+        "streak_days": 0,
+        "on_track": False,
+        "updated_at": t0,
+    }
+
+
+def test_students_at_risk_of_the_latest_day_with_reasons_in_plain_words(client: TestClient) -> None:
+    engine = engine_of(client)
+    signed_in(client, "read")
+    assert 'id="no-risk"' in client.get("/").text
+    inactive = {"code": "inactive", "detail": "no activity for 9 days", "value": 9, "threshold": 7}
+    failed = {"code": "unpassed_exam", "detail": "exam 'Final' not passed after 2 tries", "value": 2, "threshold": 1}
+    rows = [
+        risk_row(1, "2024-05-03", "high", 0.9, [inactive, failed]),
+        risk_row(2, "2024-05-03", "medium", 0.5, [inactive]),
+        risk_row(3, "2024-05-03", "low", 0.1, []),
+        risk_row(4, "2024-05-02", "high", 1.0, [inactive]),
+    ]
+    with db.write_transaction(engine) as conn:
+        conn.execute(wh.student_risk.insert(), rows)
+    page = client.get("/").text
+    shown = re.findall(r'<tr id="risk-(\d+)-7">(.*?)</tr>', page, re.S)
+    assert [int(s) for s, _ in shown] == [1, 2]  # the latest day, high and medium, highest score first
+    first = html.unescape(shown[0][1])
+    assert "high" in first and "no activity for 9 days; exam 'Final' not passed after 2 tries" in first
+    assert "student1" in first and "Algebra I" in first
+    assert "2024-05-03" in page and "inactive" not in page
