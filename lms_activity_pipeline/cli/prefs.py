@@ -13,7 +13,8 @@ from typing import Any
 from lms_activity_pipeline.errors import ConfigError
 from lms_activity_pipeline.settings import Settings
 
-NONE_WORDS = {"none", "off", "-"}
+#: The options of ``prefs set`` (argparse dests), passed as given to ``warehouse.preferences.set_preference``.
+OPTIONS = ("frequency", "send_hour", "weekday", "timezone", "quiet_hours", "snooze_until")
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -53,7 +54,7 @@ def _int(name: str) -> Any:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     from lms_activity_pipeline.domain.preferences import PreferenceError
     from lms_activity_pipeline.lms.reader import LMSReader
-    from lms_activity_pipeline.warehouse.preferences import PreferenceStore
+    from lms_activity_pipeline.warehouse.preferences import PreferenceStore, set_preference
     from lms_activity_pipeline.warehouse.store import Warehouse
 
     warehouse = Warehouse(settings.warehouse_url, settings.warehouse_schema)
@@ -69,8 +70,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
             removed = store.clear(mentor_id, kind, scope_id)
             print(f"{label}: {'cleared' if removed else 'no'} preference for {_scope_text(kind, scope_id)}")
             return 0
-        preference = _updated(store, settings, mentor_id, kind, scope_id, args)
-        store.put(preference, dt.datetime.now(dt.UTC))
+        options = {name: getattr(args, name) for name in OPTIONS}
+        default = settings.notify_default_frequency
+        preference = set_preference(store, default, mentor_id, kind, scope_id, options, dt.datetime.now(dt.UTC))
         print(f"{label}: {preference.describe()}")
         return 0
     except PreferenceError as exc:
@@ -78,14 +80,9 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _mentor(reader: Any, key: str) -> tuple[int, str]:
-    rows = reader.users_matching(key)
-    if rows.empty:
-        raise ConfigError(f"MENTOR {key!r}: no LMS user has this id, username or e-mail")
-    if len(rows) > 1:
-        ids = ", ".join(str(int(i)) for i in rows["id"])
-        raise ConfigError(f"MENTOR {key!r} matches several LMS users ({ids}): give the user id")
-    row = rows.iloc[0]
-    return int(row["id"]), f"mentor {int(row['id'])} ({row['username']})"
+    from lms_activity_pipeline.warehouse.preferences import find_mentor
+
+    return find_mentor(reader, key)
 
 
 def _scope(args: argparse.Namespace) -> tuple[str, int]:
@@ -98,37 +95,6 @@ def _scope(args: argparse.Namespace) -> tuple[str, int]:
 
 def _scope_text(kind: str, scope_id: int) -> str:
     return "all students" if kind == "all" else f"{kind} {scope_id}"
-
-
-def _updated(store: Any, settings: Settings, mentor_id: int, kind: str, scope_id: int, args: argparse.Namespace) -> Any:
-    """The stored preference of the scope with the given options applied (a new one starts from the defaults)."""
-    from lms_activity_pipeline.domain.preferences import (
-        Preference,
-        parse_quiet_hours,
-        parse_snooze,
-        parse_timezone,
-    )
-    from lms_activity_pipeline.warehouse.preferences import with_changes
-
-    current = store.get(mentor_id, kind, scope_id) or Preference(
-        mentor_id, kind, scope_id, frequency=settings.notify_default_frequency
-    )
-    changes: dict[str, object] = {}
-    if args.frequency is not None:
-        changes["frequency"] = args.frequency
-    if args.send_hour is not None:
-        changes["send_hour"] = args.send_hour
-    if args.weekday is not None:
-        changes["weekday"] = args.weekday
-    if args.timezone is not None:
-        changes["timezone"] = None if args.timezone.lower() in NONE_WORDS else parse_timezone(args.timezone)
-    if args.quiet_hours is not None:
-        quiet = args.quiet_hours.lower() in NONE_WORDS
-        changes["quiet_hours"] = None if quiet else parse_quiet_hours(args.quiet_hours)
-    if args.snooze_until is not None:
-        snooze = args.snooze_until.lower() in NONE_WORDS
-        changes["snooze_until"] = None if snooze else parse_snooze(args.snooze_until)
-    return with_changes(current, changes)
 
 
 def _show(store: Any, reader: Any, settings: Settings, key: str | None) -> int:

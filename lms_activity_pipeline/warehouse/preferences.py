@@ -16,7 +16,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from lms_activity_pipeline import db
-from lms_activity_pipeline.domain.preferences import Preference, QuietHours
+from lms_activity_pipeline.domain.preferences import (
+    Preference,
+    PreferenceError,
+    QuietHours,
+    parse_quiet_hours,
+    parse_snooze,
+    parse_timezone,
+)
 from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse.schema import mentor_digest_state, mentor_notification_preferences
 
@@ -148,3 +155,51 @@ def take_digest_slot(conn: sa.Connection, mentor_id: int, expected: dt.datetime 
 def with_changes(preference: Preference, changes: Mapping[str, object]) -> Preference:
     """``preference`` with the given fields replaced (validated again)."""
     return dataclasses.replace(preference, **changes)  # type: ignore[arg-type]
+
+
+#: Values that switch an option off (``--quiet-hours none``, ``--snooze-until off``, ``--timezone -``).
+NONE_WORDS = {"none", "off", "-"}
+
+
+def find_mentor(reader: Any, key: str) -> tuple[int, str]:
+    """The LMS user ``key`` (user id, username or e-mail) names, as ``(id, "mentor <id> (<username>)")``.
+
+    ``reader`` is an :class:`~lms_activity_pipeline.lms.reader.LMSReader` (read-only)."""
+    rows = reader.users_matching(key)
+    if rows.empty:
+        raise PreferenceError(f"MENTOR {key!r}: no LMS user has this id, username or e-mail")
+    if len(rows) > 1:
+        ids = ", ".join(str(int(i)) for i in rows["id"])
+        raise PreferenceError(f"MENTOR {key!r} matches several LMS users ({ids}): give the user id")
+    row = rows.iloc[0]
+    return int(row["id"]), f"mentor {int(row['id'])} ({row['username']})"
+
+
+def set_preference(
+    store: PreferenceStore,
+    default_frequency: str,
+    mentor_id: int,
+    scope_kind: str,
+    scope_id: int,
+    options: Mapping[str, Any],
+    now: dt.datetime,
+) -> Preference:
+    """Apply ``options`` (``frequency``, ``send_hour``, ``weekday``, ``timezone``, ``quiet_hours``,
+    ``snooze_until`` as given by a user; None: unchanged) to the stored preference of the scope (a new one
+    starts from ``default_frequency``), store it and return it. ``lms-activity prefs set`` and the dashboard
+    both go through here; a bad value raises :class:`PreferenceError` naming the option."""
+    current = store.get(mentor_id, scope_kind, scope_id) or Preference(
+        mentor_id, scope_kind, scope_id, frequency=default_frequency
+    )
+    changes: dict[str, object] = {}
+    for name in ("frequency", "send_hour", "weekday"):
+        if options.get(name) is not None:
+            changes[name] = options[name]
+    parsers = {"timezone": parse_timezone, "quiet_hours": parse_quiet_hours, "snooze_until": parse_snooze}
+    for name, parse in parsers.items():
+        text = options.get(name)
+        if text is not None:
+            changes[name] = None if str(text).lower() in NONE_WORDS else parse(str(text))
+    preference = with_changes(current, changes)
+    store.put(preference, now)
+    return preference

@@ -156,3 +156,47 @@ def test_students_at_risk_of_the_latest_day_with_reasons_in_plain_words(client: 
     assert "high" in first and "no activity for 9 days; exam 'Final' not passed after 2 tries" in first
     assert "student1" in first and "Algebra I" in first
     assert "2024-05-03" in page and "inactive" not in page
+
+
+def test_the_preference_form_uses_prefs_set_and_needs_csrf_and_a_write_token(
+    backend: Backend, client: TestClient
+) -> None:
+    from lms_activity_pipeline.service.auth import csrf_token
+    from lms_activity_pipeline.warehouse.preferences import PreferenceStore
+    from lms_activity_pipeline_tests.support.notify_helpers import recent_school
+
+    recent_school(backend.lms_url)
+    engine = engine_of(client)
+    store = PreferenceStore(engine)
+    outbox(engine, [{"event_id": 1, "mentor_id": 10, "status": "sent"}])
+    form = {"mentor": "10", "frequency": "daily", "course": ""}
+
+    assert client.post("/actions/set-preference", data={**form, "csrf": "x"}).status_code == 401  # no session
+    reader = signed_in(client, "read")
+    assert client.post("/actions/set-preference", data={**form, "csrf": csrf_token(reader)}).status_code == 403
+    writer = signed_in(client, "write")
+    assert client.post("/actions/set-preference", data={**form, "csrf": "forged"}).status_code == 403
+    assert client.post("/actions/set-preference", data=form).status_code == 422  # csrf missing
+    assert store.all() == []
+
+    csrf = csrf_token(writer)
+    done = client.post("/actions/set-preference", data={**form, "csrf": csrf})
+    assert done.status_code == 200 and "mentor 10 (" in done.text and "all students: daily" in done.text
+    by_course = {"mentor": "10", "frequency": "weekly", "course": "100", "csrf": csrf}
+    assert client.post("/actions/set-preference", data=by_course).status_code == 200
+    stored = {(p.scope_kind, p.scope_id): p.frequency for p in store.all([10])}
+    assert stored == {("all", 0): "daily", ("course", 100): "weekly"}
+    cell = re.search(r'<td id="prefs-10">(.*?)</td>', client.get("/").text, re.S)
+    assert cell is not None and cell.group(1) == "all students: daily, at 18:00; course 100: weekly, at mon 18:00"
+
+    for bad, field in (
+        ({"frequency": "sometimes"}, "frequency 'sometimes' is not one of"),
+        ({"course": "algebra"}, "course must be a whole number"),
+        ({"mentor": "nobody"}, "mentor 'nobody': no LMS user"),
+        ({"mentor": " "}, "mentor: give the LMS user id"),
+    ):
+        answer = client.post("/actions/set-preference", data={**form, "csrf": csrf, **bad})
+        error = re.search(r'<p class="error" id="prefs-error">(.*?)</p>', answer.text)
+        assert answer.status_code == 422 and error is not None, bad
+        assert html.unescape(error.group(1)).startswith(field), (bad, error.group(1))
+    assert {(p.scope_kind, p.scope_id): p.frequency for p in store.all()} == stored  # nothing changed
