@@ -1,9 +1,10 @@
 """The dashboard in a real headless Chromium (selenium) against ``lms-activity serve`` (real uvicorn):
 sign in with a token, see counts that match the warehouse, retry a failure and see it sent through the
-loopback Zulip. A failing test leaves a screenshot next to its temporary files (the path is printed)."""
+loopback Zulip, see today's trend and the notify run's link, set a mentor's preference (a bad value first). A failing test leaves a screenshot next to its temporary files (the path is printed)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import socket
@@ -14,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 
 from lms_activity_pipeline.warehouse import tokens
+from lms_activity_pipeline.warehouse.preferences import PreferenceStore
 from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.support.fake_zulip import FakeZulip
 from lms_activity_pipeline_tests.support.notify_helpers import add_mentors, fast_zulip, recent_days, recent_school
@@ -83,7 +86,7 @@ def test_sign_in_see_the_outbox_and_retry_a_failure_in_chromium(
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     add_mentors(fake_zulip)
     recent_school(backend.lms_url)
@@ -115,6 +118,14 @@ def test_sign_in_see_the_outbox_and_retry_a_failure_in_chromium(
         failures = driver.find_element(By.ID, "failures").text
         assert "gave up after 3 attempt(s): HTTP 500" in failures
 
+        # the failed pair's notify run and the last notify run link into the Dagster UI
+        failed_run = pipe.log_rows().query("status == 'failed'")["last_run_id"].item()
+        expected_href = f"http://127.0.0.1:3000/runs/{failed_run}"
+        assert [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "#failures a.run-link")] == [
+            expected_href
+        ]
+        assert driver.find_element(By.ID, "notify-run").get_attribute("href") == expected_href
+
         driver.find_element(By.ID, "retry").click()
         message = WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.ID, "message"))[0]
         assert "sent" in message.text
@@ -123,6 +134,34 @@ def test_sign_in_see_the_outbox_and_retry_a_failure_in_chromium(
         assert any("passed the exam" in m.content for m in fake_zulip.messages)
         assert driver.find_element(By.ID, "count-failed").text == "0"
         assert driver.find_element(By.ID, "count-sent").text == str((log["status"] == "sent").sum())
+
+        # the trend: today's row counts what the warehouse processed today
+        today = dt.datetime.now(dt.UTC).date()
+        row = driver.find_element(By.ID, f"trend-{today.isoformat()}").find_elements(By.CSS_SELECTOR, "td.n")
+        processed = pd.to_datetime(log["processed_at"], utc=True).dt.date == today
+        expected = [str(int((processed & (log["status"] == s)).sum())) for s in ("sent", "failed", "skipped")]
+        assert [c.text for c in row] == expected
+
+        # a retry from the dashboard is no Dagster run: shown, not linked
+        assert driver.find_element(By.XPATH, "//tr[th='last notify run']/td").text.startswith("dashboard-operator-")
+        assert not driver.find_elements(By.ID, "notify-run")
+
+        # set a mentor's preference: a bad course id is named, then a good one is stored and shown
+        driver.find_element(By.ID, "pref-mentor").send_keys("mentor_m")
+        Select(driver.find_element(By.ID, "pref-frequency")).select_by_value("daily")
+        driver.find_element(By.ID, "pref-course").send_keys("algebra")
+        driver.find_element(By.ID, "pref-save").click()
+        error = WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "prefs-error"))[0]
+        assert error.text.startswith("course must be a whole number")
+        course = driver.find_element(By.ID, "pref-course")
+        course.clear()
+        course.send_keys("100")
+        driver.find_element(By.ID, "pref-save").click()
+        message = WebDriverWait(driver, 30).until(lambda d: d.find_elements(By.ID, "message"))[0]
+        assert message.text == "mentor 10 (mentor_m): course 100: daily, at 18:00"
+        stored = PreferenceStore(pipe.warehouse.engine).all([10])
+        assert [(p.scope_kind, p.scope_id, p.frequency) for p in stored] == [("course", 100, "daily")]
+        assert driver.find_element(By.ID, "prefs-10").text == "course 100: daily, at 18:00"
     except BaseException:
         shot = tmp_path / "dashboard-failure.png"
         driver.save_screenshot(str(shot))
