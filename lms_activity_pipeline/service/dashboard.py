@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import pandas as pd
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -108,23 +109,25 @@ def at_risk(engine: Any, limit: int = 100) -> dict[str, Any]:
     """The latest computed day's high and medium ``student_risk`` rows (``api.students_at_risk``), each reason
     in plain words (its ``detail``)."""
     rows = api.students_at_risk(level="medium", engine=engine).head(limit)
+
+    def known(value: Any) -> Any:
+        return None if value is None or pd.isna(value) else value
+
     students = [
         {
             "student_id": int(r["student_id"]),
-            "student": r.get("student_username") or "",
+            "student": known(r.get("student_username")) or "",
             "course_id": int(r["course_id"]),
-            "course": r.get("course_title") or "",
+            "course": known(r.get("course_title")) or "",
             "level": r["risk_level"],
             "score": float(r["risk_score"]),
-            "mentor_id": None
-            if r.get("mentor_id") is None or r["mentor_id"] != r["mentor_id"]
-            else int(r["mentor_id"]),
+            "mentor_id": None if known(r.get("mentor_id")) is None else int(r["mentor_id"]),
             "reasons": [str(reason.get("detail") or reason.get("code")) for reason in (r["reasons"] or [])],
         }
         for r in rows.to_dict(orient="records")
     ]
-    day = None if rows.empty else rows["as_of"].iloc[0]
-    return {"as_of": getattr(day, "isoformat", lambda: day)() if day is not None else None, "students": students}
+    as_of = None if rows.empty else str(rows["as_of"].iloc[0].isoformat())[:10]
+    return {"as_of": as_of, "students": students}
 
 
 @router.post("/signin")

@@ -46,6 +46,21 @@ def hrefs(page: str) -> list[str]:
     return [html.unescape(h) for h in re.findall(r'href="([^"]+)"', page)]
 
 
+@pytest.mark.unit
+def test_run_links_and_field_names_are_plain_functions() -> None:
+    from lms_activity_pipeline.service.dashboard import _field_first, run_key_url, run_url
+
+    assert run_url(UI, RUN_ID) == f"http://dagster.example:3000/runs/{RUN_ID}"
+    assert run_url(UI, "dashboard-op-1a2b3c4d") is None and run_url(UI, None) is None
+    assert (
+        run_key_url("http://ui", "lms ingest/1") == "http://ui/runs?q%5B%5D=tag%3Adagster%2Frun_key%3Dlms%20ingest%2F1"
+    )
+    assert run_key_url("http://ui", None) is None
+    assert _field_first("--frequency 'x' is not one of a, b") == "frequency 'x' is not one of a, b"
+    assert _field_first("--send-hour 25 must be 0 to 23") == "send_hour 25 must be 0 to 23"
+    assert _field_first("MENTOR 'nobody': no LMS user") == "mentor 'nobody': no LMS user"
+
+
 def outbox(engine: sa.Engine, rows: list[dict[str, object]]) -> None:
     with db.write_transaction(engine) as conn:
         for row in rows:
