@@ -153,6 +153,35 @@ def endpoint_of(path: str) -> str:
     return path.strip("/").split("/", 1)[0]
 
 
+# --- channel messages (issue 15: operational alerts) ------------------------------------------------
+# Zulip's ``POST /messages`` with ``type`` ``stream`` (or ``channel``), ``to`` the channel's name (or its
+# id, or a JSON list holding one of them) and ``topic``; an unknown channel is 400 ``STREAM_DOES_NOT_EXIST``.
+# The fake knows the channels registered with ``add_channel`` and lists what was posted with
+# ``channel_messages``. Faults scripted for ``POST messages`` apply to them as to DMs.
+
+# --- students at risk: emoji reactions, as Zulip's API has them ----------------------------------
+# ``POST /messages/{id}/reactions`` and ``DELETE /messages/{id}/reactions`` (``emoji_name``, optional
+# ``emoji_code`` / ``reaction_type``) by a participant of the message, and ``GET /messages/{id}``, whose
+# ``message`` carries ``reactions``: ``[{"emoji_name", "emoji_code", "reaction_type", "user_id", "user"}]``.
+
+#: Zulip's ``MAX_TOPIC_NAME_LENGTH``: longer topics are truncated with "…".
+MAX_TOPIC_NAME_LENGTH = 60
+
+
+@dataclass
+class ChannelMessage:
+    id: int
+    channel: str
+    topic: str
+    content: str
+    sender_email: str
+    timestamp: float
+
+
+#: The few unicode emoji names the fake knows, with Zulip's codes (``thumbs_up`` is also ``+1``).
+FAKE_EMOJI = {"+1": "1f44d", "thumbs_up": "1f44d", "-1": "1f44e", "thumbs_down": "1f44e", "octopus": "1f419"}
+
+
 class FakeZulip:
     """A threaded fake Zulip server on ``127.0.0.1`` (ephemeral port unless given).
 
@@ -184,6 +213,10 @@ class FakeZulip:
         self.zulip_version = zulip_version
         self.messages: list[StoredMessage] = []
         self.requests: list[RecordedRequest] = []
+        #: Channels (name -> id) the bot may post to, what was posted to them, reactions per message id.
+        self.channels: dict[str, int] = {}
+        self.channel_posts: list[ChannelMessage] = []
+        self.reactions: dict[int, list[dict[str, Any]]] = {}
         self._users: dict[int, FakeUser] = {}
         self._faults: dict[str, deque[Fault]] = {}
         self._limiter = SlidingWindowLimiter(*rate_limit) if rate_limit else None
@@ -441,10 +474,13 @@ class FakeZulip:
 
     def _answer(self, method: str, parts: list[str], params: dict[str, str], sender: FakeUser) -> _Reply:
         if parts == ["messages"] and method == "POST":
-            message_id = self._send(sender, params)
+            channel = params.get("type") in ("stream", "channel")
+            message_id = self._send_to_channel(sender, params) if channel else self._send(sender, params)
             return _Reply(200, {"result": "success", "msg": "", "id": message_id})
         if parts == ["messages"] and method == "GET":
             return _Reply(200, self._get_messages(sender, params))
+        if parts[0] == "messages" and len(parts) >= 2 and parts[1].isdigit():
+            return self._message_endpoint(method, parts, params, sender)
         if parts[0] == "users" and len(parts) == 2 and method == "GET":
             key = urllib.parse.unquote(parts[1])
             if key == "me":
@@ -455,6 +491,106 @@ class FakeZulip:
                 raise ApiError(400, "BAD_REQUEST", "No such user")
             return _Reply(200, {"result": "success", "msg": "", "user": user.as_json()})
         raise ApiError(405 if parts[0] == "messages" else 404, "BAD_REQUEST", "Method Not Allowed")
+
+    # --- channel messages and reactions -----------------------------------------
+
+    def add_channel(self, name: str) -> int:
+        """Create channel ``name`` (the bot may post to it); returns its id."""
+        return self.channels.setdefault(name, 100 + len(self.channels))
+
+    def channel_messages(self, channel: str | None = None, topic: str | None = None) -> list[ChannelMessage]:
+        """Posted channel messages, oldest first (only those of ``channel`` / ``topic`` when given)."""
+        with self._lock:
+            stored = list(self.channel_posts)
+        return [m for m in stored if channel in (None, m.channel) and topic in (None, m.topic)]
+
+    def _send_to_channel(self, sender: FakeUser, params: dict[str, str]) -> int:
+        channels = self.channels
+        raw = params.get("to", "")
+        if not raw:
+            raise ApiError(400, "BAD_REQUEST", "Missing 'to' argument")
+        try:
+            target: Any = json.loads(raw)
+        except ValueError:
+            target = raw
+        if isinstance(target, list) and len(target) == 1:
+            target = target[0]
+        if isinstance(target, int) and not isinstance(target, bool):
+            name = next((n for n, i in channels.items() if i == target), None)
+            if name is None:
+                raise ApiError(
+                    400, "STREAM_DOES_NOT_EXIST", f"Channel with ID '{target}' does not exist", stream=target
+                )
+        elif isinstance(target, str):
+            name = target
+        else:
+            raise ApiError(400, "BAD_REQUEST", "Invalid 'to' argument")
+        if name not in channels:
+            raise ApiError(400, "STREAM_DOES_NOT_EXIST", f"Channel '{name}' does not exist", stream=name)
+        topic = " ".join(params.get("topic", params.get("subject", "")).split())
+        if not topic:
+            raise ApiError(400, "BAD_REQUEST", "Missing topic")
+        if len(topic) > MAX_TOPIC_NAME_LENGTH:
+            topic = topic[: MAX_TOPIC_NAME_LENGTH - 1] + "…"
+        if "content" not in params:
+            raise ApiError(400, "BAD_REQUEST", "Missing 'content' argument")
+        content = params["content"].rstrip().lstrip("\n")
+        if not content:
+            raise ApiError(400, "BAD_REQUEST", "Message must not be empty")
+        if len(content) > MAX_MESSAGE_LENGTH:
+            content = content[: MAX_MESSAGE_LENGTH - len(TRUNCATION_SUFFIX)] + TRUNCATION_SUFFIX
+        with self._lock:
+            message = ChannelMessage(self._next_message_id, name, topic, content, sender.email, self.now())
+            self._next_message_id += 1
+            self.channel_posts.append(message)
+        return message.id
+
+    def _message_for(self, message_id: str, reader: FakeUser) -> StoredMessage:
+        """The stored message ``message_id`` if ``reader`` may see it (sender or recipient), as Zulip checks."""
+        found = next((m for m in self.messages if str(m.id) == message_id), None)
+        if found is None or reader.user_id not in {*found.recipient_ids, self.user(found.sender_email).user_id}:
+            raise ApiError(400, "BAD_REQUEST", "Invalid message(s)")
+        return found
+
+    def _message_endpoint(self, method: str, parts: list[str], params: dict[str, str], sender: FakeUser) -> _Reply:
+        """``GET /messages/{id}`` (with its ``reactions``) and ``POST``/``DELETE /messages/{id}/reactions``."""
+        message = self._message_for(parts[1], sender)
+        reactions = self.reactions.setdefault(message.id, [])
+        if len(parts) == 2 and method == "GET":
+            body = {
+                "id": message.id,
+                "type": "private",
+                "sender_id": self.user(message.sender_email).user_id,
+                "sender_email": message.sender_email,
+                "content": message.content if params.get("apply_markdown") == "false" else f"<p>{message.content}</p>",
+                "timestamp": int(message.timestamp),
+                "reactions": [dict(r) for r in reactions],
+            }
+            return _Reply(200, {"result": "success", "msg": "", "message": body, "raw_content": message.content})
+        if parts[2:] == ["reactions"] and method in ("POST", "DELETE"):
+            name = params.get("emoji_name", "")
+            code = params.get("emoji_code") or FAKE_EMOJI.get(name)
+            if not name or code is None:
+                raise ApiError(400, "BAD_REQUEST", f"Emoji '{name}' does not exist")
+            mine = [r for r in reactions if r["user_id"] == sender.user_id and r["emoji_code"] == code]
+            if method == "POST":
+                if mine:
+                    raise ApiError(400, "BAD_REQUEST", "Reaction already exists.")
+                reactions.append(
+                    {
+                        "emoji_name": name,
+                        "emoji_code": code,
+                        "reaction_type": params.get("reaction_type", "unicode_emoji"),
+                        "user_id": sender.user_id,
+                        "user": {"id": sender.user_id, "email": sender.email, "full_name": sender.full_name},
+                    }
+                )
+            else:
+                if not mine:
+                    raise ApiError(400, "BAD_REQUEST", "Reaction doesn't exist.")
+                reactions.remove(mine[0])
+            return _Reply(200, {"result": "success", "msg": ""})
+        raise ApiError(405, "BAD_REQUEST", "Method Not Allowed")
 
     def _server_settings(self) -> dict[str, Any]:
         return {
@@ -480,8 +616,6 @@ class FakeZulip:
         """Validate and store a direct message like Zulip's ``POST /messages``; returns its id."""
         kind = params.get("type", "")
         allowed = ("direct", "private") if self.feature_level >= DIRECT_TYPE_FEATURE_LEVEL else ("private",)
-        if kind in ("stream", "channel"):
-            raise ApiError(400, "BAD_REQUEST", "The fake Zulip server only supports direct messages")
         if kind not in allowed:
             raise ApiError(400, "BAD_REQUEST", "Invalid message type")
         if "to" not in params:
@@ -622,168 +756,3 @@ def _handler_for(server: FakeZulip) -> type[BaseHTTPRequestHandler]:
             pass
 
     return Handler
-
-
-# --- channel messages (issue 15: operational alerts) ------------------------------------------------
-# Zulip's ``POST /messages`` with ``type`` ``stream`` (or ``channel``), ``to`` the channel's name (or its
-# id, or a JSON list holding one of them) and ``topic``; an unknown channel is 400 ``STREAM_DOES_NOT_EXIST``.
-# The fake knows the channels registered with ``add_channel`` and lists what was posted with
-# ``channel_messages``. Faults scripted for ``POST messages`` apply to them as to DMs.
-
-#: Zulip's ``MAX_TOPIC_NAME_LENGTH``: longer topics are truncated with "…".
-MAX_TOPIC_NAME_LENGTH = 60
-
-
-@dataclass
-class ChannelMessage:
-    id: int
-    channel: str
-    topic: str
-    content: str
-    sender_email: str
-    timestamp: float
-
-
-def _channels(server: FakeZulip) -> dict[str, int]:
-    return server.__dict__.setdefault("_channel_ids", {})
-
-
-def _channel_store(server: FakeZulip) -> list[ChannelMessage]:
-    return server.__dict__.setdefault("_channel_messages", [])
-
-
-def add_channel(self: FakeZulip, name: str) -> int:
-    """Create channel ``name`` (the bot may post to it); returns its id."""
-    channels = _channels(self)
-    return channels.setdefault(name, 100 + len(channels))
-
-
-def channel_messages(self: FakeZulip, channel: str | None = None, topic: str | None = None) -> list[ChannelMessage]:
-    """Posted channel messages, oldest first (only those of ``channel`` / ``topic`` when given)."""
-    with self._lock:
-        stored = list(_channel_store(self))
-    return [m for m in stored if channel in (None, m.channel) and topic in (None, m.topic)]
-
-
-def _send_to_channel(self: FakeZulip, sender: FakeUser, params: dict[str, str]) -> int:
-    channels = _channels(self)
-    raw = params.get("to", "")
-    if not raw:
-        raise ApiError(400, "BAD_REQUEST", "Missing 'to' argument")
-    try:
-        target: Any = json.loads(raw)
-    except ValueError:
-        target = raw
-    if isinstance(target, list) and len(target) == 1:
-        target = target[0]
-    if isinstance(target, int) and not isinstance(target, bool):
-        name = next((n for n, i in channels.items() if i == target), None)
-        if name is None:
-            raise ApiError(400, "STREAM_DOES_NOT_EXIST", f"Channel with ID '{target}' does not exist", stream=target)
-    elif isinstance(target, str):
-        name = target
-    else:
-        raise ApiError(400, "BAD_REQUEST", "Invalid 'to' argument")
-    if name not in channels:
-        raise ApiError(400, "STREAM_DOES_NOT_EXIST", f"Channel '{name}' does not exist", stream=name)
-    topic = " ".join(params.get("topic", params.get("subject", "")).split())
-    if not topic:
-        raise ApiError(400, "BAD_REQUEST", "Missing topic")
-    if len(topic) > MAX_TOPIC_NAME_LENGTH:
-        topic = topic[: MAX_TOPIC_NAME_LENGTH - 1] + "…"
-    if "content" not in params:
-        raise ApiError(400, "BAD_REQUEST", "Missing 'content' argument")
-    content = params["content"].rstrip().lstrip("\n")
-    if not content:
-        raise ApiError(400, "BAD_REQUEST", "Message must not be empty")
-    if len(content) > MAX_MESSAGE_LENGTH:
-        content = content[: MAX_MESSAGE_LENGTH - len(TRUNCATION_SUFFIX)] + TRUNCATION_SUFFIX
-    with self._lock:
-        message = ChannelMessage(self._next_message_id, name, topic, content, sender.email, self.now())
-        self._next_message_id += 1
-        _channel_store(self).append(message)
-    return message.id
-
-
-_send_direct = FakeZulip._send
-
-
-def _send_any(self: FakeZulip, sender: FakeUser, params: dict[str, str]) -> int:
-    if params.get("type") in ("stream", "channel"):
-        return _send_to_channel(self, sender, params)
-    return _send_direct(self, sender, params)
-
-
-setattr(FakeZulip, "_send", _send_any)  # noqa: B010 - one appended block extends the class
-setattr(FakeZulip, "add_channel", add_channel)  # noqa: B010
-setattr(FakeZulip, "channel_messages", channel_messages)  # noqa: B010
-
-
-# --- students at risk: emoji reactions, as Zulip's API has them ----------------------------------
-# ``POST /messages/{id}/reactions`` and ``DELETE /messages/{id}/reactions`` (``emoji_name``, optional
-# ``emoji_code`` / ``reaction_type``) by a participant of the message, and ``GET /messages/{id}``, whose
-# ``message`` carries ``reactions``: ``[{"emoji_name", "emoji_code", "reaction_type", "user_id", "user"}]``.
-
-#: The few unicode emoji names the fake knows, with Zulip's codes (``thumbs_up`` is also ``+1``).
-FAKE_EMOJI = {"+1": "1f44d", "thumbs_up": "1f44d", "-1": "1f44e", "thumbs_down": "1f44e", "octopus": "1f419"}
-
-
-def _reactions_of(server: FakeZulip) -> dict[int, list[dict[str, Any]]]:
-    """Reactions per message id, kept on the server object."""
-    return server.__dict__.setdefault("_reactions", {})
-
-
-def _message_for(server: FakeZulip, message_id: str, reader: FakeUser) -> StoredMessage:
-    """The stored message ``message_id`` if ``reader`` may see it (sender or recipient), as Zulip checks."""
-    found = next((m for m in server.messages if str(m.id) == message_id), None)
-    if found is None or reader.user_id not in {*found.recipient_ids, server.user(found.sender_email).user_id}:
-        raise ApiError(400, "BAD_REQUEST", "Invalid message(s)")
-    return found
-
-
-def _answer_with_reactions(
-    self: FakeZulip, method: str, parts: list[str], params: dict[str, str], sender: FakeUser
-) -> _Reply:
-    if parts[0] != "messages" or len(parts) < 2 or not parts[1].isdigit():
-        return _answer_without_reactions(self, method, parts, params, sender)
-    message = _message_for(self, parts[1], sender)
-    reactions = _reactions_of(self).setdefault(message.id, [])
-    if len(parts) == 2 and method == "GET":
-        body = {
-            "id": message.id,
-            "type": "private",
-            "sender_id": self.user(message.sender_email).user_id,
-            "sender_email": message.sender_email,
-            "content": message.content if params.get("apply_markdown") == "false" else f"<p>{message.content}</p>",
-            "timestamp": int(message.timestamp),
-            "reactions": [dict(r) for r in reactions],
-        }
-        return _Reply(200, {"result": "success", "msg": "", "message": body, "raw_content": message.content})
-    if parts[2:] == ["reactions"] and method in ("POST", "DELETE"):
-        name = params.get("emoji_name", "")
-        code = params.get("emoji_code") or FAKE_EMOJI.get(name)
-        if not name or code is None:
-            raise ApiError(400, "BAD_REQUEST", f"Emoji '{name}' does not exist")
-        mine = [r for r in reactions if r["user_id"] == sender.user_id and r["emoji_code"] == code]
-        if method == "POST":
-            if mine:
-                raise ApiError(400, "BAD_REQUEST", "Reaction already exists.")
-            reactions.append(
-                {
-                    "emoji_name": name,
-                    "emoji_code": code,
-                    "reaction_type": params.get("reaction_type", "unicode_emoji"),
-                    "user_id": sender.user_id,
-                    "user": {"id": sender.user_id, "email": sender.email, "full_name": sender.full_name},
-                }
-            )
-        else:
-            if not mine:
-                raise ApiError(400, "BAD_REQUEST", "Reaction doesn't exist.")
-            reactions.remove(mine[0])
-        return _Reply(200, {"result": "success", "msg": ""})
-    raise ApiError(405, "BAD_REQUEST", "Method Not Allowed")
-
-
-_answer_without_reactions = FakeZulip._answer
-FakeZulip._answer = _answer_with_reactions  # type: ignore[method-assign]
