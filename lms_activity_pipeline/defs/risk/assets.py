@@ -87,7 +87,8 @@ def model_metadata(model: RiskModel, trained: bool) -> dict[str, MetadataValue]:
     description=(
         "One row per (student, course, day) for students active in the course in the 60 days before: risk "
         "level (high/medium/low), score and reasons (inactive, failed_in_row, unpassed_exam, stalled_content, "
-        "declining_scores). Only events before the end of the day count: a day recomputed later is the same."
+        "declining_scores). Only events before the end of the day count: a day recomputed later is the same. "
+        "LMS_RISK_MODEL=learned: scored by the latest model in risk_models (trained and stored if none)."
     ),
 )
 def student_risk(context: AssetExecutionContext, warehouse: WarehouseResource, risk: RiskSettings) -> MaterializeResult:
