@@ -124,3 +124,30 @@ def test_feedback_overrides_the_label() -> None:
         }
     )
     assert risk_model.apply_feedback(data, feedback)["label"].tolist() == [0, 1, 1]
+
+
+def test_stored_model_round_trips_and_feedback_labels_are_read(backend: Backend) -> None:
+    pipe = Pipeline(backend)
+    store = pipe.warehouse
+    assert store.risk_model() is None
+    model = risk_model.fit(samples(10, 100, seed=3), trained_at=dt.datetime(2024, 2, 1, tzinfo=dt.UTC))
+    store.save_risk_model(model)
+    store.save_risk_model(model)  # the same version again: stored once
+    loaded = store.risk_model()
+    assert loaded is not None and loaded.version == model.version and loaded.metrics == model.metrics
+    assert store.risk_model(model.version) == loaded and pipe.count(wh.risk_models) == 1
+
+    pipe.execute(
+        wh.risk_feedback.insert().values(
+            message_id=9,
+            mentor_id=5,
+            student_id=0,
+            course_id=1,
+            label="wrongly_flagged",
+            as_of=dt.date(2024, 1, 1),
+            reacted_at=dt.datetime(2024, 1, 2, tzinfo=dt.UTC),
+        )
+    )
+    data = samples(1, 2, seed=4).assign(label=[1, 1])
+    labelled = risk_model.apply_feedback(data, store.risk_feedback_labels())
+    assert labelled["label"].tolist() == [0, 1]
