@@ -11,7 +11,9 @@ known) times ``compute_student_risk`` for that day, and scores its flags against
     label = the student had no event in the course in the ``--horizon`` days after the day, and had not
             passed every exam of the course they had taken (computable from history).
 
-Prints the timing per day and precision/recall of ``high`` and of ``high + medium`` flags.
+Prints the timing per day and precision/recall of ``high`` and of ``high + medium`` flags, for the rules
+and for the learned model (``LMS_RISK_MODEL=learned``), trained first on the history before the first
+evaluated day (``--no-learned``: the rules only).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from lms_activity_pipeline import db
 from lms_activity_pipeline.domain import classification as cls
 from lms_activity_pipeline.domain import cleaning
 from lms_activity_pipeline.domain.risk import RiskThresholds
-from lms_activity_pipeline.ingest.risk import compute_student_risk
+from lms_activity_pipeline.domain.risk_model import RiskModel
+from lms_activity_pipeline.ingest.risk import compute_student_risk, train_risk_model
 from lms_activity_pipeline.lms.demo import build_demo_frames
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline.warehouse.engine import physical_schema
@@ -102,6 +105,47 @@ def score(flags: pd.Series, truth: pd.Series) -> tuple[float, float, int]:
     return (tp / flagged if flagged else 0.0), (tp / positives if positives else 0.0), flagged
 
 
+def evaluate(
+    store: Warehouse,
+    events: pd.DataFrame,
+    args: argparse.Namespace,
+    first: dt.date,
+    label: str,
+    model: RiskModel | None,
+) -> None:
+    """Time and score ``student_risk`` of the evaluated days by the rules (``model`` None) or ``model``."""
+    totals = {"high": [0, 0, 0], "flagged": [0, 0, 0]}
+    for offset in range(args.eval_days):
+        day = first + dt.timedelta(days=offset)
+        start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+        report = compute_student_risk(store, start, start + dt.timedelta(days=1), "UTC", RiskThresholds(), model)
+        rows = store.student_risk(as_of=day)
+        truth = labels(events, pd.Timestamp(start + dt.timedelta(days=1)), args.horizon)
+        joined = truth.merge(
+            rows[["student_id", "course_id", "risk_level"]], on=["student_id", "course_id"], how="left"
+        )
+        high = joined["risk_level"] == "high"
+        flagged = joined["risk_level"].isin(["high", "medium"])
+        ph, rh, _ = score(high, joined["label"])
+        pf, rf, _ = score(flagged, joined["label"])
+        print(
+            f"{label} {day}: student_risk in {report.seconds:.1f} s for {len(rows):,} (student, course) rows "
+            f"({report.levels['high']:,} high, {report.levels['medium']:,} medium); "
+            f"{int(joined['label'].sum()):,} silent-and-not-passed in the next {args.horizon} days; "
+            f"high: precision {ph:.2f} recall {rh:.2f}; high+medium: precision {pf:.2f} recall {rf:.2f}"
+        )
+        for name, mask in (("high", high), ("flagged", flagged)):
+            totals[name][0] += int((mask & joined["label"]).sum())
+            totals[name][1] += int(mask.sum())
+            totals[name][2] += int(joined["label"].sum())
+    for name, (tp, flagged_n, positives) in totals.items():
+        shown = "high" if name == "high" else "high+medium"
+        print(
+            f"{label}, all evaluated days, {shown}: precision {tp / max(flagged_n, 1):.2f}, "
+            f"recall {tp / max(positives, 1):.2f} ({tp:,} of {flagged_n:,} flags right, {positives:,} positives)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", help=f"warehouse URL (default: database bench_risk on {DEFAULT_SERVER})")
@@ -111,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizon", type=int, default=14, help="days after the evaluated day that decide the label")
     parser.add_argument("--eval-days", type=int, default=3, help="evaluated days (each one timed)")
     parser.add_argument("--reuse", action="store_true", help="keep the events a previous run loaded (same sizes)")
+    parser.add_argument("--no-learned", action="store_true", help="skip the learned model")
     args = parser.parse_args(argv)
     url = args.url or ensure_database(database_url(DEFAULT_SERVER, "bench_risk"), recreate=not args.reuse)
     if url.startswith("sqlite:///") and not args.reuse:
@@ -129,36 +174,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loaded lms_activity_events in {time.perf_counter() - began:.1f} s ({store.engine.dialect.name})")
 
     last = (NOW - dt.timedelta(days=args.horizon + 1)).date()
-    totals = {"high": [0, 0, 0], "flagged": [0, 0, 0]}
-    for offset in range(args.eval_days - 1, -1, -1):
-        day = last - dt.timedelta(days=offset)
-        start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
-        report = compute_student_risk(store, start, start + dt.timedelta(days=1), "UTC", RiskThresholds())
-        rows = store.student_risk(as_of=day)
-        truth = labels(events, pd.Timestamp(start + dt.timedelta(days=1)), args.horizon)
-        joined = truth.merge(
-            rows[["student_id", "course_id", "risk_level"]], on=["student_id", "course_id"], how="left"
-        )
-        high = joined["risk_level"] == "high"
-        flagged = joined["risk_level"].isin(["high", "medium"])
-        ph, rh, _ = score(high, joined["label"])
-        pf, rf, _ = score(flagged, joined["label"])
+    first = last - dt.timedelta(days=args.eval_days - 1)
+    models: list[tuple[str, RiskModel | None]] = [("rules", None)]
+    if not args.no_learned:
+        began = time.perf_counter()
+        until = dt.datetime(first.year, first.month, first.day, tzinfo=dt.UTC)
+        model = train_risk_model(store, until, "UTC", RiskThresholds())
+        m = model.metrics
         print(
-            f"{day}: student_risk in {report.seconds:.1f} s for {len(rows):,} (student, course) rows "
-            f"({report.levels['high']:,} high, {report.levels['medium']:,} medium); "
-            f"{int(joined['label'].sum()):,} silent-and-not-passed in the next {args.horizon} days; "
-            f"high: precision {ph:.2f} recall {rh:.2f}; high+medium: precision {pf:.2f} recall {rf:.2f}"
+            f"learned model {model.name} trained in {time.perf_counter() - began:.1f} s on {m['train_days']} "
+            f"({m['train_rows']:,} rows), validated on {m['validation_days']} ({m['validation_rows']:,} rows): "
+            f"precision {m['precision']:.2f} recall {m['recall']:.2f} PR-AUC {m['pr_auc']}; "
+            f"rules on the same split: precision {m['rules_precision']:.2f} recall {m['rules_recall']:.2f}"
         )
-        for name, mask in (("high", high), ("flagged", flagged)):
-            totals[name][0] += int((mask & joined["label"]).sum())
-            totals[name][1] += int(mask.sum())
-            totals[name][2] += int(joined["label"].sum())
-    for name, (tp, flagged_n, positives) in totals.items():
-        shown = "high" if name == "high" else "high+medium"
-        print(
-            f"all evaluated days, {shown}: precision {tp / max(flagged_n, 1):.2f}, "
-            f"recall {tp / max(positives, 1):.2f} ({tp:,} of {flagged_n:,} flags right, {positives:,} positives)"
-        )
+        models.append(("learned", model))
+    for label, model in models:
+        evaluate(store, events, args, first, label, model)
     return 0
 
 

@@ -93,3 +93,6 @@ RISK_FEEDBACK_SCHEDULE: Final = "risk_feedback_schedule"
 # --- integration service (lms-activity serve): its bookkeeping tables, external assets -------------------
 LMS_SERVICE_TOKENS: Final = "lms_service_tokens"
 LMS_WEBHOOK_INBOX: Final = "lms_webhook_inbox"
+
+# --- learned at-risk model (issue 13, LMS_RISK_MODEL=learned) ---
+RISK_MODELS: Final = "risk_models"

@@ -441,7 +441,7 @@ VARIABLES: tuple[Variable, ...] = (
         "risk_model",
         "rules",
         lambda name, raw: parse_choice(name, raw, RISK_MODELS),
-        "what computes `student_risk`: `rules` (explainable rules; `learned` is not available yet)",
+        "what computes `student_risk`: `rules` (explainable rules) or `learned` (logistic regression trained on the history, stored in `risk_models`)",
     ),
     # integration service (lms-activity serve)
     Variable(

@@ -85,6 +85,7 @@ def test_domain_is_pure() -> None:
         "zoneinfo",
         "numpy",
         "pandas",
+        "sklearn",  # learned at-risk model (issue 13): pure computation, fitting only
         "lms_activity_pipeline",
         "functools",
         "itertools",

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from lms_activity_pipeline.domain import risk
+from lms_activity_pipeline.domain import risk, risk_model
 from lms_activity_pipeline.warehouse.load import UpsertResult
 from lms_activity_pipeline.warehouse.store import Warehouse
 
@@ -48,24 +48,92 @@ def local_days(start: dt.datetime, end: dt.datetime, timezone: str) -> list[tupl
 
 
 def assess_day(
-    store: Warehouse, as_of: dt.date, cutoff: dt.datetime, timezone: str, thresholds: risk.RiskThresholds
+    store: Warehouse,
+    as_of: dt.date,
+    cutoff: dt.datetime,
+    timezone: str,
+    thresholds: risk.RiskThresholds,
+    model: risk_model.RiskModel | None = None,
 ) -> pd.DataFrame:
-    """The ``student_risk`` rows of one day, from what the warehouse held before ``cutoff``."""
+    """The ``student_risk`` rows of one day, from what the warehouse held before ``cutoff`` (by the rules,
+    or scored by the learned ``model``)."""
     start = cutoff - dt.timedelta(days=thresholds.horizon_days)
     events, passed, names = store.risk_inputs(start, cutoff)
-    return risk.assess_risk(events, passed, as_of, cutoff, timezone, thresholds, names)
+    rows = risk.assess_risk(events, passed, as_of, cutoff, timezone, thresholds, names)
+    if model is None:
+        return rows
+    return risk_model.score(rows, risk_model.features_of(rows, events, cutoff), model)
+
+
+# --- learned at-risk model (issue 13, LMS_RISK_MODEL=learned) ---
+#: Training days: every ``TRAIN_STEP_DAYS``-th day of the ``TRAIN_SPAN_DAYS`` days whose labels are known.
+TRAIN_SPAN_DAYS = 42
+TRAIN_STEP_DAYS = 2
+
+
+def training_samples(
+    store: Warehouse,
+    until: dt.datetime,
+    timezone: str,
+    thresholds: risk.RiskThresholds,
+    span_days: int = TRAIN_SPAN_DAYS,
+    step_days: int = TRAIN_STEP_DAYS,
+) -> pd.DataFrame:
+    """Features, rules' level and label per (student, course, day) for the days whose 14-day label window
+    ends by ``until`` (only events before ``until`` are read), mentors' feedback joined."""
+    last = (until - dt.timedelta(days=risk_model.LABEL_DAYS + 1)).astimezone(ZoneInfo(timezone)).date()
+    frames = []
+    for back in range(0, span_days, step_days):
+        as_of = last - dt.timedelta(days=back)
+        nxt = as_of + dt.timedelta(days=1)
+        cutoff = dt.datetime(nxt.year, nxt.month, nxt.day, tzinfo=ZoneInfo(timezone))
+        start = cutoff - dt.timedelta(days=thresholds.horizon_days)
+        events, passed, names = store.risk_inputs(start, cutoff)
+        rows = risk.assess_risk(events, passed, as_of, cutoff, timezone, thresholds, names)
+        if rows.empty:
+            continue
+        later = store.risk_inputs(cutoff, cutoff + dt.timedelta(days=risk_model.LABEL_DAYS))[0]
+        x = risk_model.features_of(rows, events, cutoff)
+        frames.append(
+            x.assign(
+                as_of=as_of,
+                risk_level=rows["risk_level"].to_numpy(),
+                label=risk_model.labels_of(rows, pd.concat([events, later], ignore_index=True), cutoff),
+            )
+        )
+    if not frames:
+        return pd.DataFrame(columns=["student_id", "course_id", "as_of", *risk_model.FEATURES, "label"])
+    samples = pd.concat(frames, ignore_index=True)
+    return risk_model.apply_feedback(samples, store.risk_feedback_labels())
+
+
+def train_risk_model(
+    store: Warehouse, until: dt.datetime, timezone: str, thresholds: risk.RiskThresholds
+) -> risk_model.RiskModel:
+    """Fit the learned model on the history before ``until`` and store it under its version."""
+    samples = training_samples(store, until, timezone, thresholds)
+    if samples.empty:
+        raise ValueError(f"no history to train the learned risk model on before {until:%Y-%m-%d}")
+    model = risk_model.fit(samples, trained_at=until)
+    store.save_risk_model(model)
+    return model
 
 
 def compute_student_risk(
-    store: Warehouse, start: dt.datetime, end: dt.datetime, timezone: str, thresholds: risk.RiskThresholds
+    store: Warehouse,
+    start: dt.datetime,
+    end: dt.datetime,
+    timezone: str,
+    thresholds: risk.RiskThresholds,
+    model: risk_model.RiskModel | None = None,
 ) -> RiskReport:
-    """Recompute ``student_risk`` for every local day of ``[start, end)``."""
+    """Recompute ``student_risk`` for every local day of ``[start, end)`` (scored by ``model`` if given)."""
     began = time.perf_counter()
     total, levels, on_track, per_day = UpsertResult(0, 0, 0), dict.fromkeys(risk.LEVELS, 0), 0, {}
     previews = []
     days = local_days(start, end, timezone)
     for as_of, cutoff in days:
-        rows = assess_day(store, as_of, cutoff, timezone, thresholds)
+        rows = assess_day(store, as_of, cutoff, timezone, thresholds, model)
         total += store.write_student_risk(rows, as_of)
         for level, n in rows["risk_level"].value_counts().items():
             levels[str(level)] += int(n)
@@ -83,4 +151,5 @@ def compute_student_risk(
         preview=preview,
         seconds=time.perf_counter() - began,
         per_day=per_day,
+        model=risk.RULES_MODEL if model is None else model.name,
     )

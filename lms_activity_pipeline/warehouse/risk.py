@@ -17,9 +17,10 @@ import sqlalchemy as sa
 from lms_activity_pipeline import db
 from lms_activity_pipeline.domain.event_types import EXAM_EVENT_TYPES, EventType
 from lms_activity_pipeline.domain.risk import Names
+from lms_activity_pipeline.domain.risk_model import RiskModel
 from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.warehouse import load
-from lms_activity_pipeline.warehouse.schema import lms_activity_events, student_risk
+from lms_activity_pipeline.warehouse.schema import lms_activity_events, risk_feedback, risk_models, student_risk
 
 EVENTS = lms_activity_events
 
@@ -202,3 +203,44 @@ def flagged_without_reasons(
     if first_day is not None and end_day is not None:
         stmt = stmt.where(table.c.as_of >= first_day, table.c.as_of < end_day)
     return stmt.where(sa.or_(table.c.reasons.is_(None), length == 0))
+
+
+# --- learned at-risk model (issue 13, LMS_RISK_MODEL=learned) ---
+def save_risk_model(conn: sa.Connection, model: RiskModel) -> None:
+    """Store ``model`` under its version (a version already stored is left as it is)."""
+    exists = conn.execute(sa.select(risk_models.c.version).where(risk_models.c.version == model.version)).first()
+    if exists is None:
+        conn.execute(
+            risk_models.insert().values(
+                version=model.version,
+                trained_at=model.trained_at,
+                features=list(model.features),
+                params=model.params(),
+                metrics=model.metrics,
+            )
+        )
+
+
+def load_risk_model(conn: sa.Connection, version: str | None = None) -> RiskModel | None:
+    """The model of ``version`` (default: the latest trained), or None."""
+    stmt = sa.select(risk_models).order_by(risk_models.c.trained_at.desc(), risk_models.c.created_at.desc())
+    if version is not None:
+        stmt = stmt.where(risk_models.c.version == version)
+    row = conn.execute(stmt.limit(1)).mappings().first()
+    if row is None:
+        return None
+    decode = lambda v: json.loads(v) if isinstance(v, str) else v  # noqa: E731
+    model = RiskModel.from_params(
+        decode(row["features"]), decode(row["params"]), to_utc(row["trained_at"]), decode(row["metrics"])
+    )
+    if model.version != row["version"]:
+        raise ValueError(f"risk_models row {row['version']} does not match its numbers (version {model.version})")
+    return model
+
+
+def read_feedback(conn: sa.Connection) -> pd.DataFrame:
+    """Mentors' reactions (``student_id, course_id, as_of, label, reacted_at``): labels for training."""
+    table = risk_feedback
+    return db.read_typed(
+        conn, sa.select(table.c.student_id, table.c.course_id, table.c.as_of, table.c.label, table.c.reacted_at)
+    )

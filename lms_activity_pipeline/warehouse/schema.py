@@ -524,3 +524,18 @@ risk_feedback = sa.Table(
     sa.Column("reacted_at", TS, nullable=False, comment="When the reaction was first read back from Zulip"),
     comment="Mentors' reactions to at-risk digests: labels for the learned model",
 )
+
+# --- learned at-risk model (issue 13, LMS_RISK_MODEL=learned) ---
+risk_models = sa.Table(
+    "risk_models",
+    METADATA,
+    sa.Column("version", sa.Text, primary_key=True, comment="Hash of the model's numbers: rows say learned-<version>"),
+    sa.Column("trained_at", TS, nullable=False, comment="When it was fitted (the cut-off of its training data)"),
+    sa.Column("features", JSON, nullable=False, comment="JSON list of the feature names, in order"),
+    sa.Column(
+        "params", JSON, nullable=False, comment="JSON: scaler mean/scale, coefficients, intercept, level thresholds"
+    ),
+    sa.Column("metrics", JSON, nullable=False, comment="JSON: validation precision, recall, PR-AUC, the rules' on it"),
+    sa.Column("created_at", TS, nullable=False, server_default=_now(), comment="When it was stored"),
+    comment="The learned at-risk model's versions: a day re-run with a version scores the same",
+)

@@ -20,6 +20,7 @@ from lms_activity_pipeline import db
 from lms_activity_pipeline.db import Query
 from lms_activity_pipeline.domain.features import History
 from lms_activity_pipeline.domain.risk import Names
+from lms_activity_pipeline.domain.risk_model import RiskModel
 from lms_activity_pipeline.domain.times import to_utc
 from lms_activity_pipeline.lms.queries import ExtractWindow, window_filter
 from lms_activity_pipeline.settings import DEFAULT_WAREHOUSE_SCHEMA
@@ -170,6 +171,20 @@ class Warehouse:
     def write_student_risk(self, rows: pd.DataFrame, as_of: dt.date) -> load.UpsertResult:
         with db.write_transaction(self.engine) as conn:
             return risk_sql.write_student_risk(conn, rows, as_of)
+
+    # learned at-risk model (issue 13, LMS_RISK_MODEL=learned)
+    def save_risk_model(self, model: RiskModel) -> None:
+        with db.write_transaction(self.engine) as conn:
+            risk_sql.save_risk_model(conn, model)
+
+    def risk_model(self, version: str | None = None) -> RiskModel | None:
+        """The stored learned model of ``version`` (default: the latest trained), or None."""
+        with self.engine.connect() as conn:
+            return risk_sql.load_risk_model(conn, version)
+
+    def risk_feedback_labels(self) -> pd.DataFrame:
+        with self.engine.connect() as conn:
+            return risk_sql.read_feedback(conn)
 
     def student_risk(
         self, as_of: dt.date | None = None, levels: tuple[str, ...] | None = None, course_id: int | None = None

@@ -23,7 +23,7 @@ def test_definitions_carry_every_contract_name(tmp_path) -> None:
         names.STUDENT_DAILY_ACTIVITY,
     }
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    risk = {names.STUDENT_RISK, names.RISK_DIGEST_LOG, names.RISK_FEEDBACK}
+    risk = {names.STUDENT_RISK, names.RISK_DIGEST_LOG, names.RISK_FEEDBACK, names.RISK_MODELS}
     bookkeeping = {names.LMS_EVENT_LOG, names.ZULIP_USER_CACHE, names.LMS_MONITOR_STATE, names.LMS_ALERT_INCIDENTS}
     bookkeeping |= {names.MENTOR_NOTIFICATION_PREFERENCES, names.MENTOR_DIGEST_STATE}  # issue 12
     service = {names.LMS_SERVICE_TOKENS, names.LMS_WEBHOOK_INBOX}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pandas as pd
 
 from lms_activity_pipeline import names
-from lms_activity_pipeline.defs.resources import RiskSettings
 from lms_activity_pipeline.defs.runs import run_student_risk
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline_tests.conftest import Backend
@@ -90,16 +89,3 @@ def test_rerun_of_a_day_replaces_its_rows(backend: Backend) -> None:
     first = metadata(run_student_risk(pipe.defs, pipe.instance, "2024-05-10"), names.STUDENT_RISK)
     assert first["rows_unchanged"] == 3 and first["rows_inserted"] == 0 and first["rows_deleted"] == 0
     assert pipe.count(wh.student_risk) == 3
-
-
-def test_learned_model_is_refused_with_one_line(backend: Backend) -> None:
-    first_week(backend)
-    pipe = Pipeline(backend, resources={"risk": RiskSettings(model="learned")})
-    pipe.ingest("2024-05-03", "2024-05-04")
-    result = run_student_risk(pipe.defs, pipe.instance, "2024-05-04", raise_on_error=False)
-    assert not result.success
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "LMS_RISK_MODEL='learned' is not available in this version: use rules" in (
-        failure.step_failure_data.error.to_string()
-    )
-    assert pipe.count(wh.student_risk) == 0

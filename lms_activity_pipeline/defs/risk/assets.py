@@ -27,16 +27,52 @@ from lms_activity_pipeline.defs import metadata as md
 from lms_activity_pipeline.defs.partitions import DAILY, SINGLE_RUN
 from lms_activity_pipeline.defs.resources import RiskSettings, WarehouseResource
 from lms_activity_pipeline.domain.risk import LEVELS, RiskThresholds
+from lms_activity_pipeline.domain.risk_model import RiskModel
 from lms_activity_pipeline.errors import ConfigError
-from lms_activity_pipeline.ingest.risk import compute_student_risk, local_days
+from lms_activity_pipeline.ingest.risk import compute_student_risk, local_days, train_risk_model
+from lms_activity_pipeline.settings import RISK_MODELS
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline.warehouse.risk import flagged_without_reasons
+from lms_activity_pipeline.warehouse.store import Warehouse
 
 
 def thresholds_of(risk: RiskSettings) -> RiskThresholds:
-    if risk.model != "rules":
-        raise ConfigError(f"LMS_RISK_MODEL={risk.model!r} is not available in this version: use rules")
+    if risk.model not in RISK_MODELS:
+        raise ConfigError(f"LMS_RISK_MODEL={risk.model!r} must be one of {', '.join(RISK_MODELS)}")
     return RiskThresholds(inactive_days=risk.inactive_days)
+
+
+def learned_model(
+    context: AssetExecutionContext, store: Warehouse, thresholds: RiskThresholds
+) -> tuple[RiskModel, bool]:
+    """The latest stored learned model, or one trained now on the history before the partition (and stored)."""
+    model = store.risk_model()
+    if model is not None:
+        return model, False
+    try:
+        model = train_risk_model(store, context.partition_time_window.start, DAILY.timezone, thresholds)
+    except ValueError as exc:
+        raise ConfigError(f"LMS_RISK_MODEL=learned: {exc}") from None
+    context.log.info(f"student_risk: trained and stored {model.name}")
+    return model, True
+
+
+def model_metadata(model: RiskModel, trained: bool) -> dict[str, MetadataValue]:
+    """The learned model's version, features and validation metrics (the rules' on the same split too)."""
+    out: dict[str, MetadataValue] = {
+        "model_version": MetadataValue.text(model.version),
+        "model_trained_now": MetadataValue.bool(trained),
+        "model_features": MetadataValue.text(", ".join(model.features)),
+        "model_trained_at": MetadataValue.text(model.trained_at.isoformat()),
+    }
+    for key in ("precision", "recall", "pr_auc", "rules_precision", "rules_recall"):
+        value = model.metrics.get(key)
+        if value is not None:
+            out[f"validation_{key}"] = MetadataValue.float(float(value))
+    for key in ("train_days", "validation_days", "train_rows", "validation_rows", "validation_positives"):
+        if key in model.metrics:
+            out[f"model_{key}"] = MetadataValue.text(str(model.metrics[key]))
+    return out
 
 
 @asset(
@@ -51,12 +87,14 @@ def thresholds_of(risk: RiskSettings) -> RiskThresholds:
     description=(
         "One row per (student, course, day) for students active in the course in the 60 days before: risk "
         "level (high/medium/low), score and reasons (inactive, failed_in_row, unpassed_exam, stalled_content, "
-        "declining_scores). Only events before the end of the day count: a day recomputed later is the same."
+        "declining_scores). Only events before the end of the day count: a day recomputed later is the same. "
+        "LMS_RISK_MODEL=learned: scored by the latest model in risk_models (trained and stored if none)."
     ),
 )
 def student_risk(context: AssetExecutionContext, warehouse: WarehouseResource, risk: RiskSettings) -> MaterializeResult:
-    window, store = context.partition_time_window, warehouse.store()
-    report = compute_student_risk(store, window.start, window.end, DAILY.timezone, thresholds_of(risk))
+    window, store, thresholds = context.partition_time_window, warehouse.store(), thresholds_of(risk)
+    model, trained = learned_model(context, store, thresholds) if risk.model == "learned" else (None, False)
+    report = compute_student_risk(store, window.start, window.end, DAILY.timezone, thresholds, model)
     context.log.info(
         f"student_risk: {len(report.days)} day(s), "
         + ", ".join(f"{n} {lvl}" for lvl, n in report.levels.items())
@@ -73,6 +111,7 @@ def student_risk(context: AssetExecutionContext, warehouse: WarehouseResource, r
             **md.upsert_metadata(report.upserted),
             **md.table_metadata(wh.student_risk),
             "preview": md.preview(report.preview),
+            **(model_metadata(model, trained) if model is not None else {}),
         }
     )
 
@@ -141,5 +180,15 @@ risk_tables = [
         kinds={"sql"},
         metadata=md.table_metadata(wh.risk_feedback),
         description="Mentors' 👍/👎 reactions to at-risk digests, read back from Zulip by risk_feedback_job.",
+    ),
+    # learned at-risk model (issue 13, LMS_RISK_MODEL=learned)
+    AssetSpec(
+        wh.risk_models.name,
+        deps=[wh.risk_feedback.name],
+        group_name=names.RISK_GROUP,
+        kinds={"sql"},
+        metadata=md.table_metadata(wh.risk_models),
+        description="The learned at-risk model's versions (numbers and validation metrics), trained by "
+        "student_risk with LMS_RISK_MODEL=learned when none is stored.",
     ),
 ]
