@@ -1,4 +1,4 @@
-"""Classification of LMS attempts into activity events (DESIGN.md §4), vectorised.
+"""Classification of LMS attempts into activity events (docs/ingestion.md, event types and classification), vectorised.
 
 Input frames are the typed outputs of :mod:`cleaning`; the output is one row
 per event with the columns of :data:`EVENT_COLUMNS` (those of

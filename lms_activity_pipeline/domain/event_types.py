@@ -1,4 +1,4 @@
-"""The seven activity event types of DESIGN.md §4 and how their identity is spelled."""
+"""The seven activity event types (docs/ingestion.md) and how their identity is spelled."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Zulip message texts for mentors (DESIGN.md §9): one rich DM per event, or a digest.
+"""Zulip message texts for mentors (docs/notifications.md): one rich DM per event, or a digest.
 
 Pure functions: no Dagster, no database, no Zulip client. Untrusted text
 (student names, course and activity titles, content types) always goes

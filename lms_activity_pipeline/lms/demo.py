@@ -1,4 +1,4 @@
-"""A deterministic synthetic LMS in the reference schema (DESIGN.md §3).
+"""A deterministic synthetic LMS in the reference schema (lms/schema.py).
 
 ``generate_demo_lms`` drops and recreates the reference tables from
 :data:`~lms_activity_pipeline.lms.schema.REFERENCE` and fills them with a

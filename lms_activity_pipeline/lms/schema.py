@@ -1,4 +1,4 @@
-"""The reference LMS schema (DESIGN.md §3) and source profiles that rename it.
+"""The reference LMS schema and source profiles that rename it.
 
 ``REFERENCE`` holds the SQLAlchemy Core tables exactly as the contract writes
 them; the demo LMS is created from them. A :class:`SourceProfile` maps the

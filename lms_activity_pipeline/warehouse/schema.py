@@ -1,4 +1,4 @@
-"""Warehouse tables (DESIGN.md §5): the single source of truth for their schema.
+"""Warehouse tables (described in docs/data-dictionary.md): the single source of truth for their schema.
 
 Tables are declared in the placeholder schema :data:`SCHEMA_TOKEN`; the
 warehouse engine's ``schema_translate_map`` turns it into

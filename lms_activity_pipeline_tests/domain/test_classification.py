@@ -1,4 +1,4 @@
-"""Classification rules of DESIGN.md §4 on typed frames (pure domain logic, no database)."""
+"""Classification rules (docs/ingestion.md) on typed frames (pure domain logic, no database)."""
 
 from __future__ import annotations
 

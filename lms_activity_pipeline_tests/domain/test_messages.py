@@ -1,4 +1,4 @@
-"""Message texts (DESIGN.md §9): per-event messages, escaping, digests and their splitting."""
+"""Message texts (docs/notifications.md): per-event messages, escaping, digests and their splitting."""
 
 from __future__ import annotations
 
