@@ -21,7 +21,7 @@ from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.support.lms_builder import LMSBuilder, t
 from lms_activity_pipeline_tests.support.pipeline import Pipeline
-from lms_activity_pipeline_tests.support.processes import materialize
+from lms_activity_pipeline_tests.support.processes import materialize, start_monitor_daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -172,14 +172,7 @@ def test_monitor_stats_match_the_warehouse(
 def test_daemon_picks_up_new_rows_and_stops_cleanly_on_sigterm(backend: Backend, tmp_path: Path) -> None:
     lms = live_school(backend)
     env = {**os.environ, **env_for(backend, tmp_path), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lms_activity_pipeline.cli", "monitor", "--daemon", "--interval", "1"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_monitor_daemon(env, tmp_path, interval=1)
     try:
         wait_for(lambda: "exam:1:exam_failed" in event_keys(backend), proc)
         lms.attempt(

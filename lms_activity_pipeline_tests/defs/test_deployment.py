@@ -28,7 +28,13 @@ from lms_activity_pipeline_tests.conftest import Backend, PgDatabases
 from lms_activity_pipeline_tests.support.lms_builder import LMSBuilder, t
 from lms_activity_pipeline_tests.support.notify_helpers import recent_days, recent_school
 from lms_activity_pipeline_tests.support.pipeline import Pipeline
-from lms_activity_pipeline_tests.support.processes import ROOT, free_port, stop_process_group, subprocess_env
+from lms_activity_pipeline_tests.support.processes import (
+    ROOT,
+    free_port,
+    start_dagster_daemon,
+    stop_process_group,
+    subprocess_env,
+)
 
 
 @pytest.fixture
@@ -216,15 +222,7 @@ def test_daemon_runs_the_sensor_retries_a_transient_failure_and_never_overlaps_i
     )
     set_connections(pg_server_url, backend.warehouse_url, allowed=False)
     daemon_log = tmp_path / "daemon.log"
-    with daemon_log.open("w") as log:
-        daemon = subprocess.Popen(
-            ["dagster-daemon", "run", "-w", str(ROOT / "workspace.yaml")],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    daemon = start_dagster_daemon(env, daemon_log)
     instance = DagsterInstance.from_config(str(production_home))
     try:
         sensor_run = {"lms/trigger": "sensor"}
@@ -475,15 +473,7 @@ def test_daemon_alerts_once_on_a_run_that_failed_for_good(
         }
     )
     daemon_log = tmp_path / "daemon.log"
-    with daemon_log.open("w") as log:
-        daemon = subprocess.Popen(
-            ["dagster-daemon", "run", "-w", str(ROOT / "workspace.yaml")],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    daemon = start_dagster_daemon(env, daemon_log)
     instance = DagsterInstance.from_config(str(production_home))
     try:
         wait_for_sensor_tick(instance, names.RUN_FAILURE_ALERTS_SENSOR, daemon_log)

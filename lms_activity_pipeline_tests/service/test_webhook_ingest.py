@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from lms_activity_pipeline_tests.polling.test_sensor import Tick, partitions
 from lms_activity_pipeline_tests.service.helpers import SECRET, signed
 from lms_activity_pipeline_tests.support.lms_builder import LMSBuilder, t
 from lms_activity_pipeline_tests.support.pipeline import Pipeline
+from lms_activity_pipeline_tests.support.processes import start_monitor_daemon
 
 
 def announce(env: dict[str, str], row_id: int) -> None:
@@ -91,14 +90,7 @@ def test_monitor_daemon_polls_at_once_when_a_webhook_arrives(backend: Backend, t
     """``monitor --daemon --interval 600`` would wait 10 minutes; a recorded webhook wakes it within seconds."""
     lms = live_school(backend)
     env = {**os.environ, **env_for(backend, tmp_path), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lms_activity_pipeline.cli", "monitor", "--daemon", "--interval", "600"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_monitor_daemon(env, tmp_path, interval=600)
     try:
         wait_for(lambda: "exam:1:exam_failed" in event_keys(backend), proc)  # the first poll
         time.sleep(2)

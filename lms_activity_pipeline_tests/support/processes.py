@@ -26,6 +26,31 @@ def subprocess_env(env: dict[str, str]) -> dict[str, str]:
     }
 
 
+def start_dagster_daemon(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """``dagster-daemon run`` on the project's workspace in its own process group, output to ``log_path``."""
+    with log_path.open("w") as log:
+        return subprocess.Popen(
+            ["dagster-daemon", "run", "-w", str(ROOT / "workspace.yaml")],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def start_monitor_daemon(env: dict[str, str], cwd: Path, interval: int) -> subprocess.Popen:
+    """``lms-activity monitor --daemon --interval N`` with its output (text, stderr merged) on ``stdout``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "lms_activity_pipeline.cli", "monitor", "--daemon", "--interval", str(interval)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def stop_process_group(proc: subprocess.Popen, timeout: float = 30) -> None:
     """SIGTERM to the process group of ``proc`` (started with ``start_new_session``), then SIGKILL if it lingers."""
     pgid = proc.pid  # start_new_session: the group id is the leader's pid
