@@ -1,12 +1,19 @@
 """Load on the integration service: N concurrent clients for D seconds on the loopback, PostgreSQL warehouse.
 
-    python benchmarks/service_load.py [--clients 200] [--seconds 60] [--workers 2] [--server URL]
+    python benchmarks/service_load.py [--clients 200] [--seconds 60] [--workers 2] [--rate 1] [--server URL]
 
 Starts ``lms-activity serve`` (uvicorn, ``--workers``) on a fresh PostgreSQL warehouse seeded with
-10,000 events, then runs two phases, each with ``--clients`` asyncio clients in bounded loops (one
-request after another, no pause): ``GET /api/v1/events?limit=50`` with a read token, and signed
-``POST /webhooks/lms`` (each with a new webhook-id). Prints requests/s, p50/p99 latency, 5xx and
-other errors per phase.
+10,000 events, then drives ``--clients`` concurrent asyncio clients at ``GET /api/v1/events?limit=50``
+(read token) and at signed ``POST /webhooks/lms`` (a new webhook-id each), in two kinds of bounded
+loops per endpoint:
+
+- paced: each client sends ``--rate`` requests a second (exponential gaps, so ``clients x rate`` on
+  average), latency counted from when the request was due (a late send counts as waiting);
+- saturating: each client sends its next request as soon as the previous one is answered: the most
+  the service serves, and how long 200 waiting clients wait (latency = clients / throughput).
+
+Prints requests/s, p50/p99 latency, 5xx and other errors per phase, and the CPU time the load
+generator itself used (it shares the machine's cores with the server).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import base64
 import datetime as dt
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -64,9 +72,18 @@ def seed(url: str) -> str:
 
 
 async def client_loop(
-    client: httpx.AsyncClient, request: dict, until: float, latencies: list[float], errors: dict[str, int]
+    client: httpx.AsyncClient,
+    request: dict,
+    until: float,
+    latencies: list[float],
+    errors: dict[str, int],
+    rate: float,
+    pacing: random.Random,
 ) -> None:
-    while time.perf_counter() < until:
+    due = time.perf_counter() + (pacing.expovariate(rate) if rate else 0)
+    while due < until:
+        if rate:
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
         kind, args = request["kind"], dict(request["args"])
         if kind == "webhook":
             wid = f"msg_{uuid.uuid4().hex}"
@@ -79,26 +96,33 @@ async def client_loop(
                 "webhook-signature": request["hook"].sign(wid, now, body),
                 "content-type": "application/json",
             }
-        start = time.perf_counter()
+        start = due if rate else time.perf_counter()
         try:
             answer = await client.request(**args)
             code = answer.status_code
         except httpx.HTTPError as exc:
             errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
             continue
+        finally:
+            due = due + pacing.expovariate(rate) if rate else time.perf_counter()
         latencies.append(time.perf_counter() - start)
         if code >= 300:
             key = "5xx" if code >= 500 else str(code)
             errors[key] = errors.get(key, 0) + 1
 
 
-async def phase(base: str, request: dict, clients: int, seconds: float) -> tuple[int, list[float], dict[str, int]]:
+async def phase(
+    base: str, request: dict, clients: int, seconds: float, rate: float
+) -> tuple[int, list[float], dict[str, int]]:
     latencies: list[float] = []
     errors: dict[str, int] = {}
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    pacing = random.Random(7)
     async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
         until = time.perf_counter() + seconds
-        await asyncio.gather(*(client_loop(client, request, until, latencies, errors) for _ in range(clients)))
+        await asyncio.gather(
+            *(client_loop(client, request, until, latencies, errors, rate, pacing) for _ in range(clients))
+        )
     return len(latencies), latencies, errors
 
 
@@ -112,6 +136,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=1.0, help="requests a second per client in the paced phases")
     args = parser.parse_args()
     url = ensure_database(database_url(args.server, "lms_service_bench"))
     token = seed(url)
@@ -138,7 +163,10 @@ def main() -> int:
                     break
             except httpx.HTTPError:
                 time.sleep(0.3)
-        report = Report(f"lms-activity serve: {args.clients} clients x {args.seconds:g} s, {args.workers} workers")
+        report = Report(
+            f"lms-activity serve: {args.clients} clients x {args.seconds:g} s per phase, {args.workers} workers, "
+            f"paced at {args.rate:g} req/s per client, then saturating"
+        )
         phases = {
             "GET /api/v1/events?limit=50": {
                 "kind": "get",
@@ -156,13 +184,15 @@ def main() -> int:
             },
         }
         for name, request in phases.items():
-            done, latencies, errors = asyncio.run(phase(base, request, args.clients, args.seconds))
-            report.add(
-                name,
-                f"{done / args.seconds:,.0f} req/s",
-                f"p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms, "
-                f"errors {errors or 'none'}",
-            )
+            for rate in (args.rate, 0.0):
+                cpu = time.process_time()
+                done, latencies, errors = asyncio.run(phase(base, request, args.clients, args.seconds, rate))
+                report.add(
+                    f"{name}, {'paced' if rate else 'saturating'}",
+                    f"{done / args.seconds:,.0f} req/s",
+                    f"p50 {percentile(latencies, 50) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms, "
+                    f"errors {errors or 'none'}; load generator CPU {100 * (time.process_time() - cpu) / args.seconds:.0f}%",
+                )
         report.print()
     finally:
         server.terminate()

@@ -23,6 +23,7 @@ from standardwebhooks.webhooks import Webhook
 
 from lms_activity_pipeline.errors import ConfigError
 from lms_activity_pipeline.lms.reader import LMSReader
+from lms_activity_pipeline.service.inbox_writer import InboxWriter
 from lms_activity_pipeline.settings import Settings, load_settings
 from lms_activity_pipeline.warehouse import webhook_inbox
 from lms_activity_pipeline.warehouse.freshness import freshness
@@ -39,6 +40,10 @@ class Service:
     settings: Settings
     store: Warehouse
     webhook_secrets: tuple[Webhook, ...] = field(default=())
+    inbox: InboxWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.inbox = InboxWriter(self.store.engine)
 
     @property
     def engine(self) -> Engine:

@@ -3,7 +3,8 @@
 The signature (``webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">``) is checked with the
 ``standardwebhooks`` library against each secret of ``LMS_WEBHOOK_SECRET`` (several while rotating); it
 refuses timestamps more than 5 minutes off. A repeated ``webhook-id`` answers 200 and records nothing.
-The receiver only records: the next poll ingests the announced row.
+The receiver only records (webhooks arriving together share one transaction, see
+:mod:`~lms_activity_pipeline.service.inbox_writer`): the next poll ingests the announced row.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from fastapi import APIRouter, HTTPException, Request
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from lms_activity_pipeline.warehouse import webhook_inbox
+from lms_activity_pipeline.warehouse.webhook_inbox import Received
 
 router = APIRouter()
 
@@ -63,9 +65,5 @@ async def receive(request: Request) -> dict[str, Any]:
     verify(service.webhook_secrets, body, headers)
     source, row_id = parse_body(body)
     webhook_id = headers["webhook-id"][:200]
-    from starlette.concurrency import run_in_threadpool
-
-    recorded = await run_in_threadpool(
-        webhook_inbox.record, service.engine, webhook_id, source, row_id, dt.datetime.now(dt.UTC)
-    )
+    recorded = await service.inbox.record(Received(webhook_id, source, row_id, dt.datetime.now(dt.UTC)))
     return {"recorded": recorded, "webhook_id": webhook_id}

@@ -8,6 +8,7 @@ not consumed yet, hands the announced LMS rows to an ingest run however old they
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -21,6 +22,8 @@ from lms_activity_pipeline.warehouse.schema import lms_webhook_inbox as table
 SOURCES = {"attempt.changed": "attempts", "content_attempt.changed": "content_attempts"}
 #: Announcements read per poll.
 PAGE = 5000
+#: Rows per ``INSERT`` when recording (4 parameters each, far below SQLite's limit).
+RECORD_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -30,15 +33,42 @@ class Announcement:
     row_id: int
 
 
+@dataclass(frozen=True)
+class Received:
+    """One verified webhook, to be recorded."""
+
+    webhook_id: str
+    source: str
+    row_id: int
+    received_at: dt.datetime
+
+
 def record(engine: Engine, webhook_id: str, source: str, row_id: int, now: dt.datetime) -> bool:
     """Record one announcement; False when this ``webhook_id`` was recorded before (nothing changes)."""
+    return webhook_id in record_many(engine, [Received(webhook_id, source, row_id, now)])
+
+
+def record_many(engine: Engine, received: Sequence[Received]) -> set[str]:
+    """Record announcements in one transaction; the webhook ids recorded now (a repeat of an earlier one,
+    or of one before it in ``received``, records nothing)."""
+    first: dict[str, Received] = {}
+    for item in received:
+        first.setdefault(item.webhook_id, item)
+    rows = [
+        {"webhook_id": r.webhook_id, "source": r.source, "row_id": r.row_id, "received_at": to_utc(r.received_at)}
+        for r in first.values()
+    ]
+    recorded: set[str] = set()
     with db.write_transaction(engine) as conn:
-        stmt = (
-            db.insert(conn, table)
-            .values(webhook_id=webhook_id, source=source, row_id=row_id, received_at=to_utc(now))
-            .on_conflict_do_nothing(index_elements=["webhook_id"])
-        )
-        return conn.execute(stmt).rowcount == 1
+        for i in range(0, len(rows), RECORD_CHUNK):
+            stmt = (
+                db.insert(conn, table)
+                .values(rows[i : i + RECORD_CHUNK])
+                .on_conflict_do_nothing(index_elements=["webhook_id"])
+                .returning(table.c.webhook_id)
+            )
+            recorded.update(str(w) for (w,) in conn.execute(stmt))
+    return recorded
 
 
 def pending(engine: Engine, limit: int = PAGE) -> list[Announcement]:
