@@ -31,6 +31,8 @@ QUALITY_JOB: Final = "lms_quality_checks_job"
 NOTIFY_OP: Final = "send_mentor_notifications"
 ACTIVITY_SENSOR: Final = "lms_activity_sensor"
 NOTIFY_AFTER_INGEST_SENSOR: Final = "notify_mentors_after_ingest"
+#: Polls at once when LMS webhooks wait in ``lms_webhook_inbox`` (the same poll as ``lms_activity_sensor``).
+WEBHOOK_SENSOR: Final = "lms_webhook_sensor"
 NOTIFY_RETRY_SCHEDULE: Final = "notify_mentors_retry_schedule"
 #: The job Dagster runs for materialisations and backfills launched from the asset pages.
 IMPLICIT_ASSET_JOB: Final = "__ASSET_JOB"
@@ -50,6 +52,10 @@ FUTURE_ROWS_TAG: Final = "lms/rows_dated_in_future"
 INGEST_RUN_ID_TAG: Final = "lms/ingest_run_id"
 #: Every notify run (the production queue allows one at a time).
 NOTIFY_TAG: Final = "lms/notify"
+#: On a notify run started beside an ingest run (``lms_webhook_sensor``): that ingest run's run key.
+COMPANION_OF_TAG: Final = "lms/companion_of"
+#: Set by the companion when it stops waiting: ``finished`` (its ingest run ended) or ``timeout``.
+COMPANION_SAW_TAG: Final = "lms/companion_saw"
 
 # Dagster's own tags the pipeline reads or sets.
 RUN_KEY_TAG: Final = "dagster/run_key"

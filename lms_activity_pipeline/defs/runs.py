@@ -15,7 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dagster import (
+    DagsterEventType,
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     Definitions,
     ExecuteInProcessResult,
@@ -78,6 +80,41 @@ def ingest_request(plan: PollPlan | PendingRun, trigger: str = "sensor", *, in_p
         partition_key=partition_key,
         tags=tags,
     )
+
+
+def events_stored(instance: DagsterInstance, run_key: str) -> bool:
+    """Whether a run of ``run_key`` has finished its ``lms_activity_events`` step: the events and their pending
+    notifications are committed, whatever the feature steps after it still do."""
+    for run in instance.get_runs(RunsFilter(tags={names.RUN_KEY_TAG: run_key}), limit=10):
+        steps = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_SUCCESS).records
+        if any(r.event_log_entry.step_key == names.LMS_ACTIVITY_EVENTS for r in steps):
+            return True
+    return False
+
+
+def companion_notify_request(ingest: RunRequest) -> RunRequest:
+    """A ``notify_mentors_job`` run launched with the ingest run ``ingest``: it waits for that run and sends at
+    once, its process start-up overlapping the ingest run (``notify_mentors_after_ingest`` then skips it)."""
+    assert ingest.run_key is not None
+    return RunRequest(
+        run_key=f"notify-with-{ingest.run_key}",
+        job_name=names.NOTIFY_JOB,
+        run_config={"ops": {names.NOTIFY_OP: {"config": {"after_ingest_run_key": ingest.run_key}}}},
+        tags={names.TRIGGER_TAG: "companion", names.COMPANION_OF_TAG: ingest.run_key},
+    )
+
+
+def companion_covers(instance: DagsterInstance, ingest: DagsterRun) -> DagsterRun | None:
+    """The companion notify run that sends what the finished ingest run ``ingest`` enqueued: one still waiting
+    for it, or one that saw it finish (tag :data:`~names.COMPANION_SAW_TAG`) and is sending or has sent."""
+    run_key = ingest.tags.get(names.RUN_KEY_TAG)
+    if not run_key:
+        return None
+    for run in instance.get_runs(RunsFilter(tags={names.COMPANION_OF_TAG: run_key}), limit=5):
+        saw = run.tags.get(names.COMPANION_SAW_TAG)
+        if (saw is None and not run.is_finished) or (saw == "finished" and run.status != DagsterRunStatus.FAILURE):
+            return run
+    return None
 
 
 def notify_request(trigger: str, *, after_run: str | None = None) -> RunRequest:

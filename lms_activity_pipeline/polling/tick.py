@@ -54,6 +54,8 @@ class Tick:
     #: False when another poller saved the cursor between our read and our write: request nothing.
     saved: bool = True
     messages: list[str] = field(default_factory=list)
+    #: LMS webhook announcements this tick consumed (their rows are in ``requests``, or stored already).
+    announced: int = 0
 
     def skip_reason(self) -> str:
         """Why the tick requests no run, in one line."""
@@ -131,7 +133,7 @@ def poll(
         return Tick([], result, followed, text, saved=False)
     if inbox:  # handed to the run requested now, or already in the events (or not in the LMS at all)
         webhook_inbox.consume(store.engine, inbox, announced.run_key if announced else None, now)
-    return Tick(requests, result, followed, text, pending, messages=messages)
+    return Tick(requests, result, followed, text, pending, messages=messages, announced=len(inbox))
 
 
 def _announced(

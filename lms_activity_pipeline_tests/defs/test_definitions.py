@@ -39,6 +39,7 @@ def test_definitions_carry_every_contract_name(tmp_path) -> None:
     assert [node.name for node in defs.resolve_job_def(names.NOTIFY_JOB).nodes] == [names.NOTIFY_OP]
     assert {s.name for s in defs.sensors or []} == {
         names.ACTIVITY_SENSOR,
+        names.WEBHOOK_SENSOR,
         names.NOTIFY_AFTER_INGEST_SENSOR,
         names.RUN_FAILURE_ALERTS_SENSOR,
         names.HEALTH_ALERTS_SENSOR,

@@ -57,7 +57,7 @@ def test_production_instance_stores_runs_and_assets_in_postgres(
     queue = instance.get_concurrency_config().run_queue_config  # what the daemon's dequeue loop reads
     assert {(limit["key"], limit["limit"]) for limit in queue.tag_concurrency_limits} == {("lms/notify", 1)}
     assert queue.max_concurrent_runs == 8
-    assert instance.run_coordinator.dequeue_interval_seconds == 2
+    assert instance.run_coordinator.dequeue_interval_seconds == 1
     assert instance.run_monitoring_enabled
     assert_serialises_and_retries_ingest_runs(instance)
 

@@ -32,9 +32,9 @@ def lms(backend: Backend) -> LMSBuilder:
 class Tick:
     """Evaluates the real sensor against a backend, carrying the cursor like the daemon does."""
 
-    def __init__(self, backend: Backend, **env: str) -> None:
+    def __init__(self, backend: Backend, sensor: str = names.ACTIVITY_SENSOR, **env: str) -> None:
         self.pipe = Pipeline(backend, **env)
-        self.sensor = self.pipe.defs.resolve_sensor_def(names.ACTIVITY_SENSOR)
+        self.sensor = self.pipe.defs.resolve_sensor_def(sensor)
         self.instance = DagsterInstance.ephemeral()
         self.cursor: str | None = None
         self.resources = self.pipe.defs.resources

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dagster import DagsterInstance
+from dagster import DagsterInstance, DefaultSensorStatus
 from fastapi.testclient import TestClient
 
+from lms_activity_pipeline import names
 from lms_activity_pipeline.service.app import create_app
 from lms_activity_pipeline.settings import load_settings
 from lms_activity_pipeline.warehouse import schema as wh
@@ -83,6 +84,43 @@ def test_the_dagster_sensor_requests_a_run_for_an_announced_old_row(backend: Bac
     assert partitions(request) == ("2024-05-03", "2024-05-03")
     assert not webhook_inbox.pending(tick.pipe.warehouse.engine)
     assert not tick().run_requests  # consumed: not requested again
+
+
+def test_the_webhook_sensor_polls_only_when_an_announcement_waits_and_shares_the_cursor(backend: Backend) -> None:
+    """``lms_webhook_sensor`` ticks often but polls only when the inbox holds an announcement; its poll is
+    ``lms_activity_sensor``'s (one cursor): what one requested, the other never requests again."""
+    lms = LMSBuilder(backend.lms_url).school()
+    lms.attempt(1, 1, 200, "graded", t(3, 10), submitted_at=t(3, 10, 30), graded_at=t(3, 11), score=42)
+    lms.attempt(2, 2, 200, "submitted", t(4, 9), submitted_at=t(4, 9, 30))
+    lms.write()
+    poll, hook = Tick(backend), Tick(backend, names.WEBHOOK_SENSOR)
+    assert hook().skip_message == "no LMS webhook waiting in lms_webhook_inbox"  # history waits for the poll
+    assert poll().run_requests  # history
+    lms.attempt(8, 3, 200, "submitted", t(3, 8), submitted_at=t(3, 8, 30)).write()  # older than the mark
+    lms.attempt(9, 3, 200, "submitted", t(4, 12), submitted_at=t(4, 12, 30)).write()  # a new change
+    assert hook().skip_message == "no LMS webhook waiting in lms_webhook_inbox"  # no announcement: no poll
+
+    webhook_inbox.record(poll.pipe.warehouse.engine, "msg_8", "attempts", 8, dt.datetime.now(dt.UTC))
+    requested = hook().run_requests  # the poll's change and the announced old row, each with a companion
+    ingests = [r for r in requested if r.job_name == names.INGEST_JOB]
+    assert sorted(partitions(r) for r in ingests) == [("2024-05-03", "2024-05-03"), ("2024-05-04", "2024-05-04")]
+    companions = [r for r in requested if r.job_name == names.NOTIFY_JOB]
+    assert [c.tags[names.COMPANION_OF_TAG] for c in companions] == [r.run_key for r in ingests]
+    assert [c.run_config["ops"][names.NOTIFY_OP]["config"]["after_ingest_run_key"] for c in companions] == [
+        r.run_key for r in ingests
+    ]
+    assert not webhook_inbox.pending(poll.pipe.warehouse.engine)
+    assert not poll().run_requests  # the other sensor's poll: nothing left to request
+    assert hook().skip_message == "no LMS webhook waiting in lms_webhook_inbox"
+
+
+def test_the_webhook_sensor_runs_by_default_only_where_webhooks_are_configured(backend: Backend) -> None:
+    sensor = Pipeline(backend).defs.resolve_sensor_def(names.WEBHOOK_SENSOR)
+    assert sensor.default_status == DefaultSensorStatus.STOPPED
+    configured = Pipeline(backend, LMS_WEBHOOK_SECRET=SECRET).defs.resolve_sensor_def(names.WEBHOOK_SENSOR)
+    assert configured.default_status == DefaultSensorStatus.RUNNING
+    disabled = Pipeline(backend, LMS_WEBHOOK_SECRET=SECRET, LMS_ACTIVITY_MONITOR_ENABLED="false")
+    assert disabled.defs.resolve_sensor_def(names.WEBHOOK_SENSOR).default_status == DefaultSensorStatus.STOPPED
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

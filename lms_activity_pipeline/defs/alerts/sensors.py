@@ -51,7 +51,7 @@ from lms_activity_pipeline.warehouse.alerts import AlertStore
 from lms_activity_pipeline.warehouse.freshness import freshness
 
 #: The sensors whose failing ticks are an incident.
-WATCHED_SENSORS = (names.ACTIVITY_SENSOR, names.NOTIFY_AFTER_INGEST_SENSOR)
+WATCHED_SENSORS = (names.ACTIVITY_SENSOR, names.WEBHOOK_SENSOR, names.NOTIFY_AFTER_INGEST_SENSOR)
 HEALTH_INTERVAL_SECONDS = 60
 
 

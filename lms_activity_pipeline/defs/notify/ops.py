@@ -1,12 +1,14 @@
 """``send_mentor_notifications``: the op of ``notify_mentors_job``, a thin shell around the :class:`Notifier`."""
 
 import datetime as dt
+import time
 from typing import Any
 
 from dagster import AssetMaterialization, Config, MetadataValue, Nothing, OpExecutionContext, Out, op
 from pydantic import Field
 
 from lms_activity_pipeline import names
+from lms_activity_pipeline.defs import runs
 from lms_activity_pipeline.defs.resources import (
     LMSResource,
     PipelineSettings,
@@ -19,6 +21,7 @@ from lms_activity_pipeline.domain.outbox import OutboxStatus
 from lms_activity_pipeline.notify.notifier import Notifier, NotifySummary, ZulipSetup
 from lms_activity_pipeline.notify.policy import NotifyPolicy
 from lms_activity_pipeline.notify.request import NotifyRequest
+from lms_activity_pipeline.polling.followup import RunState
 from lms_activity_pipeline.settings import parse_event_types
 from lms_activity_pipeline.warehouse.health import outbox_health
 from lms_activity_pipeline.warehouse.outbox import (
@@ -64,6 +67,56 @@ class NotifyConfig(Config):
         ge=0,
         description="Uncertain deliveries are looked up on Zulip once their request is this old.",
     )
+    after_ingest_run_key: str | None = Field(
+        default=None,
+        description=(
+            "Launched beside an ingest run (lms_webhook_sensor): wait until the run of this run key has finished, "
+            "then send. Its process starts while the ingest runs, so the DMs go out a run start-up earlier."
+        ),
+    )
+    wait_for_ingest_minutes: float = Field(
+        default=10,
+        gt=0,
+        description="How long after_ingest_run_key is waited for; then this run sends what is due and ends.",
+    )
+
+
+#: How often a companion run asks whether its ingest run has finished.
+COMPANION_POLL_SECONDS = 0.2
+#: The sensor submits the ingest run just before its companion: a run key with no run after this long was
+#: never launched (Dagster skipped it), and there is nothing to wait for.
+NEVER_LAUNCHED_SECONDS = 60
+
+
+def wait_for_ingest(context: OpExecutionContext, run_key: str, minutes: float) -> bool:
+    """Wait until the ingest run of ``run_key`` has stored its events (its ``lms_activity_events`` step
+    succeeded: the feature steps after it need not end first) or finished, or ``minutes`` passed.
+    True when it did (tag ``lms/companion_saw=finished``)."""
+    start = time.monotonic()
+
+    def ended() -> tuple[bool, RunState]:
+        state = runs.run_state(context.instance, run_key)
+        return state in (RunState.DONE, RunState.FAILED) or runs.events_stored(context.instance, run_key), state
+
+    done, state = ended()
+    while (
+        not done
+        and (state == RunState.RUNNING or time.monotonic() - start < NEVER_LAUNCHED_SECONDS)
+        and time.monotonic() - start < minutes * 60
+    ):
+        time.sleep(COMPANION_POLL_SECONDS)
+        done, state = ended()
+    context.instance.add_run_tags(context.run_id, {names.COMPANION_SAW_TAG: "finished" if done else "timeout"})
+    if done and state == RunState.FAILED:
+        context.log.info(f"ingest run {run_key} failed: sending what is due anyway")
+    elif done:
+        context.log.info(f"ingest run {run_key} stored its events: sending what it enqueued")
+    else:
+        context.log.info(
+            f"ingest run {run_key} not finished after {minutes:g} min: sending what is due now; "
+            "notify_mentors_after_ingest follows the run when it ends"
+        )
+    return done
 
 
 def selected_event_types(config: NotifyConfig, settings: PipelineSettings) -> tuple[str, ...]:
@@ -179,6 +232,8 @@ def send_mentor_notifications(
     zulip: ZulipResource,
     risk: RiskSettings,
 ) -> None:
+    if config.after_ingest_run_key:
+        wait_for_ingest(context, config.after_ingest_run_key, config.wait_for_ingest_minutes)
     event_types = selected_event_types(config, settings)
     setup = zulip_setup(zulip) if settings.notify_enabled else None
     context.log.info(f"Notifying through {zulip.describe()}; event types: {', '.join(event_types) or 'none'}")

@@ -47,6 +47,9 @@ def notify_mentors_after_ingest(
     run = context.dagster_run
     if not materialised_events(run):
         return SkipReason(f"run {run.run_id} ({run.job_name}) did not materialise lms_activity_events")
+    companion = runs.companion_covers(context.instance, run)
+    if companion is not None:
+        return SkipReason(f"after run {run.run_id}: its companion notify run {companion.run_id} sends what it enqueued")
     reason = settings.why_no_notify_run(warehouse.store().outbox())
     if reason:
         return SkipReason(f"after run {run.run_id}: {reason}")
