@@ -9,6 +9,8 @@ from lms_activity_pipeline.settings import Settings
 
 #: What uvicorn imports in each worker process (``--workers N``).
 APP_FACTORY = "lms_activity_pipeline.service.app:create_app"
+#: How long an idle kept-alive connection stays open.
+KEEP_ALIVE_SECONDS = 75
 
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -34,5 +36,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         log_level="debug" if args.verbose else "info",
         access_log=args.verbose,  # access lines carry no tokens, but stay quiet by default
         proxy_headers=True,
+        # Longer than a proxy's or load balancer's idle timeout (nginx 75 s, cloud balancers 60 s), so the
+        # server never closes a kept-alive connection just as a client sends on it (uvicorn's default is 5 s).
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
     return 0

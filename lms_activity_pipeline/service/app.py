@@ -1,7 +1,7 @@
 """The FastAPI app: the REST API, the webhook receiver and the dashboard over one warehouse.
 
-Errors answer in one line: 422 names the field, an unreachable database is 503 with the reason,
-never a stack trace.
+Errors answer in one line: 422 names the field, an unreachable database is 503 with the reason, an
+exhausted connection pool (overload) is 503 with ``Retry-After``; never a stack trace.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Service:
     inbox: InboxWriter = field(init=False)
 
     def __post_init__(self) -> None:
-        self.inbox = InboxWriter(self.store.engine)
+        self.inbox = InboxWriter(self.store)
 
     @property
     def engine(self) -> Engine:
@@ -124,6 +124,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reason = _one_line(getattr(exc, "orig", None) or exc)
         log.warning("warehouse unreachable: %s", reason)
         return JSONResponse({"detail": f"warehouse unavailable: {reason}"}, status_code=503)
+
+    @app.exception_handler(sa.exc.TimeoutError)
+    async def busy(request: Request, exc: Exception) -> JSONResponse:
+        # every pooled connection is in use for longer than the pool's timeout: overload, not a bug
+        log.warning("warehouse busy: %s", _one_line(exc))
+        return JSONResponse(
+            {"detail": "warehouse busy: no database connection free, retry later"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(ConfigError)
     async def config(request: Request, exc: ConfigError) -> JSONResponse:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from lms_activity_pipeline.warehouse import webhook_inbox
+from lms_activity_pipeline.warehouse.store import Warehouse
 from lms_activity_pipeline.warehouse.webhook_inbox import Received
 
 #: At most this many webhooks per transaction.
@@ -24,9 +24,10 @@ MAX_BATCH = 1000
 
 @dataclass
 class InboxWriter:
-    """One writer task per event loop (per uvicorn worker process), started by the first webhook."""
+    """One writer task per event loop (per uvicorn worker process), started by the first webhook; the
+    warehouse is opened on the first write (a database that is down is reported per request)."""
 
-    engine: Engine
+    store: Warehouse
     _queue: asyncio.Queue[tuple[Received, asyncio.Future[bool]]] | None = field(default=None, init=False)
     _task: asyncio.Task[None] | None = field(default=None, init=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
@@ -42,13 +43,16 @@ class InboxWriter:
         self._queue.put_nowait((item, answer))
         return await answer
 
+    def _write(self, items: list[Received]) -> set[str]:
+        return webhook_inbox.record_many(self.store.engine, items)
+
     async def _write_forever(self, queue: asyncio.Queue[tuple[Received, asyncio.Future[bool]]]) -> None:
         while True:
             batch = [await queue.get()]
             while len(batch) < MAX_BATCH and not queue.empty():
                 batch.append(queue.get_nowait())
             try:
-                recorded = await run_in_threadpool(webhook_inbox.record_many, self.engine, [i for i, _ in batch])
+                recorded = await run_in_threadpool(self._write, [item for item, _ in batch])
             except Exception as exc:  # noqa: BLE001 - every waiting request answers with the database's error
                 for _, answer in batch:
                     if not answer.done():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from lms_activity_pipeline import api
@@ -26,6 +28,22 @@ Writer = Annotated[TokenInfo, Depends(require("write"))]
 
 def _engine(request: Request) -> Any:
     return request.app.state.service.engine
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.date | dt.datetime | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+class RowsJSON(JSONResponse):
+    """Pages of rows rendered with ``json.dumps`` (dates in ISO 8601, as FastAPI would): FastAPI's generic
+    encoder walked every value of a 50-row page in ~5 ms, more than the query itself."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, default=_json_default, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:
@@ -49,7 +67,7 @@ def events(
     until: dt.datetime | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     after: Annotated[int | None, Query(ge=0, description="next_after of the previous page")] = None,
-) -> dict[str, Any]:
+) -> RowsJSON:
     """Events by ``event_id``; pass the answer's ``next_after`` as ``after`` for the next page."""
     rows = service_reads.events_page(
         _engine(request),
@@ -61,7 +79,7 @@ def events(
         after=after,
         limit=limit,
     )
-    return {"events": rows, "next_after": rows[-1]["event_id"] if len(rows) == limit else None}
+    return RowsJSON({"events": rows, "next_after": rows[-1]["event_id"] if len(rows) == limit else None})
 
 
 @router.get("/students/at-risk")
@@ -83,9 +101,9 @@ def at_risk(
 @router.get("/students/{student_id}/history")
 def history(
     request: Request, student_id: int, _: Reader, days: Annotated[float, Query(gt=0, le=3660)] = 30
-) -> dict[str, Any]:
+) -> RowsJSON:
     frame = api.student_history(student_id, days, engine=_engine(request))
-    return {"student_id": student_id, "days": days, "events": _records(frame)}
+    return RowsJSON({"student_id": student_id, "days": days, "events": _records(frame)})
 
 
 class ClaimBody(BaseModel):
@@ -123,6 +141,6 @@ def notifications(
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     after: Annotated[int | None, Query(ge=0)] = None,
-) -> dict[str, Any]:
+) -> RowsJSON:
     rows = service_reads.notifications_page(_engine(request), status, after, limit)
-    return {"notifications": rows, "next_after": rows[-1]["id"] if len(rows) == limit else None}
+    return RowsJSON({"notifications": rows, "next_after": rows[-1]["id"] if len(rows) == limit else None})

@@ -192,3 +192,22 @@ def test_the_retry_form_needs_the_csrf_token_and_a_write_token(tmp_path: Path) -
         assert signin.status_code == 303
         header = signin.headers["set-cookie"].lower()
         assert "httponly" in header and "samesite=strict" in header
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_serve_keeps_an_idle_connection_open_past_uvicorns_default(backend: Backend, server: str) -> None:
+    """A client pausing 7 s (uvicorn closes after 5 s by default) sends on the same connection again."""
+    import http.client
+
+    host, port = server.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request("GET", "/api/v1/health")
+    first = conn.getresponse()
+    first.read()
+    local = conn.sock.getsockname()
+    time.sleep(7)
+    conn.request("GET", "/api/v1/health")  # http.client would fail here (RemoteDisconnected) had it been closed
+    again = conn.getresponse()
+    again.read()
+    assert (first.status, again.status) == (200, 200) and conn.sock.getsockname() == local
+    conn.close()
