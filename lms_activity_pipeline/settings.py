@@ -450,7 +450,7 @@ VARIABLES: tuple[Variable, ...] = (
         None,
         parse_webhook_secrets,
         "secret(s) of the LMS webhooks (`whsec_…`, comma-separated while rotating); unset: "
-        "`POST /webhooks/lms` answers 503",
+        "`POST /webhooks/lms` answers 503 and `lms_webhook_sensor` is off by default",
         secret=True,
     ),
 )

@@ -70,8 +70,9 @@ class NotifyConfig(Config):
     after_ingest_run_key: str | None = Field(
         default=None,
         description=(
-            "Launched beside an ingest run (lms_webhook_sensor): wait until the run of this run key has finished, "
-            "then send. Its process starts while the ingest runs, so the DMs go out a run start-up earlier."
+            "Launched beside an ingest run (lms_webhook_sensor): wait until the run of this run key has stored its "
+            "events (or ended), then send. Its process starts while the ingest runs, so the DMs go out a run "
+            "start-up earlier."
         ),
     )
     wait_for_ingest_minutes: float = Field(
