@@ -116,7 +116,7 @@ def test_the_webhook_sensor_polls_only_when_an_announcement_waits_and_shares_the
 
 def test_the_webhook_sensor_runs_by_default_only_where_webhooks_are_configured(backend: Backend) -> None:
     sensor = Pipeline(backend).defs.resolve_sensor_def(names.WEBHOOK_SENSOR)
-    assert sensor.default_status == DefaultSensorStatus.STOPPED
+    assert sensor.default_status == DefaultSensorStatus.STOPPED and sensor.minimum_interval_seconds == 1
     configured = Pipeline(backend, LMS_WEBHOOK_SECRET=SECRET).defs.resolve_sensor_def(names.WEBHOOK_SENSOR)
     assert configured.default_status == DefaultSensorStatus.RUNNING
     disabled = Pipeline(backend, LMS_WEBHOOK_SECRET=SECRET, LMS_ACTIVITY_MONITOR_ENABLED="false")
