@@ -82,14 +82,18 @@ def ingest_request(plan: PollPlan | PendingRun, trigger: str = "sensor", *, in_p
     )
 
 
-def events_stored(instance: DagsterInstance, run_key: str) -> bool:
-    """Whether a run of ``run_key`` has finished its ``lms_activity_events`` step: the events and their pending
-    notifications are committed, whatever the feature steps after it still do."""
-    for run in instance.get_runs(RunsFilter(tags={names.RUN_KEY_TAG: run_key}), limit=10):
-        steps = instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_SUCCESS).records
-        if any(r.event_log_entry.step_key == names.LMS_ACTIVITY_EVENTS for r in steps):
-            return True
-    return False
+def ingest_progress(instance: DagsterInstance, run_key: str) -> tuple[RunState, bool]:
+    """:func:`run_state` of ``run_key``, and whether one of its runs still going has finished its
+    ``lms_activity_events`` step (the events and their pending notifications are committed, whatever the feature
+    steps after it still do); one look-up of the runs."""
+    found = _runs_of(instance, run_key)
+    state = _state(found)
+    stored = state == RunState.RUNNING and any(
+        r.event_log_entry.step_key == names.LMS_ACTIVITY_EVENTS
+        for run in found
+        for r in instance.get_records_for_run(run.run_id, of_type=DagsterEventType.STEP_SUCCESS).records
+    )
+    return state, stored
 
 
 def companion_notify_request(ingest: RunRequest) -> RunRequest:
@@ -127,7 +131,14 @@ def notify_request(trigger: str, *, after_run: str | None = None) -> RunRequest:
 
 def run_state(instance: DagsterInstance, run_key: str) -> RunState:
     """How the runs launched for ``run_key`` (Dagster's retries keep the key) stand."""
-    runs = instance.get_runs(RunsFilter(tags={names.RUN_KEY_TAG: run_key}), limit=10)
+    return _state(_runs_of(instance, run_key))
+
+
+def _runs_of(instance: DagsterInstance, run_key: str) -> list[DagsterRun]:
+    return list(instance.get_runs(RunsFilter(tags={names.RUN_KEY_TAG: run_key}), limit=10))
+
+
+def _state(runs: list[DagsterRun]) -> RunState:
     if not runs:
         return RunState.WAITING
     if any(r.status == DagsterRunStatus.SUCCESS for r in runs):

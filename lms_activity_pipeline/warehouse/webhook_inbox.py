@@ -43,11 +43,6 @@ class Received:
     received_at: dt.datetime
 
 
-def record(engine: Engine, webhook_id: str, source: str, row_id: int, now: dt.datetime) -> bool:
-    """Record one announcement; False when this ``webhook_id`` was recorded before (nothing changes)."""
-    return webhook_id in record_many(engine, [Received(webhook_id, source, row_id, now)])
-
-
 def record_many(engine: Engine, received: Sequence[Received]) -> set[str]:
     """Record announcements in one transaction; the webhook ids recorded now (a repeat of an earlier one,
     or of one before it in ``received``, records nothing)."""

@@ -45,3 +45,29 @@ def signed(
         "webhook-signature": signature,
         "content-type": "application/json",
     }
+
+
+def risk_row(student: int, day: str, level: str, score: float, reasons: list[dict[str, object]]) -> dict[str, object]:
+    """A ``student_risk`` row of course 7 (mentor 10) for ``day``."""
+    t0 = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    return {
+        "student_id": student,
+        "course_id": 7,
+        "as_of": dt.date.fromisoformat(day),
+        "risk_level": level,
+        "risk_score": score,
+        "reasons": reasons,
+        "model": "rules-1",
+        "student_username": f"student{student}",
+        "course_title": "Algebra I",
+        "mentor_id": 10,
+        "last_event_at": t0,
+        "days_inactive": 9.0,
+        "unpassed_exams": 1,
+        "failed_in_row": 0,
+        "stalled_contents": 0,
+        "declining_scores": False,
+        "streak_days": 0,
+        "on_track": False,
+        "updated_at": t0,
+    }

@@ -18,7 +18,7 @@ from lms_activity_pipeline.service.app import create_app
 from lms_activity_pipeline.warehouse import poll_state, service_reads, tokens
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline_tests.conftest import Backend
-from lms_activity_pipeline_tests.service.helpers import service_settings
+from lms_activity_pipeline_tests.service.helpers import risk_row, service_settings
 
 UI = "http://dagster.example:3000/"
 RUN_ID = "0f1e2d3c-4b5a-6978-8091-a2b3c4d5e6f7"
@@ -123,31 +123,6 @@ def test_the_outbox_trend_counts_each_day_by_processed_at(client: TestClient) ->
         assert row is not None, day
         cells = re.findall(r'<td class="n">(\d+)</td>', row.group(1))
         assert cells == [str(sent), str(failed), str(skipped)], day
-
-
-def risk_row(student: int, day: str, level: str, score: float, reasons: list[dict[str, object]]) -> dict[str, object]:
-    t0 = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
-    return {
-        "student_id": student,
-        "course_id": 7,
-        "as_of": dt.date.fromisoformat(day),
-        "risk_level": level,
-        "risk_score": score,
-        "reasons": reasons,
-        "model": "rules-1",
-        "student_username": f"student{student}",
-        "course_title": "Algebra I",
-        "mentor_id": 10,
-        "last_event_at": t0,
-        "days_inactive": 9.0,
-        "unpassed_exams": 1,
-        "failed_in_row": 0,
-        "stalled_contents": 0,
-        "declining_scores": False,
-        "streak_days": 0,
-        "on_track": False,
-        "updated_at": t0,
-    }
 
 
 def test_students_at_risk_of_the_latest_day_with_reasons_in_plain_words(client: TestClient) -> None:

@@ -18,7 +18,7 @@ from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline.warehouse import tokens
 from lms_activity_pipeline.warehouse.engine import open_warehouse
 from lms_activity_pipeline_tests.conftest import Backend
-from lms_activity_pipeline_tests.service.helpers import service_settings
+from lms_activity_pipeline_tests.service.helpers import risk_row, service_settings
 from lms_activity_pipeline_tests.test_api import T0, seed
 
 
@@ -140,24 +140,7 @@ def test_students_at_risk_are_the_latest_days_flagged_rows_with_reasons(client: 
         conn.execute(
             wh.student_risk.insert(),
             [
-                {
-                    "student_id": student,
-                    "course_id": 7,
-                    "as_of": dt.date.fromisoformat(day),
-                    "risk_level": level,
-                    "risk_score": score,
-                    "reasons": reason if level != "low" else [],
-                    "model": "rules-1",
-                    "last_event_at": T0,
-                    "days_inactive": 9.0,
-                    "unpassed_exams": 1,
-                    "failed_in_row": 0,
-                    "stalled_contents": 0,
-                    "declining_scores": False,
-                    "streak_days": 0,
-                    "on_track": False,
-                    "updated_at": T0,
-                }
+                risk_row(student, day, level, score, reason if level != "low" else [])
                 for student, day, level, score in rows
             ],
         )

@@ -19,6 +19,7 @@ from lms_activity_pipeline.service.app import create_app
 from lms_activity_pipeline.settings import load_settings
 from lms_activity_pipeline.warehouse import schema as wh
 from lms_activity_pipeline.warehouse import webhook_inbox
+from lms_activity_pipeline.warehouse.webhook_inbox import Received
 from lms_activity_pipeline_tests.cli.test_cli import env_for, event_keys, live_school, recent, run_cli, wait_for
 from lms_activity_pipeline_tests.conftest import Backend
 from lms_activity_pipeline_tests.polling.test_sensor import Tick, partitions
@@ -79,7 +80,7 @@ def test_the_dagster_sensor_requests_a_run_for_an_announced_old_row(backend: Bac
     lms.attempt(8, 3, 200, "submitted", t(3, 8), submitted_at=t(3, 8, 30)).write()  # a day older than the mark
     assert not tick().run_requests  # the poll alone: left to backfills
 
-    webhook_inbox.record(tick.pipe.warehouse.engine, "msg_old", "attempts", 8, dt.datetime.now(dt.UTC))
+    webhook_inbox.record_many(tick.pipe.warehouse.engine, [Received("msg_old", "attempts", 8, dt.datetime.now(dt.UTC))])
     [request] = tick().run_requests
     assert partitions(request) == ("2024-05-03", "2024-05-03")
     assert not webhook_inbox.pending(tick.pipe.warehouse.engine)
@@ -100,7 +101,7 @@ def test_the_webhook_sensor_polls_only_when_an_announcement_waits_and_shares_the
     lms.attempt(9, 3, 200, "submitted", t(4, 12), submitted_at=t(4, 12, 30)).write()  # a new change
     assert hook().skip_message == "no LMS webhook waiting in lms_webhook_inbox"  # no announcement: no poll
 
-    webhook_inbox.record(poll.pipe.warehouse.engine, "msg_8", "attempts", 8, dt.datetime.now(dt.UTC))
+    webhook_inbox.record_many(poll.pipe.warehouse.engine, [Received("msg_8", "attempts", 8, dt.datetime.now(dt.UTC))])
     requested = hook().run_requests  # the poll's change and the announced old row, each with a companion
     ingests = [r for r in requested if r.job_name == names.INGEST_JOB]
     assert sorted(partitions(r) for r in ingests) == [("2024-05-03", "2024-05-03"), ("2024-05-04", "2024-05-04")]
@@ -137,7 +138,9 @@ def test_monitor_daemon_polls_at_once_when_a_webhook_arrives(backend: Backend, t
         time.sleep(3)
         assert "exam:3:exam_started" not in event_keys(backend)  # no poll for 10 minutes...
         started = time.monotonic()
-        webhook_inbox.record(Pipeline(backend).warehouse.engine, "msg_now", "attempts", 3, dt.datetime.now(dt.UTC))
+        webhook_inbox.record_many(
+            Pipeline(backend).warehouse.engine, [Received("msg_now", "attempts", 3, dt.datetime.now(dt.UTC))]
+        )
         wait_for(lambda: "exam:3:exam_started" in event_keys(backend), proc, timeout=60)  # ...but the webhook
         assert time.monotonic() - started < 60
     finally:

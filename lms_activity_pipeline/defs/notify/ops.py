@@ -96,8 +96,8 @@ def wait_for_ingest(context: OpExecutionContext, run_key: str, minutes: float) -
     start = time.monotonic()
 
     def ended() -> tuple[bool, RunState]:
-        state = runs.run_state(context.instance, run_key)
-        return state in (RunState.DONE, RunState.FAILED) or runs.events_stored(context.instance, run_key), state
+        state, stored = runs.ingest_progress(context.instance, run_key)
+        return state in (RunState.DONE, RunState.FAILED) or stored, state
 
     done, state = ended()
     while (
